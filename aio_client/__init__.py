@@ -1,0 +1,84 @@
+"""aio_client: a resilient async HTTP client for service-to-service calls.
+
+Deadlines that propagate across hops, priorities, retries and hedging inside a
+shared budget, circuit breaking, and metrics, over aiohttp, httpx or an
+in-memory transport.
+"""
+
+from ._attempts import AttemptKind, AttemptRecord
+from ._call import Call
+from ._client import Client, EndpointProvider, RequestContext
+from ._deadline import Deadline, ambient, current_deadline, current_priority
+from ._errors import (
+    AioClientError,
+    CircuitOpenError,
+    ConfigError,
+    ConnectError,
+    DeadlineExceededError,
+    HTTPStatusError,
+    InvalidRequestError,
+    NetworkError,
+    ProtocolError,
+    TransportError,
+)
+from ._headers import Headers
+from ._models import Request, Response, delete, get, head, options, patch, post, put, request
+from ._pipeline import Handler, Stage
+from ._priority import Priority
+from .strategies import (
+    RetryBudget,
+    constant_delays,
+    exponential_delays,
+    linear_delays,
+    pass_deadline_through,
+    sequential_strategy,
+    single_attempt_strategy,
+    split_deadline_between_attempts,
+)
+
+__all__ = [
+    "AioClientError",
+    "AttemptKind",
+    "AttemptRecord",
+    "Call",
+    "CircuitOpenError",
+    "Client",
+    "ConfigError",
+    "ConnectError",
+    "Deadline",
+    "DeadlineExceededError",
+    "EndpointProvider",
+    "HTTPStatusError",
+    "Handler",
+    "Headers",
+    "InvalidRequestError",
+    "NetworkError",
+    "Priority",
+    "ProtocolError",
+    "Request",
+    "RequestContext",
+    "Response",
+    "RetryBudget",
+    "Stage",
+    "TransportError",
+    "ambient",
+    "constant_delays",
+    "current_deadline",
+    "current_priority",
+    "delete",
+    "exponential_delays",
+    "get",
+    "head",
+    "linear_delays",
+    "options",
+    "pass_deadline_through",
+    "patch",
+    "post",
+    "put",
+    "request",
+    "sequential_strategy",
+    "single_attempt_strategy",
+    "split_deadline_between_attempts",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,202 @@
+"""One logical call, as a strategy sees it.
+
+A :class:`Call` is made per ``client.request(...)`` and dropped when it
+returns; it is the strategy's only handle on the client. Strategies decide
+*when* and *how many*; :meth:`Call.attempt` does everything an attempt needs
+(endpoint choice, propagation headers, the attempt's budget, error capture,
+history), so every strategy gets the same behaviour for free.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, final
+
+import anyio
+
+from . import _clock
+from ._attempts import AttemptKind, AttemptRecord
+from ._deadline import Deadline, format_timeout_header, reset_ambient, set_ambient
+from ._errors import AioClientError, DeadlineExceededError
+from ._models import Request, Response
+from ._priority import PRIORITY_HEADER, Priority
+
+if TYPE_CHECKING:
+    from ._pipeline import Handler
+    from .strategies._budget import RetryBudget
+    from .strategies._classifier import Classifier, Verdict
+
+__all__ = ["ATTEMPT_HEADER", "Call", "Outcome"]
+
+#: Header carrying the 1-based attempt number, so servers can spot duplicates.
+ATTEMPT_HEADER: Final = "x-request-attempt"
+_TIMEOUT_HEADER: Final = "x-request-timeout"
+
+#: What an attempt ends with: a response or the error it failed with.
+Outcome = Response | AioClientError
+
+
+@final
+class Call:
+    """The state of one logical call; made by the client, driven by a strategy."""
+
+    __slots__ = (
+        "_endpoints",
+        "_offset",
+        "_send",
+        "budget",
+        "classifier",
+        "deadline",
+        "history",
+        "low_timeout",
+        "priority",
+        "request",
+        "retries_allowed",
+    )
+
+    def __init__(
+        self,
+        *,
+        request: Request,
+        deadline: Deadline,
+        priority: Priority,
+        endpoints: tuple[str, ...],
+        offset: int,
+        send: Handler,
+        classifier: Classifier,
+        budget: RetryBudget,
+        retries_allowed: bool,
+        low_timeout: float,
+    ) -> None:
+        #: The request as the call stages left it (relative URL).
+        self.request = request
+        #: The call's effective deadline.
+        self.deadline = deadline
+        #: The call's effective priority.
+        self.priority = priority
+        #: Decides what each outcome means.
+        self.classifier = classifier
+        #: The client's shared retry/hedge budget.
+        self.budget = budget
+        #: Whether the request may be repeated (idempotent, or opted in).
+        self.retries_allowed = retries_allowed
+        #: Below this many seconds left, no attempt is sent.
+        self.low_timeout = low_timeout
+        #: Every attempt so far, in start order.
+        self.history: list[AttemptRecord] = []
+        self._endpoints = endpoints
+        self._offset = offset
+        self._send = send
+
+    def classify(self, outcome: Outcome) -> Verdict:
+        """The classifier's verdict on ``outcome``."""
+        return self.classifier(outcome)
+
+    def remaining(self) -> float:
+        """Seconds left in the call's budget."""
+        return self.deadline.remaining()
+
+    def endpoint_for(self, number: int) -> str:
+        """The base URL attempt ``number`` goes to: attempts rotate over the endpoints."""
+        endpoints = self._endpoints
+        return endpoints[(self._offset + number - 1) % len(endpoints)]
+
+    async def attempt(
+        self, number: int, kind: AttemptKind, *, share: float | None = None
+    ) -> Outcome:
+        """Send attempt ``number`` and return its outcome; only cancellation raises.
+
+        ``share`` (seconds) caps this attempt below the call's remaining budget. An
+        attempt that would have less than ``low_timeout`` seconds is not sent.
+        """
+        start = _clock.now()
+        call_left = self.deadline.at - start
+        attempt_at = self.deadline.at
+        if share is not None and share < call_left:
+            attempt_at = start + share
+        budget = attempt_at - start
+        url = _join(self.endpoint_for(number), self.request.url)
+        if budget < self.low_timeout:
+            error = DeadlineExceededError(
+                f"attempt {number} not sent: {max(budget, 0.0) * 1000:.1f} ms left",
+                may_have_reached_server=False,
+            )
+            self.history.append(
+                AttemptRecord(number, kind, url, 0.0, None, type(error).__name__, sent=False)
+            )
+            return error
+        request = self.request
+        bound = Request(
+            method=request.method,
+            url=url,
+            headers=request.headers.replace(
+                {
+                    _TIMEOUT_HEADER: format_timeout_header(budget),
+                    PRIORITY_HEADER: self.priority.value,
+                    ATTEMPT_HEADER: str(number),
+                }
+            ),
+            content=request.content,
+            route=request.route,
+        )
+        outcome: Outcome
+        try:
+            if attempt_at < self.deadline.at:
+                outcome = await self._send_capped(bound, attempt_at, number)
+            else:
+                outcome = await self._send(bound)
+        except AioClientError as exc:
+            outcome = exc
+        except BaseException as exc:
+            # Cancelled (or a bug): record the attempt, never swallow.
+            self.history.append(
+                AttemptRecord(number, kind, url, _clock.now() - start, None, type(exc).__name__)
+            )
+            raise
+        elapsed = _clock.now() - start
+        if isinstance(outcome, Response):
+            outcome = outcome.with_attempt(number, elapsed, url)
+            self.history.append(AttemptRecord(number, kind, url, elapsed, outcome.status))
+        else:
+            self.history.append(
+                AttemptRecord(
+                    number,
+                    kind,
+                    url,
+                    elapsed,
+                    None,
+                    type(outcome).__name__,
+                    sent=outcome.may_have_reached_server,
+                )
+            )
+        return outcome
+
+    async def _send_capped(self, request: Request, at: float, number: int) -> Outcome:
+        token = set_ambient(Deadline(at), self.priority)
+        try:
+            with anyio.CancelScope(deadline=at) as scope:
+                return await self._send(request)
+        finally:
+            reset_ambient(token)
+        if scope.cancelled_caught:  # pragma: no branch - the scope only exits early this way
+            return DeadlineExceededError(f"attempt {number} ran out of its share of the budget")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def result(self, outcome: Outcome) -> Response:
+        """Finish the call: return a response, or raise the error with the history."""
+        if isinstance(outcome, Response):
+            return outcome
+        raise outcome.with_attempts(tuple(self.history))
+
+    def deadline_error(self) -> DeadlineExceededError:
+        """The error for a call whose own deadline passed, carrying the history."""
+        sent = any(record.sent for record in self.history)
+        error = DeadlineExceededError(
+            f"deadline exceeded after {len(self.history)} attempt(s)",
+            may_have_reached_server=sent,
+        )
+        error.attempts = tuple(self.history)
+        return error
+
+
+def _join(endpoint: str, url: str) -> str:
+    return f"{endpoint}/{url.lstrip('/')}" if url else endpoint

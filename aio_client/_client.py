@@ -1,0 +1,320 @@
+"""The client: configuration, the pipeline fold, and ``request()``."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Final, final
+from urllib.parse import urlsplit
+
+import anyio
+
+from . import _clock
+from ._call import Call
+from ._deadline import (
+    Deadline,
+    _ambient,
+    reset_ambient,
+    set_ambient,
+    validate_timeout,
+)
+from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
+from ._models import Request, Response
+from ._pipeline import Stage, compose
+from ._priority import Priority
+from .strategies._budget import RetryBudget
+from .strategies._classifier import Classifier, default_classifier
+from .strategies._sequential import sequential_strategy
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .strategies._base import Strategy
+    from .transports._base import Transport
+
+__all__ = ["Client", "EndpointProvider", "RequestContext"]
+
+#: A base URL, or a function (sync or async) returning one or several: service discovery.
+EndpointProvider = Callable[[], "str | Sequence[str] | Awaitable[str | Sequence[str]]"]
+
+_IDEMPOTENCY_KEY: Final = "idempotency-key"
+# The call pipeline is folded once and shared; the call in progress rides here.
+_CURRENT: ContextVar[tuple[Call, Strategy]] = ContextVar("aio_client_call")
+
+
+@final
+class Client:
+    """A resilient HTTP client bound to one service (endpoint).
+
+    ``Client(transport, endpoint, ...)``; use as ``async with`` or call
+    :meth:`aclose`. Each :meth:`request` runs through, in order:
+
+    1. the **deadline**: ``min(explicit, inherited ambient, client default)``;
+       nothing is sent when less than ``low_timeout`` seconds remain;
+    2. the **priority**: explicit, else inherited, else the client's;
+    3. ``stages`` (yours; once per call, outermost first);
+    4. the **strategy**, which runs attempts; each attempt goes to an endpoint,
+       carries ``X-Request-Timeout``/``X-Request-Priority``/``X-Request-Attempt``,
+       and passes through ``attempt_stages`` (yours) to the transport.
+
+    Settings (seconds are floats):
+
+    - ``timeout``: default budget of a call (20 s).
+    - ``priority``: default priority (``Priority.NORMAL``).
+    - ``strategy``: default strategy (``sequential_strategy()``: 3 attempts).
+    - ``budget``: the retry budget shared by every call of this client.
+    - ``classifier``: decides success / retryable / final per outcome.
+    - ``low_timeout``: below this budget an attempt is not sent (5 ms).
+    """
+
+    __slots__ = (
+        "_budget",
+        "_call_pipeline",
+        "_classifier",
+        "_closed",
+        "_endpoints",
+        "_low_timeout",
+        "_priority",
+        "_provider",
+        "_rotation",
+        "_send_attempt",
+        "_strategy",
+        "_timeout",
+        "_transport",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        endpoint: str | EndpointProvider,
+        *,
+        timeout: float = 20.0,
+        priority: Priority | str = Priority.NORMAL,
+        strategy: Strategy | None = None,
+        budget: RetryBudget | None = None,
+        classifier: Classifier = default_classifier,
+        stages: Sequence[Stage] = (),
+        attempt_stages: Sequence[Stage] = (),
+        low_timeout: float = 0.005,
+    ) -> None:
+        if not callable(getattr(transport, "send", None)):
+            raise ConfigError(f"transport must have an async send(request); got {transport!r}")
+        self._transport = transport
+        if isinstance(endpoint, str):
+            self._endpoints: tuple[str, ...] = (_validate_endpoint(endpoint),)
+            self._provider: EndpointProvider | None = None
+        elif callable(endpoint):
+            self._endpoints = ()
+            self._provider = endpoint
+        else:
+            raise ConfigError(
+                f"endpoint must be a base URL or a function returning one; got {endpoint!r}"
+            )
+        self._timeout = validate_timeout(timeout, "timeout")
+        if self._timeout == 0:
+            raise ConfigError("timeout must be > 0 seconds")
+        self._priority = Priority.coerce(priority)
+        self._strategy: Strategy = strategy if strategy is not None else sequential_strategy()
+        if not callable(getattr(self._strategy, "execute", None)):
+            raise ConfigError(f"strategy must have an async execute(call); got {strategy!r}")
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise ConfigError(f"budget must be a RetryBudget; got {budget!r}")
+        self._budget = budget if budget is not None else RetryBudget()
+        if not callable(classifier):
+            raise ConfigError(f"classifier must be callable; got {classifier!r}")
+        self._classifier = classifier
+        self._low_timeout = validate_timeout(low_timeout, "low_timeout")
+        self._rotation = itertools.count()
+        self._closed = False
+        self._send_attempt = compose(list(attempt_stages), transport.send)
+        self._call_pipeline = compose(list(stages), self._run_strategy) if stages else None
+
+    # -- public API --------------------------------------------------------
+
+    def request(
+        self,
+        request: Request,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        priority: Priority | str | None = None,
+        strategy: Strategy | None = None,
+        idempotent: bool | None = None,
+    ) -> RequestContext:
+        """Send ``request``; await the result or use it as ``async with``.
+
+        - ``timeout`` (seconds) / ``deadline``: this call's budget; the nearest of
+          them, the inherited ambient deadline and the client default wins.
+        - ``priority``: this call's priority.
+        - ``strategy``: this call's strategy instead of the client's.
+        - ``idempotent``: ``True`` lets a POST/PATCH be retried or hedged;
+          ``False`` forbids repeating even a GET. By default, GET, HEAD,
+          OPTIONS, PUT, DELETE and requests with an ``Idempotency-Key`` header
+          may be repeated.
+
+        Returns the final response, whatever its status (see
+        :meth:`Response.raise_for_status`); raises a typed error, carrying every
+        attempt's history, when no response was had.
+        """
+        return RequestContext(self, request, timeout, deadline, priority, strategy, idempotent)
+
+    async def aclose(self) -> None:
+        """Close the transport (it closes only what it owns)."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def budget(self) -> RetryBudget:
+        """The retry budget shared by this client's calls."""
+        return self._budget
+
+    # -- the call ------------------------------------------------------------
+
+    async def _send(
+        self,
+        request: Request,
+        timeout: float | None,  # noqa: ASYNC109 - the edge where the call's budget is set
+        deadline: Deadline | None,
+        priority: Priority | str | None,
+        strategy: Strategy | None,
+        idempotent: bool | None,
+    ) -> Response:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if not isinstance(request, Request):
+            raise InvalidRequestError(
+                f"request must be built with aio_client.get/post/...; got {request!r}"
+            )
+        now = _clock.now()
+        inherited = _ambient.get()
+        at = now + (self._timeout if timeout is None else validate_timeout(timeout))
+        if deadline is not None:
+            if not isinstance(deadline, Deadline):
+                raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
+            at = min(at, deadline.at)
+        if inherited.deadline is not None:
+            at = min(at, inherited.deadline.at)
+        if at - now < self._low_timeout:
+            raise DeadlineExceededError(
+                f"not sent: {max(at - now, 0.0) * 1000:.1f} ms left of the deadline",
+                may_have_reached_server=False,
+            )
+        if priority is not None:
+            prio = Priority.coerce(priority)
+        else:
+            prio = inherited.priority or self._priority
+        if idempotent is None:
+            retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
+        else:
+            retries_allowed = bool(idempotent)
+        effective = Deadline(at)
+        call = Call(
+            request=request,
+            deadline=effective,
+            priority=prio,
+            endpoints=self._endpoints or await self._resolve_endpoints(),
+            offset=next(self._rotation),
+            send=self._send_attempt,
+            classifier=self._classifier,
+            budget=self._budget,
+            retries_allowed=retries_allowed,
+            low_timeout=self._low_timeout,
+        )
+        self._budget.deposit()
+        chosen = strategy if strategy is not None else self._strategy
+        token = set_ambient(effective, prio)
+        try:
+            with anyio.CancelScope(deadline=at) as scope:
+                if self._call_pipeline is None:
+                    return await chosen.execute(call)
+                return await self._run_pipeline(call, chosen)
+        finally:
+            reset_ambient(token)
+        if scope.cancelled_caught:  # pragma: no branch
+            raise call.deadline_error()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run_pipeline(self, call: Call, strategy: Strategy) -> Response:
+        assert self._call_pipeline is not None
+        handler = self._call_pipeline
+        token = _CURRENT.set((call, strategy))
+        try:
+            return await handler(call.request)
+        finally:
+            _CURRENT.reset(token)
+
+    @staticmethod
+    async def _run_strategy(request: Request) -> Response:
+        call, strategy = _CURRENT.get()
+        call.request = request
+        return await strategy.execute(call)
+
+    async def _resolve_endpoints(self) -> tuple[str, ...]:
+        assert self._provider is not None
+        result = self._provider()
+        if inspect.isawaitable(result):
+            result = await result
+        found = (result,) if isinstance(result, str) else tuple(result)
+        if not found:
+            raise ConfigError("the endpoint provider returned no endpoints")
+        return tuple(_validate_endpoint(item) for item in found)
+
+
+@final
+class RequestContext:
+    """What :meth:`Client.request` returns: awaitable, and an async context manager."""
+
+    __slots__ = ("_args", "_client")
+
+    def __init__(
+        self,
+        client: Client,
+        request: Request,
+        timeout: float | None,
+        deadline: Deadline | None,
+        priority: Priority | str | None,
+        strategy: Strategy | None,
+        idempotent: bool | None,
+    ) -> None:
+        self._client = client
+        self._args = (request, timeout, deadline, priority, strategy, idempotent)
+
+    def __await__(self) -> Generator[object, None, Response]:
+        return self._client._send(*self._args).__await__()
+
+    async def __aenter__(self) -> Response:
+        return await self._client._send(*self._args)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The body is already read and the connection released: nothing to close.
+        return None
+
+
+def _validate_endpoint(endpoint: object) -> str:
+    if not isinstance(endpoint, str):
+        raise ConfigError(f"endpoint must be a str URL; got {endpoint!r}")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"endpoint must be an absolute http(s) URL; got {endpoint!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"endpoint must not have a query or fragment; got {endpoint!r}")
+    return endpoint.rstrip("/")

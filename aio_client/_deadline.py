@@ -1,0 +1,236 @@
+"""Deadlines, the ambient call scope, and the deadline header codecs.
+
+``timeout`` always means a relative duration in seconds; ``deadline`` an
+absolute time on the event loop's monotonic clock (see ``_clock``). Only
+relative budgets travel on the wire, because clocks differ between hosts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Final, final
+
+from . import _clock
+from ._errors import ConfigError
+from ._priority import Priority
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "ENVOY_TIMEOUT_HEADER",
+    "GRPC_TIMEOUT_HEADER",
+    "MAX_WIRE_TIMEOUT",
+    "TIMEOUT_HEADER",
+    "Deadline",
+    "ambient",
+    "current_deadline",
+    "current_priority",
+    "format_timeout_header",
+    "parse_envoy_timeout",
+    "parse_grpc_timeout",
+    "parse_timeout_header",
+]
+
+#: Header carrying the sender's remaining budget in decimal seconds (aio-request's name).
+TIMEOUT_HEADER: Final = "x-request-timeout"
+#: gRPC's timeout header: an integer of at most 8 digits and a unit letter.
+GRPC_TIMEOUT_HEADER: Final = "grpc-timeout"
+#: Envoy's expected request timeout, integer milliseconds.
+ENVOY_TIMEOUT_HEADER: Final = "x-envoy-expected-rq-timeout-ms"
+#: Longest budget believed from a header (one day); anything longer is absurd.
+MAX_WIRE_TIMEOUT: Final = 86_400.0
+
+
+def validate_timeout(value: float, name: str = "timeout") -> float:
+    """Return ``value`` as a float if it is a finite, non-negative number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be finite and >= 0 seconds; got {value!r}")
+    return value
+
+
+@final
+class Deadline:
+    """An absolute point on the event loop's monotonic clock.
+
+    Build one with :meth:`from_timeout`; compare deadlines with ``<`` and take
+    the nearest with ``min()``.
+    """
+
+    __slots__ = ("at",)
+
+    at: float
+
+    def __init__(self, at: float) -> None:
+        if not isinstance(at, (int, float)) or math.isnan(at):
+            raise ConfigError(f"deadline must be a monotonic time in seconds; got {at!r}")
+        object.__setattr__(self, "at", float(at))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Deadline is immutable")
+
+    @classmethod
+    def from_timeout(cls, timeout: float) -> Deadline:
+        """The deadline ``timeout`` seconds from now."""
+        return cls(_clock.now() + validate_timeout(timeout))
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline; ``0.0`` once it has passed."""
+        left = self.at - _clock.now()
+        return left if left > 0.0 else 0.0
+
+    @property
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        return _clock.now() >= self.at
+
+    def __lt__(self, other: Deadline) -> bool:
+        return self.at < other.at
+
+    def __le__(self, other: Deadline) -> bool:
+        return self.at <= other.at
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Deadline) and other.at == self.at
+
+    def __hash__(self) -> int:
+        return hash(self.at)
+
+    def __repr__(self) -> str:
+        return f"Deadline(at={self.at!r}, remaining={self.remaining():.3f})"
+
+
+@final
+class _Ambient:
+    __slots__ = ("deadline", "priority")
+
+    def __init__(self, deadline: Deadline | None, priority: Priority | None) -> None:
+        self.deadline = deadline
+        self.priority = priority
+
+
+_EMPTY: Final = _Ambient(None, None)
+_ambient: ContextVar[_Ambient] = ContextVar("aio_client_ambient", default=_EMPTY)
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline every call made here inherits, or ``None``."""
+    return _ambient.get().deadline
+
+
+def current_priority() -> Priority | None:
+    """The priority every call made here inherits, or ``None``."""
+    return _ambient.get().priority
+
+
+@final
+class ambient:  # noqa: N801 - used like a function: ``with ambient(timeout=0.3):``
+    """Set the deadline and priority that calls inside the block inherit.
+
+    The deadline is the nearest of ``timeout``/``deadline`` and any inherited
+    one: a block can shorten its caller's budget, never extend it. Tasks
+    started inside the block inherit it too. This sets what outgoing calls
+    see; it does not cancel the block's own work (a cancel scope does that).
+    """
+
+    __slots__ = ("_new", "_token")
+
+    def __init__(
+        self,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        priority: Priority | str | None = None,
+    ) -> None:
+        current = _ambient.get()
+        nearest = current.deadline
+        if timeout is not None:
+            nearest = _nearest(nearest, Deadline.from_timeout(timeout))
+        if deadline is not None:
+            if not isinstance(deadline, Deadline):
+                raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
+            nearest = _nearest(nearest, deadline)
+        prio = current.priority if priority is None else Priority.coerce(priority)
+        self._new = _Ambient(nearest, prio)
+        self._token: Token[_Ambient] | None = None
+
+    def __enter__(self) -> Deadline | None:
+        if self._token is not None:
+            raise RuntimeError("ambient() is not reentrant; make a new one")
+        self._token = _ambient.set(self._new)
+        return self._new.deadline
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        _ambient.reset(self._token)
+
+
+def set_ambient(deadline: Deadline | None, priority: Priority | None) -> Token[_Ambient]:
+    """Low-level: set both values; the caller must ``reset_ambient`` the token."""
+    return _ambient.set(_Ambient(deadline, priority))
+
+
+def reset_ambient(token: Token[_Ambient]) -> None:
+    """Undo :func:`set_ambient`."""
+    _ambient.reset(token)
+
+
+def _nearest(a: Deadline | None, b: Deadline) -> Deadline:
+    return b if a is None or b.at < a.at else a
+
+
+# --- wire codecs -----------------------------------------------------------
+
+_DECIMAL: Final = re.compile(r"\s*(\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})\s*", re.ASCII)
+_GRPC: Final = re.compile(r"\s*(\d{1,8})([HMSmun])\s*", re.ASCII)
+_GRPC_UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_MILLIS: Final = re.compile(r"\s*(\d{1,12})\s*", re.ASCII)
+
+
+def format_timeout_header(timeout: float) -> str:
+    """Encode a remaining budget as ``X-Request-Timeout``: decimal seconds, ms precision."""
+    return f"{timeout:.3f}" if timeout > 0.0 else "0.000"
+
+
+def parse_timeout_header(value: str | None) -> float | None:
+    """Decode ``X-Request-Timeout``; malformed, negative or absurd values give ``None``."""
+    if value is None:
+        return None
+    match = _DECIMAL.fullmatch(value)
+    if match is None:
+        return None
+    return _believable(float(match.group(1)))
+
+
+def parse_grpc_timeout(value: str | None) -> float | None:
+    """Decode gRPC's ``grpc-timeout`` (for example ``250m``) to seconds."""
+    if value is None:
+        return None
+    match = _GRPC.fullmatch(value)
+    if match is None:
+        return None
+    return _believable(int(match.group(1)) * _GRPC_UNITS[match.group(2)])
+
+
+def parse_envoy_timeout(value: str | None) -> float | None:
+    """Decode Envoy's ``x-envoy-expected-rq-timeout-ms`` to seconds."""
+    if value is None:
+        return None
+    match = _MILLIS.fullmatch(value)
+    if match is None:
+        return None
+    return _believable(int(match.group(1)) / 1000.0)
+
+
+def _believable(seconds: float) -> float | None:
+    return seconds if 0.0 <= seconds <= MAX_WIRE_TIMEOUT else None

@@ -1,0 +1,353 @@
+"""Request and Response values, and the request builders."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final, final
+from urllib.parse import quote
+
+from ._errors import HTTPStatusError, InvalidRequestError
+from ._headers import Headers, HeadersInput
+
+__all__ = [
+    "JSON",
+    "QueryInput",
+    "Request",
+    "Response",
+    "delete",
+    "get",
+    "head",
+    "options",
+    "patch",
+    "post",
+    "put",
+    "request",
+]
+
+#: A JSON-serialisable value.
+JSON = None | bool | int | float | str | Sequence["JSON"] | Mapping[str, "JSON"]
+_Scalar = str | int | float
+#: Query parameters: a mapping (values may be sequences for repeated keys) or pairs.
+QueryInput = Mapping[str, _Scalar | Sequence[_Scalar]] | Iterable[tuple[str, _Scalar]]
+
+_EMPTY_HEADERS: Final = Headers()
+_METHOD: Final = re.compile(r"[A-Z][A-Z0-9_-]{0,31}", re.ASCII)
+_PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# Characters kept as they are in the literal parts of a path template.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
+_IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request, relative to the client's endpoint until an attempt binds it.
+
+    Build one with :func:`get`, :func:`post`, ...; stages derive new requests
+    with :func:`dataclasses.replace` and never mutate one.
+    """
+
+    #: Upper-case HTTP method.
+    method: str
+    #: Percent-encoded path and query; relative to the endpoint, or absolute once bound.
+    url: str
+    #: Request headers.
+    headers: Headers = _EMPTY_HEADERS
+    #: Body bytes (empty for none).
+    content: bytes = b""
+    #: The path template the URL was built from (``"users/{id}"``): a bounded metrics label.
+    route: str = ""
+
+    @property
+    def idempotent_by_method(self) -> bool:
+        """Whether the method is safe to repeat (RFC 9110 section 9.2.2)."""
+        return self.method in _IDEMPOTENT_METHODS
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A fully read HTTP response.
+
+    The body is buffered, so a response needs no closing and can be kept.
+    """
+
+    #: HTTP status code.
+    status: int
+    #: Response headers.
+    headers: Headers = _EMPTY_HEADERS
+    #: Body bytes.
+    content: bytes = b""
+    #: Absolute URL the response came from.
+    url: str = ""
+    #: Seconds from the start of the attempt that produced it to the end of the body.
+    elapsed: float = 0.0
+    #: Number (1-based) of the attempt that produced it.
+    attempt: int = 1
+    _text: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            object.__setattr__(self, "headers", Headers(self.headers))
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the ``Content-Type`` charset (UTF-8 by default)."""
+        if not self._text:
+            self._text.append(self.content.decode(self._charset(), errors="replace"))
+        return self._text[0]
+
+    def json(self) -> JSON:
+        """The body parsed as JSON (raises ``ValueError`` if it is not JSON)."""
+        parsed: JSON = jsonlib.loads(self.content)
+        return parsed
+
+    @property
+    def is_success(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+    def raise_for_status(self) -> Response:
+        """Raise :class:`HTTPStatusError` for a 4xx/5xx status; return ``self`` otherwise."""
+        if self.status >= 400:
+            kind = "client" if self.status < 500 else "server"
+            raise HTTPStatusError(
+                f"{kind} error {self.status} for {self.url or 'request'}", response=self
+            )
+        return self
+
+    def _charset(self) -> str:
+        content_type = self.headers.get("content-type", "") or ""
+        for part in content_type.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip("\"' ")
+                try:
+                    b"".decode(charset)
+                except LookupError:
+                    break
+                return charset
+        return "utf-8"
+
+    def with_attempt(self, attempt: int, elapsed: float, url: str) -> Response:
+        """A copy stamped with the attempt that produced it (internal)."""
+        return replace(self, attempt=attempt, elapsed=elapsed, url=self.url or url)
+
+
+def request(
+    method: str,
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+    json: JSON = None,
+    content: bytes | str | None = None,
+) -> Request:
+    """Build a request for ``path`` (relative to the client's endpoint).
+
+    ``path`` is a template such as ``"users/{id}"``: each ``{name}`` is filled
+    from ``path_params`` with the value percent-escaped, so a value cannot add
+    path segments. ``json`` and ``content`` are exclusive; ``json`` sets
+    ``Content-Type: application/json``.
+    """
+    if not isinstance(method, str) or not _METHOD.fullmatch(method.upper()):
+        raise InvalidRequestError(f"method must be an HTTP method name; got {method!r}")
+    method = method.upper()
+    url = _expand_path(path, path_params)
+    if query:
+        url = f"{url}?{_encode_query(query)}"
+    built_headers = Headers(headers) if headers else _EMPTY_HEADERS
+    body = b""
+    if json is not None:
+        if content is not None:
+            raise InvalidRequestError("pass either json= or content=, not both")
+        try:
+            body = jsonlib.dumps(json, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"json= is not JSON-serialisable: {exc}") from None
+        if "content-type" not in built_headers:
+            built_headers = built_headers.replace({"content-type": "application/json"})
+    elif content is not None:
+        if isinstance(content, str):
+            body = content.encode()
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            body = bytes(content)
+        else:
+            raise InvalidRequestError(f"content must be bytes or str; got {type(content).__name__}")
+    return Request(method=method, url=url, headers=built_headers, content=body, route=path)
+
+
+def get(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+) -> Request:
+    """Build a GET request; see :func:`request`."""
+    return request("GET", path, path_params=path_params, query=query, headers=headers)
+
+
+def head(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+) -> Request:
+    """Build a HEAD request; see :func:`request`."""
+    return request("HEAD", path, path_params=path_params, query=query, headers=headers)
+
+
+def options(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+) -> Request:
+    """Build an OPTIONS request; see :func:`request`."""
+    return request("OPTIONS", path, path_params=path_params, query=query, headers=headers)
+
+
+def delete(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+) -> Request:
+    """Build a DELETE request; see :func:`request`."""
+    return request("DELETE", path, path_params=path_params, query=query, headers=headers)
+
+
+def post(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+    json: JSON = None,
+    content: bytes | str | None = None,
+) -> Request:
+    """Build a POST request; see :func:`request`."""
+    return request(
+        "POST",
+        path,
+        path_params=path_params,
+        query=query,
+        headers=headers,
+        json=json,
+        content=content,
+    )
+
+
+def put(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+    json: JSON = None,
+    content: bytes | str | None = None,
+) -> Request:
+    """Build a PUT request; see :func:`request`."""
+    return request(
+        "PUT",
+        path,
+        path_params=path_params,
+        query=query,
+        headers=headers,
+        json=json,
+        content=content,
+    )
+
+
+def patch(
+    path: str,
+    *,
+    path_params: Mapping[str, str | int] | None = None,
+    query: QueryInput | None = None,
+    headers: HeadersInput | None = None,
+    json: JSON = None,
+    content: bytes | str | None = None,
+) -> Request:
+    """Build a PATCH request; see :func:`request`."""
+    return request(
+        "PATCH",
+        path,
+        path_params=path_params,
+        query=query,
+        headers=headers,
+        json=json,
+        content=content,
+    )
+
+
+def _expand_path(template: str, params: Mapping[str, str | int] | None) -> str:
+    if not isinstance(template, str):
+        raise InvalidRequestError(f"path must be a str; got {type(template).__name__}")
+    if _SCHEME.match(template) or template.startswith("//"):
+        raise InvalidRequestError(
+            f"path must be relative to the client's endpoint; got the absolute URL {template!r}"
+        )
+    if any(ch in template for ch in "?#") or any(ord(ch) <= 0x20 for ch in template):
+        raise InvalidRequestError(
+            f"path {template!r} may not hold '?', '#', spaces or control characters; "
+            "pass query parameters as query="
+        )
+    names = _PLACEHOLDER.findall(template)
+    given = dict(params) if params else {}
+    missing = [name for name in names if name not in given]
+    if missing:
+        raise InvalidRequestError(f"path {template!r} needs path_params {missing}")
+    extra = sorted(set(given) - set(names))
+    if extra:
+        raise InvalidRequestError(f"path_params {extra} do not appear in path {template!r}")
+    if not names:
+        return quote(template, safe=_PATH_SAFE)
+    parts: list[str] = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(quote(template[last : match.start()], safe=_PATH_SAFE))
+        parts.append(_escape_segment(match.group(1), given[match.group(1)]))
+        last = match.end()
+    parts.append(quote(template[last:], safe=_PATH_SAFE))
+    return "".join(parts)
+
+
+def _escape_segment(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRequestError(f"path_params[{name!r}] must be str or int; got {value!r}")
+    text = str(value)
+    if not text:
+        raise InvalidRequestError(f"path_params[{name!r}] must not be empty")
+    if text in {".", ".."}:
+        # Dot segments would be collapsed by servers and proxies: path traversal.
+        return "%2E" * len(text)
+    return quote(text, safe="")
+
+
+def _encode_query(query: QueryInput) -> str:
+    pairs = query.items() if isinstance(query, Mapping) else query
+    out: list[str] = []
+    for key, value in pairs:
+        if not isinstance(key, str):
+            raise InvalidRequestError(f"query keys must be str; got {key!r}")
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        for item in values:
+            out.append(f"{quote(key, safe='')}={quote(_query_value(key, item), safe='')}")
+    return "&".join(out)
+
+
+def _query_value(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise InvalidRequestError(f"query[{key!r}] must be str, int, float or bool; got {value!r}")

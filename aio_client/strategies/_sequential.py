@@ -1,0 +1,124 @@
+"""Retries one after another, with backoff, inside the call's deadline."""
+
+from __future__ import annotations
+
+from typing import final
+
+import anyio
+
+from .._attempts import AttemptKind
+from .._call import Call, Outcome
+from .._deadline import validate_timeout
+from .._errors import AioClientError, ConfigError, DeadlineExceededError
+from .._models import Response
+from .._retry_after import RETRY_AFTER_HEADER, parse_retry_after
+from ._attempt_timeout import AttemptTimeout, pass_deadline_through
+from ._classifier import Verdict
+from ._delays import Delays, exponential_delays
+
+__all__ = ["SequentialStrategy", "sequential_strategy"]
+
+
+@final
+class SequentialStrategy:
+    """Up to ``attempts`` attempts in sequence; see :func:`sequential_strategy`."""
+
+    __slots__ = ("_attempt_timeout", "_attempts", "_delays", "_max_retry_after")
+
+    def __init__(
+        self,
+        attempts: int,
+        delays: Delays,
+        attempt_timeout: AttemptTimeout,
+        max_retry_after: float,
+    ) -> None:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
+            raise ConfigError(f"attempts must be an int from 1 to 100; got {attempts!r}")
+        if not callable(delays):
+            raise ConfigError(f"delays must be a delay provider; got {delays!r}")
+        if not callable(attempt_timeout):
+            raise ConfigError(f"attempt_timeout must be callable; got {attempt_timeout!r}")
+        self._attempts = attempts
+        self._delays = delays
+        self._attempt_timeout = attempt_timeout
+        self._max_retry_after = validate_timeout(max_retry_after, "max_retry_after")
+
+    async def execute(self, call: Call, /) -> Response:
+        """Attempt, classify, back off, repeat; finish with the last outcome."""
+        limit = self._attempts if call.retries_allowed else 1
+        passthrough = self._attempt_timeout is pass_deadline_through
+        number = 1
+        while True:
+            share = (
+                None if passthrough else self._attempt_timeout(call.remaining(), limit - number + 1)
+            )
+            kind = AttemptKind.FIRST if number == 1 else AttemptKind.RETRY
+            outcome = await call.attempt(number, kind, share=share)
+            if call.classify(outcome) is not Verdict.RETRY:
+                break
+            if number >= limit and not (number == 1 and _provably_unsent(outcome)):
+                break
+            delay = self._delay_before_retry(number, outcome)
+            if delay is None or call.remaining() - delay < call.low_timeout:
+                break
+            if not call.budget.try_withdraw():
+                break
+            if delay > 0.0:
+                await anyio.sleep(delay)
+            number += 1
+        return call.result(outcome)
+
+    def _delay_before_retry(self, retry: int, outcome: Outcome) -> float | None:
+        delay = self._delays(retry)
+        if isinstance(outcome, Response):
+            asked = parse_retry_after(outcome.headers.get(RETRY_AFTER_HEADER))
+            if asked is not None:
+                if asked > self._max_retry_after:
+                    return None  # the server wants longer than we would wait
+                delay = max(delay, asked)
+        return delay
+
+    def __repr__(self) -> str:
+        return (
+            f"sequential_strategy(attempts={self._attempts}, delays={self._delays!r}, "
+            f"attempt_timeout={getattr(self._attempt_timeout, '__name__', self._attempt_timeout)})"
+        )
+
+
+def _provably_unsent(outcome: Outcome) -> bool:
+    # A request that never left the process may be sent once more even when
+    # it is not idempotent: repeating it cannot repeat its effects.
+    return (
+        isinstance(outcome, AioClientError)
+        and not outcome.may_have_reached_server
+        and not isinstance(outcome, DeadlineExceededError)
+    )
+
+
+def sequential_strategy(
+    attempts: int = 3,
+    delays: Delays | None = None,
+    *,
+    attempt_timeout: AttemptTimeout = pass_deadline_through,
+    max_retry_after: float = 30.0,
+) -> SequentialStrategy:
+    """Retry retryable outcomes one after another.
+
+    - ``attempts``: most attempts in all (1 to 100); non-idempotent requests get one.
+    - ``delays``: seconds before retry ``n``; default :class:`exponential_delays`
+      (full jitter, 50 ms base, 2 s cap).
+    - ``attempt_timeout``: each attempt's share of the remaining budget:
+      :func:`pass_deadline_through` (default) or
+      :func:`split_deadline_between_attempts`, or your own function.
+    - ``max_retry_after``: a ``Retry-After`` longer than this (seconds) ends the call
+      with that response; a shorter one is waited out.
+
+    Retries stop early when the next delay would not leave room for an attempt
+    inside the deadline, or when the client's retry budget is empty.
+    """
+    return SequentialStrategy(
+        attempts,
+        delays if delays is not None else exponential_delays(),
+        attempt_timeout,
+        max_retry_after,
+    )

@@ -1,0 +1,30 @@
+"""Transports: aiohttp, httpx and in-memory.
+
+The aiohttp and httpx adapters import their library only when first used, so
+``import aio_client`` works with neither installed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._base import Transport, attempt_timeout
+from ._memory import MemoryTransport
+
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpTransport
+    from ._httpx import HttpxTransport
+
+__all__ = ["AiohttpTransport", "HttpxTransport", "MemoryTransport", "Transport", "attempt_timeout"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AiohttpTransport":
+        from ._aiohttp import AiohttpTransport
+
+        return AiohttpTransport
+    if name == "HttpxTransport":
+        from ._httpx import HttpxTransport
+
+        return HttpxTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

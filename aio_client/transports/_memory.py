@@ -1,0 +1,125 @@
+"""An in-process transport: a handler function or an ASGI app, no sockets."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast, final
+from urllib.parse import unquote, urlsplit
+
+import anyio
+
+from .._errors import ConfigError, ProtocolError
+from .._headers import Headers
+from .._models import Request, Response
+
+__all__ = ["ASGIApp", "MemoryHandler", "MemoryTransport"]
+
+#: ``async (request) -> Response``: may raise aio_client errors to simulate failures.
+MemoryHandler = Callable[[Request], Awaitable[Response]]
+_Message = MutableMapping[str, Any]
+#: An ASGI 3 application.
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[_Message]],
+        Callable[[_Message], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+@final
+class MemoryTransport:
+    """Serves requests from a handler or an ASGI app in the same process.
+
+    ``MemoryTransport(handler)`` calls ``await handler(request)``;
+    ``MemoryTransport(app)`` runs an ASGI 3 app (three parameters: scope,
+    receive, send) without lifespan. For tests, examples and benchmarks.
+    """
+
+    __slots__ = ("_asgi", "_handler")
+
+    def __init__(self, handler: MemoryHandler | ASGIApp) -> None:
+        if not callable(handler):
+            raise ConfigError(f"MemoryTransport needs a handler or ASGI app; got {handler!r}")
+        self._asgi = _is_asgi(handler)
+        self._handler = handler
+
+    async def send(self, request: Request, /) -> Response:
+        """Hand ``request`` to the handler or app and return what it answers."""
+        if self._asgi:
+            return await _call_asgi(cast(ASGIApp, self._handler), request)
+        return await cast(MemoryHandler, self._handler)(request)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _is_asgi(handler: Callable[..., object]) -> bool:
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) == 3
+
+
+async def _call_asgi(app: ASGIApp, request: Request) -> Response:
+    parts = urlsplit(request.url)
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": parts.scheme or "http",
+        "path": unquote(parts.path) or "/",
+        "raw_path": (parts.path or "/").encode(),
+        "query_string": parts.query.encode(),
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in request.headers.multi_items()]
+        + [(b"host", (parts.netloc or "memory").encode())],
+        "client": ("127.0.0.1", 0),
+        "server": (parts.hostname or "memory", parts.port or 80),
+        "state": {},
+    }
+    body_sent = False
+    response_done = anyio.Event()
+
+    async def receive() -> _Message:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": request.content, "more_body": False}
+        await response_done.wait()
+        return {"type": "http.disconnect"}
+
+    status: int | None = None
+    headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def send(message: _Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            headers.extend(
+                (bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1"))
+                for k, v in message.get("headers", ())
+            )
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                response_done.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        response_done.set()
+    if status is None:
+        raise ProtocolError("the ASGI app returned without starting a response")
+    return Response(
+        status=status,
+        headers=Headers._trusted(tuple(headers)),
+        content=b"".join(chunks),
+        url=request.url,
+    )

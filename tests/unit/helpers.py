@@ -1,0 +1,44 @@
+"""Small in-memory servers for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+
+import anyio
+
+import aio_client as ac
+from aio_client.transports import MemoryTransport
+
+Step = ac.Response | ac.AioClientError | float
+
+
+class Script:
+    """A handler that plays back a script of outcomes, one per request.
+
+    A float step sleeps that long and then answers 200; the last step repeats.
+    Records every request it sees and the loop time it arrived.
+    """
+
+    def __init__(self, steps: Iterable[Step]) -> None:
+        self.steps = list(steps)
+        self.requests: list[ac.Request] = []
+        self.arrivals: list[float] = []
+
+    async def __call__(self, request: ac.Request) -> ac.Response:
+        self.requests.append(request)
+        self.arrivals.append(anyio.current_time())
+        step = self.steps[min(len(self.requests) - 1, len(self.steps) - 1)]
+        if isinstance(step, float):
+            await anyio.sleep(step)
+            return ac.Response(200, content=b"slow ok")
+        if isinstance(step, ac.AioClientError):
+            raise step
+        return step
+
+
+def client_for(
+    handler: Callable[[ac.Request], Awaitable[ac.Response]],
+    **options: object,
+) -> ac.Client:
+    """A client over a memory transport at http://svc."""
+    return ac.Client(MemoryTransport(handler), "http://svc", **options)  # type: ignore[arg-type]
