@@ -146,7 +146,8 @@ class Client:
         """Send ``request``; await the result or use it as ``async with``.
 
         - ``timeout`` (seconds) / ``deadline``: this call's budget; the nearest of
-          them, the inherited ambient deadline and the client default wins.
+          them, the inherited ambient deadline and the client's ``timeout`` wins
+          (the client's setting is a ceiling, never extended per call).
         - ``priority``: this call's priority.
         - ``strategy``: this call's strategy instead of the client's.
         - ``idempotent``: ``True`` lets a POST/PATCH be retried or hedged;
@@ -201,7 +202,9 @@ class Client:
             )
         now = _clock.now()
         inherited = _ambient.get()
-        at = now + (self._timeout if timeout is None else validate_timeout(timeout))
+        at = now + self._timeout
+        if timeout is not None:
+            at = min(at, now + validate_timeout(timeout))
         if deadline is not None:
             if not isinstance(deadline, Deadline):
                 raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json as jsonlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -127,7 +128,7 @@ class Response:
             if key.lower() == "charset" and value:
                 charset = value.strip("\"' ")
                 try:
-                    b"".decode(charset)
+                    codecs.lookup(charset)
                 except LookupError:
                     break
                 return charset

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark coroutine tests for the anyio plugin, so no test forgets the marker."""
-    for item in items:
-        function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    """Mark coroutine tests for the anyio plugin, so no test forgets the marker.
+
+    It has to happen before the test is collected: the anyio plugin
+    parametrises marked tests over backends at collection time.
+    """
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):  # type: ignore[attr-defined]
+        pytest.mark.anyio(obj)
 
 
 @pytest.fixture
