@@ -27,9 +27,11 @@ from ._pipeline import Handler, Stage
 from ._priority import Priority
 from .strategies import (
     RetryBudget,
+    adaptive_delays,
     constant_delays,
     exponential_delays,
     linear_delays,
+    parallel_strategy,
     pass_deadline_through,
     sequential_strategy,
     single_attempt_strategy,
@@ -61,6 +63,7 @@ __all__ = [
     "RetryBudget",
     "Stage",
     "TransportError",
+    "adaptive_delays",
     "ambient",
     "constant_delays",
     "current_deadline",
@@ -71,6 +74,7 @@ __all__ = [
     "head",
     "linear_delays",
     "options",
+    "parallel_strategy",
     "pass_deadline_through",
     "patch",
     "post",

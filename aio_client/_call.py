@@ -95,17 +95,30 @@ class Call:
         """Seconds left in the call's budget."""
         return self.deadline.remaining()
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The base URLs this call may use, in the order attempts rotate over them."""
+        endpoints = self._endpoints
+        shift = self._offset % len(endpoints)
+        return endpoints[shift:] + endpoints[:shift]
+
     def endpoint_for(self, number: int) -> str:
-        """The base URL attempt ``number`` goes to: attempts rotate over the endpoints."""
+        """The base URL attempt ``number`` goes to by default: attempts rotate."""
         endpoints = self._endpoints
         return endpoints[(self._offset + number - 1) % len(endpoints)]
 
     async def attempt(
-        self, number: int, kind: AttemptKind, *, share: float | None = None
+        self,
+        number: int,
+        kind: AttemptKind,
+        *,
+        share: float | None = None,
+        endpoint: str | None = None,
     ) -> Outcome:
         """Send attempt ``number`` and return its outcome; only cancellation raises.
 
-        ``share`` (seconds) caps this attempt below the call's remaining budget. An
+        ``share`` (seconds) caps this attempt below the call's remaining budget;
+        ``endpoint`` overrides the rotation (see :meth:`endpoint_for`). An
         attempt that would have less than ``low_timeout`` seconds is not sent.
         """
         start = _clock.now()
@@ -114,7 +127,7 @@ class Call:
         if share is not None and share < call_left:
             attempt_at = start + share
         budget = attempt_at - start
-        url = _join(self.endpoint_for(number), self.request.url)
+        url = _join(endpoint or self.endpoint_for(number), self.request.url)
         if budget < self.low_timeout:
             error = DeadlineExceededError(
                 f"attempt {number} not sent: {max(budget, 0.0) * 1000:.1f} ms left",
