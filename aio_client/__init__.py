@@ -27,6 +27,7 @@ from ._pipeline import Handler, Stage
 from ._priority import Priority
 from .strategies import (
     RetryBudget,
+    Strategy,
     adaptive_delays,
     constant_delays,
     exponential_delays,
@@ -62,6 +63,7 @@ __all__ = [
     "Response",
     "RetryBudget",
     "Stage",
+    "Strategy",
     "TransportError",
     "adaptive_delays",
     "ambient",

@@ -1,0 +1,58 @@
+"""The public surface: exports, typing marker, and optional backends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import aio_client
+import aio_client.strategies
+import aio_client.transports
+
+PACKAGES = [aio_client, aio_client.strategies, aio_client.transports]
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """Each package's __all__ is sorted, unique, and names only things that exist."""
+    for module in PACKAGES:
+        names = list(module.__all__)
+        assert names == sorted(names), module.__name__
+        assert len(names) == len(set(names)), module.__name__
+        for name in names:
+            assert getattr(module, name) is not None, f"{module.__name__}.{name}"
+
+
+def test_every_public_name_is_exported() -> None:
+    """Every public attribute of the top-level package is listed in __all__."""
+    public = {
+        name
+        for name, value in vars(aio_client).items()
+        if not name.startswith("_") and not isinstance(value, type(sys))
+    }
+    assert public == set(aio_client.__all__)
+
+
+def test_py_typed_marker_ships() -> None:
+    """The package carries py.typed for type checkers."""
+    assert (Path(aio_client.__file__).parent / "py.typed").is_file()
+
+
+def test_import_works_without_optional_backends() -> None:
+    """`import aio_client` and the memory transport work with aiohttp and httpx absent."""
+    code = (
+        "import sys\n"
+        "for name in ('aiohttp', 'httpx', 'yarl', 'httpcore'):\n"
+        "    sys.modules[name] = None\n"
+        "import aio_client, aio_client.transports\n"
+        "from aio_client.transports import MemoryTransport\n"
+        "assert 'aiohttp' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "try:\n"
+        "    aio_client.transports.AiohttpTransport\n"
+        "except ImportError:\n"
+        "    print('lazy')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "lazy"
