@@ -77,6 +77,11 @@ class Headers(Mapping[str, str]):
 
         ``updates`` keys must already be lower-case (internal callers only).
         """
+        if not self._items:  # the common case on the hot path: no caller headers
+            new = Headers.__new__(Headers)
+            new._items = tuple(updates.items())
+            new._first = dict(updates)
+            return new
         kept = tuple(item for item in self._items if item[0] not in updates)
         return Headers._trusted(kept + tuple(updates.items()))
 

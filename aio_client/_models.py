@@ -6,7 +6,7 @@ import codecs
 import json as jsonlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Final, final
 from urllib.parse import quote
 
@@ -89,7 +89,6 @@ class Response:
     elapsed: float = 0.0
     #: Number (1-based) of the attempt that produced it.
     attempt: int = 1
-    _text: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):
@@ -98,9 +97,7 @@ class Response:
     @property
     def text(self) -> str:
         """The body decoded with the ``Content-Type`` charset (UTF-8 by default)."""
-        if not self._text:
-            self._text.append(self.content.decode(self._charset(), errors="replace"))
-        return self._text[0]
+        return self.content.decode(self._charset(), errors="replace")
 
     def json(self) -> JSON:
         """The body parsed as JSON (raises ``ValueError`` if it is not JSON)."""
@@ -136,7 +133,7 @@ class Response:
 
     def with_attempt(self, attempt: int, elapsed: float, url: str) -> Response:
         """A copy stamped with the attempt that produced it (internal)."""
-        return replace(self, attempt=attempt, elapsed=elapsed, url=self.url or url)
+        return Response(self.status, self.headers, self.content, self.url or url, elapsed, attempt)
 
 
 def request(
