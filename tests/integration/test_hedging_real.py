@@ -1,0 +1,167 @@
+"""Hedged attempts over real sockets, with both transports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+from aiohttp import web
+
+import aio_client as ac
+from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
+
+LIMIT = 8
+
+
+@dataclass
+class SlowFirst:
+    """Attempt 1 of each call hangs; later attempts answer at once.
+
+    Runs with handler cancellation on, so a client hanging up cancels the
+    handler, which records it.
+    """
+
+    runner: web.AppRunner
+    url: str
+    cancelled: int = 0
+    answered: int = 0
+    running: int = 0
+    max_connections: int = 0
+    cancelled_event: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the server still holds (it notices a client's close a little late)."""
+        server = self.runner.server
+        assert server is not None
+        return len(server.connections)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+def client_connections_to(port: int) -> int:
+    """ESTABLISHED client-side sockets to ``port``, as the kernel reports them.
+
+    A socket the client has closed is no longer ESTABLISHED even while the
+    server has yet to notice, so this counts exactly what the client's pool holds.
+    """
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01":
+                count += 1
+    return count
+
+
+async def eventually(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Wait until ``condition()`` holds (state owned by another party), or fail."""
+    with anyio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - polling state we cannot subscribe to
+            await anyio.sleep(0.01)
+
+
+@pytest.fixture
+async def slow_first() -> AsyncIterator[SlowFirst]:
+    """A real aiohttp server on 127.0.0.1 whose first attempts hang."""
+    state: list[SlowFirst] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        me = state[0]
+        if me.answered % 5 == 0:  # reading the kernel's table is slow; sample
+            me.max_connections = max(me.max_connections, client_connections_to(me.port))
+        me.running += 1
+        try:
+            if request.headers.get("X-Request-Attempt") == "1" and "fast" not in request.query:
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    me.cancelled += 1
+                    me.cancelled_event.set()
+                    raise
+            me.answered += 1
+            return web.Response(text=request.headers["X-Request-Attempt"])
+        finally:
+            me.running -= 1
+
+    app = web.Application()
+    app.router.add_get("/work", handle)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state.append(SlowFirst(runner, f"http://127.0.0.1:{port}"))
+    try:
+        yield state[0]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each transport, owning its pool of at most LIMIT connections."""
+    if request.param == "aiohttp":
+        return AiohttpTransport(limit=LIMIT)
+    return HttpxTransport(limit=LIMIT)
+
+
+async def test_slow_first_attempt_loses_to_hedge(
+    slow_first: SlowFirst, transport: Transport
+) -> None:
+    """The hedge answers; the hung first attempt is cancelled and the server sees it go."""
+    async with ac.Client(transport, slow_first.url, timeout=5.0) as client:
+        start = anyio.current_time()
+        resp = await client.request(ac.get("work"), strategy=ac.parallel_strategy(2, 0.05))
+        took = anyio.current_time() - start
+        # The loser's connection was closed by the call, not by closing the client.
+        with anyio.fail_after(2):
+            await slow_first.cancelled_event.wait()
+    assert (resp.status, resp.text, resp.attempt) == (200, "2", 2)
+    assert took < 1.0
+    assert slow_first.cancelled == 1
+
+
+async def test_many_hedged_calls_leak_nothing(slow_first: SlowFirst, transport: Transport) -> None:
+    """1,000 hedged calls: every call answered, no task left, pool within its limit."""
+    tasks_before = len(asyncio.all_tasks())
+    budget = ac.RetryBudget(ratio=1.0)
+    strategy = ac.parallel_strategy(2, 0.02)
+    statuses: list[int] = []
+
+    async def one(client: ac.Client, n: int) -> None:
+        # Every 10th call hangs on its first attempt and must be won by a hedge.
+        query = None if n % 10 == 0 else {"fast": 1}
+        resp = await client.request(ac.get("work", query=query), strategy=strategy)
+        statuses.append(resp.status)
+
+    async with ac.Client(transport, slow_first.url, timeout=10.0, budget=budget) as client:
+        limiter = anyio.Semaphore(32)
+
+        async def limited(n: int) -> None:
+            async with limiter:
+                await one(client, n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(1000):
+                tg.start_soon(limited, n)
+        # While the client is still open, every hung first attempt that reached
+        # the server has been cancelled there: the losers' connections went away.
+        await eventually(lambda: slow_first.running == 0)
+    assert statuses == [200] * 1000
+    # The client closed its pool: the server sees every connection go, and the
+    # server's own per-connection tasks end; nothing of ours is left running.
+    await eventually(
+        lambda: slow_first.open_connections == 0 and len(asyncio.all_tasks()) == tasks_before
+    )
+    # Cancelled losers close their connections: never more open than the pool allows
+    # (+1: a cancelled loser's socket closes one loop turn after its pool slot is freed).
+    assert 0 < slow_first.max_connections <= LIMIT + 1
+    assert slow_first.cancelled > 0
