@@ -15,15 +15,16 @@ import anyio
 
 from . import _clock
 from ._attempts import AttemptKind, AttemptRecord
+from ._classifier import Verdict
 from ._deadline import Deadline, format_timeout_header, reset_ambient, set_ambient
-from ._errors import AioClientError, DeadlineExceededError
+from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
 from ._models import Request, Response
 from ._priority import PRIORITY_HEADER, Priority
 
 if TYPE_CHECKING:
+    from ._classifier import Classifier
     from ._pipeline import Handler
     from .strategies._budget import RetryBudget
-    from .strategies._classifier import Classifier, Verdict
 
 __all__ = ["ATTEMPT_HEADER", "Call", "Outcome"]
 
@@ -42,6 +43,7 @@ class Call:
     __slots__ = (
         "_endpoints",
         "_offset",
+        "_refused",
         "_send",
         "budget",
         "classifier",
@@ -85,10 +87,23 @@ class Call:
         self.history: list[AttemptRecord] = []
         self._endpoints = endpoints
         self._offset = offset
+        # Endpoints whose circuit breaker refused an attempt of this call.
+        self._refused: set[str] | None = None
         self._send = send
 
     def classify(self, outcome: Outcome) -> Verdict:
-        """The classifier's verdict on ``outcome``."""
+        """The classifier's verdict on ``outcome``.
+
+        A breaker's refusal is final once every endpoint of the call has refused:
+        trying the same open breaker again cannot help.
+        """
+        refused = self._refused
+        if (
+            isinstance(outcome, CircuitOpenError)
+            and refused is not None
+            and refused.issuperset(self._endpoints)
+        ):
+            return Verdict.FAIL
         return self.classifier(outcome)
 
     def remaining(self) -> float:
@@ -97,15 +112,29 @@ class Call:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        """The base URLs this call may use, in the order attempts rotate over them."""
+        """The base URLs this call may use, in rotation order; endpoints whose
+        breaker refused this call come last."""
         endpoints = self._endpoints
         shift = self._offset % len(endpoints)
-        return endpoints[shift:] + endpoints[:shift]
+        ordered = endpoints[shift:] + endpoints[:shift]
+        refused = self._refused
+        if refused:
+            ordered = tuple(e for e in ordered if e not in refused) + tuple(
+                e for e in ordered if e in refused
+            )
+        return ordered
 
     def endpoint_for(self, number: int) -> str:
-        """The base URL attempt ``number`` goes to by default: attempts rotate."""
+        """The base URL attempt ``number`` goes to by default: attempts rotate,
+        skipping endpoints whose breaker refused this call."""
         endpoints = self._endpoints
-        return endpoints[(self._offset + number - 1) % len(endpoints)]
+        count = len(endpoints)
+        refused = self._refused
+        for step in range(count):
+            endpoint = endpoints[(self._offset + number - 1 + step) % count]
+            if not refused or endpoint not in refused:
+                return endpoint
+        return endpoints[(self._offset + number - 1) % count]
 
     async def attempt(
         self,
@@ -127,7 +156,8 @@ class Call:
         if share is not None and share < call_left:
             attempt_at = start + share
         budget = attempt_at - start
-        url = _join(endpoint or self.endpoint_for(number), self.request.url)
+        base = endpoint or self.endpoint_for(number)
+        url = _join(base, self.request.url)
         if budget < self.low_timeout:
             error = DeadlineExceededError(
                 f"attempt {number} not sent: {max(budget, 0.0) * 1000:.1f} ms left",
@@ -166,6 +196,10 @@ class Call:
             )
             raise
         elapsed = _clock.now() - start
+        if isinstance(outcome, CircuitOpenError):
+            if self._refused is None:
+                self._refused = set()
+            self._refused.add(base)
         if isinstance(outcome, Response):
             outcome = outcome.with_attempt(number, elapsed, url)
             self.history.append(AttemptRecord(number, kind, url, elapsed, outcome.status))

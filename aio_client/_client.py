@@ -25,7 +25,7 @@ from ._models import Request, Response
 from ._pipeline import Stage, compose
 from ._priority import Priority
 from .strategies._budget import RetryBudget
-from .strategies._classifier import Classifier, default_classifier
+from ._classifier import Classifier, default_classifier
 from .strategies._sequential import sequential_strategy
 
 if TYPE_CHECKING:

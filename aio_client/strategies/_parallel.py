@@ -12,11 +12,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .. import _clock
 from .._attempts import AttemptKind
 from .._call import Call, Outcome
+from .._classifier import Verdict
 from .._deadline import validate_timeout
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._models import Response
 from ._adaptive import AdaptiveDelays, DelayKey
-from ._classifier import Verdict
 from ._delays import Delays
 
 __all__ = ["HedgeDelays", "ParallelStrategy", "parallel_strategy"]

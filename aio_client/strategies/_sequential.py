@@ -8,12 +8,12 @@ import anyio
 
 from .._attempts import AttemptKind
 from .._call import Call, Outcome
+from .._classifier import Verdict
 from .._deadline import validate_timeout
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._models import Response
 from .._retry_after import RETRY_AFTER_HEADER, parse_retry_after
 from ._attempt_timeout import AttemptTimeout, pass_deadline_through
-from ._classifier import Verdict
 from ._delays import Delays, exponential_delays
 
 __all__ = ["SequentialStrategy", "sequential_strategy"]

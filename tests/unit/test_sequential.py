@@ -8,6 +8,7 @@ import pytest
 
 import aio_client as ac
 from aio_client._retry_after import format_http_date
+from aio_client.transports import MemoryTransport
 
 from .helpers import Script, client_for
 
@@ -214,3 +215,26 @@ async def test_single_attempt_strategy_never_retries() -> None:
         resp = await client.request(ac.get("a"))
     assert resp.status == 503
     assert len(script.requests) == 1
+
+
+async def test_open_breaker_moves_retry_to_another_endpoint() -> None:
+    """A breaker's refusal sends the retry to an endpoint that has not refused."""
+    script = Script([ac.CircuitOpenError("open", retry_after=3.0), OK])
+    endpoints = ["http://a", "http://b"]
+    async with ac.Client(
+        MemoryTransport(script), lambda: endpoints, strategy=ac.sequential_strategy(3, NO_DELAY)
+    ) as client:
+        resp = await client.request(ac.get("x"))
+    assert resp.status == 200
+    assert [r.url for r in script.requests] == ["http://a/x", "http://b/x"]
+
+
+async def test_open_breaker_on_the_only_endpoint_is_final() -> None:
+    """With every endpoint refused by its breaker, the refusal is raised at once."""
+    script = Script([ac.CircuitOpenError("open", retry_after=3.0), OK])
+    async with client_for(script, strategy=ac.sequential_strategy(3, NO_DELAY)) as client:
+        with pytest.raises(ac.CircuitOpenError) as info:
+            await client.request(ac.get("x"))
+    assert len(script.requests) == 1
+    assert info.value.retry_after == 3.0
+    assert info.value.may_have_reached_server is False

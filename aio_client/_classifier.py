@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from typing import Final, Protocol
 
-from .._errors import AioClientError, CircuitOpenError, DeadlineExceededError, TransportError
-from .._models import Response
+from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError, TransportError
+from ._models import Response
 
 __all__ = ["DO_NOT_RETRY_HEADER", "Classifier", "Verdict", "default_classifier"]
 
