@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import final
+from typing import Final, final
 
 import aiohttp
 from yarl import URL
@@ -25,6 +25,8 @@ from ._base import attempt_timeout
 
 __all__ = ["AiohttpTransport"]
 
+_NO_TIMEOUT: Final = aiohttp.ClientTimeout(total=None)
+
 
 @final
 class AiohttpTransport:
@@ -34,6 +36,15 @@ class AiohttpTransport:
     let the transport make one on first use with at most ``limit``
     connections (closed by :meth:`aclose`). Redirects are not followed: a 3xx
     is returned as it came.
+
+    A request's total timeout is the attempt's remaining budget
+    (:func:`attempt_timeout`), or the session's own total when that is
+    shorter; the session's other limits (connect, socket read) still apply.
+
+    A session the transport makes sends each request exactly once: aiohttp's
+    own silent re-send of an idempotent request after a broken connection is
+    turned off, because retrying is the strategy's job (counted, budgeted and
+    recorded). A session you pass keeps its own settings.
     """
 
     __slots__ = ("_limit", "_owns", "_session")
@@ -52,22 +63,40 @@ class AiohttpTransport:
         if session is None:
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._limit),
-                timeout=aiohttp.ClientTimeout(total=None),
+                timeout=_NO_TIMEOUT,
             )
+            # aiohttp re-sends an idempotent request once when the connection
+            # breaks before the response (RFC 9112 section 9.3.1). Hidden retries
+            # would double the load on a failing server behind the retry budget's
+            # back and carry a repeated X-Request-Attempt; aiohttp's test client
+            # turns it off the same way, as there is no public switch.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             self._session = session
         return session
 
     async def send(self, request: Request, /) -> Response:
         """Send ``request`` and read the whole body."""
-        timeout = attempt_timeout()
         session = self._get_session()
+        timeout = attempt_timeout()
+        if timeout is None:
+            client_timeout = session.timeout
+        elif timeout > 0.0:
+            client_timeout = session.timeout
+            if client_timeout.total is None or client_timeout.total > timeout:
+                client_timeout = _capped(client_timeout, timeout)
+        else:
+            # aiohttp reads a zero timeout as "no timeout": refuse before connecting.
+            raise DeadlineExceededError(
+                "not sent: the deadline has passed", may_have_reached_server=False
+            )
         with _mapped_errors():
             async with session.request(
                 request.method,
                 URL(request.url, encoded=True),
                 headers=request.headers.multi_items(),
                 data=request.content or None,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=client_timeout,
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
@@ -87,9 +116,22 @@ class AiohttpTransport:
             await session.close()
 
 
+def _capped(limits: aiohttp.ClientTimeout, budget: float) -> aiohttp.ClientTimeout:
+    # The attempt's budget becomes the total; the session's other limits stay.
+    return aiohttp.ClientTimeout(
+        total=budget,
+        connect=limits.connect,
+        sock_read=limits.sock_read,
+        sock_connect=limits.sock_connect,
+        ceil_threshold=limits.ceil_threshold,
+    )
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
-    # Order matters: aiohttp's exception classes inherit from each other.
+    # The one place aiohttp's exceptions become ours. Order matters: aiohttp's
+    # classes inherit from each other (a connect timeout is a ServerTimeoutError,
+    # a ClientConnectorError is a ClientOSError), most specific first.
     try:
         yield
     except AioClientError:
@@ -98,17 +140,19 @@ def _mapped_errors() -> Iterator[None]:
         raise DeadlineExceededError(
             f"connect timed out: {exc}", may_have_reached_server=False
         ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectError(f"cannot connect: {exc}") from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise DeadlineExceededError(f"timed out waiting for the server: {exc}") from exc
-    except aiohttp.InvalidURL as exc:
-        raise InvalidRequestError(f"invalid URL: {exc}") from exc
     except (
-        aiohttp.ServerDisconnectedError,
-        aiohttp.ClientPayloadError,
-        aiohttp.ClientOSError,
+        aiohttp.ClientConnectorError,
+        aiohttp.ServerFingerprintMismatch,
+        aiohttp.ClientHttpProxyError,
     ) as exc:
+        # Failed while connecting (TCP, TLS, proxy tunnel): the request was never sent.
+        raise ConnectError(f"cannot connect: {exc}") from exc
+    except TimeoutError as exc:  # ServerTimeoutError, SocketTimeoutError, total timeout
+        raise DeadlineExceededError(f"timed out waiting for the server: {exc!r}") from exc
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise InvalidRequestError(f"invalid URL: {exc}") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        # Disconnected, reset, or the body cut short: after the request may have left.
         raise NetworkError(f"connection lost: {exc!r}") from exc
     except aiohttp.ClientResponseError as exc:
         raise ProtocolError(f"malformed response: {exc}") from exc

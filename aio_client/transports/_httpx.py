@@ -30,8 +30,16 @@ class HttpxTransport:
     """Sends requests with an ``httpx.AsyncClient``.
 
     Pass a client to share its pool (it stays yours to close), or let the
-    transport make one on first use with at most ``limit`` connections
-    (closed by :meth:`aclose`). Redirects are not followed.
+    transport make one with at most ``limit`` connections (closed by
+    :meth:`aclose`). Redirects are not followed.
+
+    The transport makes its client when it is built, not on first use: httpx
+    loads the CA bundle then (tens of milliseconds of blocked event loop),
+    which must not come out of the first call's budget.
+
+    Each phase of a request (pool wait, connect, write, read) is bounded by the
+    attempt's remaining budget (:func:`attempt_timeout`), or by the client's own
+    limit for that phase when it is shorter.
     """
 
     __slots__ = ("_client", "_limit", "_owns")
@@ -41,33 +49,44 @@ class HttpxTransport:
             raise ConfigError(f"client must be an httpx.AsyncClient; got {client!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be an int >= 1; got {limit!r}")
-        self._client = client
         self._owns = client is None
         self._limit = limit
+        self._client: httpx.AsyncClient | None = (
+            client if client is not None else self._new_client()
+        )
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=self._limit, max_keepalive_connections=self._limit),
+            timeout=None,
+        )
 
     def _get_client(self) -> httpx.AsyncClient:
         client = self._client
-        if client is None:
-            client = httpx.AsyncClient(
-                limits=httpx.Limits(
-                    max_connections=self._limit, max_keepalive_connections=self._limit
-                ),
-                timeout=None,
-            )
-            self._client = client
+        if client is None:  # used again after aclose(): start a fresh pool
+            client = self._client = self._new_client()
         return client
 
     async def send(self, request: Request, /) -> Response:
         """Send ``request`` and read the whole body."""
-        timeout = attempt_timeout()
         client = self._get_client()
+        timeout = attempt_timeout()
+        if timeout is None:
+            phases = client.timeout
+        elif timeout > 0.0:
+            phases = _capped(client.timeout, timeout)
+        else:
+            # No budget left: refuse before touching the pool (as the aiohttp adapter does).
+            raise DeadlineExceededError(
+                "not sent: the deadline has passed", may_have_reached_server=False
+            )
         with _mapped_errors():
             resp = await client.request(
                 request.method,
                 request.url,
                 headers=request.headers.multi_items(),
                 content=request.content or None,
-                timeout=httpx.Timeout(timeout),
+                timeout=phases,
                 follow_redirects=False,
             )
         return Response(
@@ -84,8 +103,18 @@ class HttpxTransport:
             await client.aclose()
 
 
+def _capped(limits: httpx.Timeout, budget: float) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=budget if limits.connect is None else min(limits.connect, budget),
+        read=budget if limits.read is None else min(limits.read, budget),
+        write=budget if limits.write is None else min(limits.write, budget),
+        pool=budget if limits.pool is None else min(limits.pool, budget),
+    )
+
+
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
+    # The one place httpx's exceptions become ours; most specific first.
     try:
         yield
     except AioClientError:
@@ -94,18 +123,20 @@ def _mapped_errors() -> Iterator[None]:
         raise DeadlineExceededError(
             f"timed out before sending: {exc!r}", may_have_reached_server=False
         ) from exc
-    except httpx.TimeoutException as exc:
+    except httpx.TimeoutException as exc:  # read or write timeout: maybe sent
         raise DeadlineExceededError(f"timed out waiting for the server: {exc!r}") from exc
-    except httpx.ConnectError as exc:
+    except (httpx.ConnectError, httpx.ProxyError) as exc:
+        # Failed while connecting (TCP, TLS, proxy tunnel): the request was never sent.
         raise ConnectError(f"cannot connect: {exc}") from exc
-    except httpx.RemoteProtocolError as exc:
-        # Also what httpx raises when the server closes without answering.
-        raise NetworkError(f"connection lost or malformed response: {exc}") from exc
-    except (httpx.ReadError, httpx.WriteError, httpx.CloseError) as exc:
-        raise NetworkError(f"connection lost: {exc!r}") from exc
-    except (httpx.LocalProtocolError, httpx.DecodingError) as exc:
-        raise ProtocolError(f"protocol error: {exc}") from exc
-    except httpx.InvalidURL as exc:
-        raise InvalidRequestError(f"invalid URL: {exc}") from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as exc:
+        # httpx raises RemoteProtocolError both for a server that closed without
+        # answering and for bytes that are not HTTP; only its message tells them
+        # apart, so both are reported as a lost connection (retryable either way).
+        raise NetworkError(f"connection lost or malformed response: {exc!r}") from exc
+    except httpx.DecodingError as exc:
+        raise ProtocolError(f"malformed response body: {exc}") from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+        # Refused on our side before the request could be written.
+        raise InvalidRequestError(f"cannot send this request: {exc}") from exc
     except httpx.HTTPError as exc:
         raise TransportError(f"request failed: {exc!r}") from exc
