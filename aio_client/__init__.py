@@ -7,6 +7,7 @@ in-memory transport.
 
 from ._attempts import AttemptKind, AttemptRecord
 from ._call import Call
+from ._cancel import CancelReason, CancelToken, current_token
 from ._client import Client, EndpointProvider, RequestContext
 from ._deadline import Deadline, ambient, current_deadline, current_priority
 from ._errors import (
@@ -44,6 +45,8 @@ __all__ = [
     "AttemptKind",
     "AttemptRecord",
     "Call",
+    "CancelReason",
+    "CancelToken",
     "CircuitOpenError",
     "Client",
     "ConfigError",
@@ -70,6 +73,7 @@ __all__ = [
     "constant_delays",
     "current_deadline",
     "current_priority",
+    "current_token",
     "delete",
     "exponential_delays",
     "get",

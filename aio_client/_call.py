@@ -16,7 +16,13 @@ import anyio
 from . import _clock
 from ._attempts import AttemptKind, AttemptRecord
 from ._classifier import Verdict
-from ._deadline import Deadline, format_timeout_header, reset_ambient, set_ambient
+from ._deadline import (
+    TIMEOUT_HEADER,
+    Deadline,
+    format_timeout_header,
+    reset_ambient,
+    set_ambient,
+)
 from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
 from ._models import Request, Response
 from ._priority import PRIORITY_HEADER, Priority
@@ -30,7 +36,6 @@ __all__ = ["ATTEMPT_HEADER", "Call", "Outcome"]
 
 #: Header carrying the 1-based attempt number, so servers can spot duplicates.
 ATTEMPT_HEADER: Final = "x-request-attempt"
-_TIMEOUT_HEADER: Final = "x-request-timeout"
 
 #: What an attempt ends with: a response or the error it failed with.
 Outcome = Response | AioClientError
@@ -173,7 +178,7 @@ class Call:
             url=url,
             headers=request.headers.replace(
                 {
-                    _TIMEOUT_HEADER: format_timeout_header(budget),
+                    TIMEOUT_HEADER: format_timeout_header(budget),
                     PRIORITY_HEADER: self.priority.value,
                     ATTEMPT_HEADER: str(number),
                 }

@@ -191,15 +191,21 @@ def _nearest(a: Deadline | None, b: Deadline) -> Deadline:
 
 # --- wire codecs -----------------------------------------------------------
 
-_DECIMAL: Final = re.compile(r"\s*(\d{1,12}(?:\.\d{0,12})?|\.\d{1,12})\s*", re.ASCII)
+# aio-request writes str(float): up to 17 significant digits, and "5e-05" below 1e-4.
+_DECIMAL: Final = re.compile(
+    r"\s*((?:\d{1,12}(?:\.\d{0,20})?|\.\d{1,20})(?:[eE]-\d{1,3})?)\s*", re.ASCII
+)
 _GRPC: Final = re.compile(r"\s*(\d{1,8})([HMSmun])\s*", re.ASCII)
 _GRPC_UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _MILLIS: Final = re.compile(r"\s*(\d{1,12})\s*", re.ASCII)
 
 
 def format_timeout_header(timeout: float) -> str:
-    """Encode a remaining budget as ``X-Request-Timeout``: decimal seconds, ms precision."""
-    return f"{timeout:.3f}" if timeout > 0.0 else "0.000"
+    """Encode a remaining budget as ``X-Request-Timeout``: decimal seconds, truncated to ms.
+
+    Truncated, not rounded: rounding up would hand the callee more than the caller has.
+    """
+    return f"{math.floor(timeout * 1000.0) / 1000.0:.3f}" if timeout > 0.0 else "0.000"
 
 
 def parse_timeout_header(value: str | None) -> float | None:

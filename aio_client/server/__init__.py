@@ -1,0 +1,53 @@
+"""The server half: deadline, priority and cancellation for incoming requests.
+
+- ASGI (Starlette, FastAPI): :class:`DeadlineMiddleware`; FastAPI helpers
+  :data:`CancelTokenDep`, :func:`get_cancel_token`, :func:`fastapi_max_timeout`.
+- aiohttp: :func:`aiohttp_middleware`; per-route cap with :func:`max_timeout`.
+- Sanic: ``aio_client.server.sanic.setup(app, ...)``.
+- Load shedding by priority: :class:`PriorityLoadShedder`.
+
+All share one core. The aiohttp and FastAPI helpers import their framework
+only when first used, so ``import aio_client.server`` needs neither.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._asgi import DeadlineMiddleware
+from ._core import ServerOutcome, ServerStats, max_timeout
+from ._shedding import PriorityLoadShedder
+
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpDeadlineMiddleware, aiohttp_middleware
+    from ._fastapi import CancelTokenDep, fastapi_max_timeout, get_cancel_token
+
+__all__ = [
+    "AiohttpDeadlineMiddleware",
+    "CancelTokenDep",
+    "DeadlineMiddleware",
+    "PriorityLoadShedder",
+    "ServerOutcome",
+    "ServerStats",
+    "aiohttp_middleware",
+    "fastapi_max_timeout",
+    "get_cancel_token",
+    "max_timeout",
+]
+
+_LAZY = {
+    "AiohttpDeadlineMiddleware": "._aiohttp",
+    "aiohttp_middleware": "._aiohttp",
+    "CancelTokenDep": "._fastapi",
+    "fastapi_max_timeout": "._fastapi",
+    "get_cancel_token": "._fastapi",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

@@ -1,0 +1,497 @@
+"""The one core every server adapter shares.
+
+``admit`` turns the request's headers into a budget, a priority and a
+:class:`~aio_client.CancelToken` (or an immediate 504/503); ``run`` runs the
+handler inside the token's scope with the ambient deadline and priority set,
+and maps how it ended to what the adapter must do:
+
+================================  ==========================================
+how the request ended             what the client gets
+================================  ==========================================
+budget under ``low_timeout``      504 + ``X-Do-Not-Retry: 1``, handler not run
+deadline passed while handling    handler cancelled; 504 + ``X-Do-Not-Retry: 1``
+                                  if the response had not started, else the
+                                  connection is broken (never a clean EOF)
+client closed the connection      handler cancelled; recorded as 499
+server shutting down              handler cancelled; 503
+saturated (load shedder)          503 + ``Retry-After``, handler not run
+completed                         the app's response, untouched
+================================  ==========================================
+
+Adapters (ASGI, aiohttp, Sanic) only translate requests and responses.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, cast, final
+
+import anyio
+
+from .. import _clock
+from .._cancel import CancelReason, CancelToken
+from .._classifier import DO_NOT_RETRY_HEADER
+from .._deadline import (
+    ENVOY_TIMEOUT_HEADER,
+    GRPC_TIMEOUT_HEADER,
+    TIMEOUT_HEADER,
+    Deadline,
+    parse_envoy_timeout,
+    parse_grpc_timeout,
+    parse_timeout_header,
+    reset_ambient,
+    set_ambient,
+    validate_timeout,
+)
+from .._errors import AioClientError, ConfigError, DeadlineExceededError
+from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
+from .._retry_after import RETRY_AFTER_HEADER, format_retry_after
+from ._shedding import PriorityLoadShedder
+
+__all__ = [
+    "MAX_TIMEOUT_ATTRIBUTE",
+    "Admission",
+    "Rejection",
+    "ServerCore",
+    "ServerOutcome",
+    "ServerStats",
+    "current_admission",
+    "max_timeout",
+    "route_max_timeout",
+]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_log: Final = logging.getLogger("aio_client.server")
+#: Attribute :func:`max_timeout` sets on a handler.
+MAX_TIMEOUT_ATTRIBUTE: Final = "__aio_client_max_timeout__"
+_TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
+    TIMEOUT_HEADER: parse_timeout_header,
+    GRPC_TIMEOUT_HEADER: parse_grpc_timeout,
+    ENVOY_TIMEOUT_HEADER: parse_envoy_timeout,
+}
+_TEXT: Final = ("content-type", "text/plain; charset=utf-8")
+_admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
+
+
+def max_timeout(seconds: float) -> Callable[[F], F]:
+    """Handler decorator: this route's requests get at most ``seconds`` of budget.
+
+    For aiohttp handlers (functions or ``web.View`` methods) and Sanic
+    handlers; FastAPI routes use ``fastapi_max_timeout``. A caller's
+    shorter budget still wins. Returns a new handler, so one function can
+    serve several routes with different caps.
+    """
+    limit = validate_timeout(seconds, "seconds")
+    if limit == 0:
+        raise ConfigError("seconds must be > 0")
+
+    def mark(handler: F) -> F:
+        if inspect.iscoroutinefunction(handler):
+
+            @functools.wraps(handler)
+            async def capped(*args: Any, **kwargs: Any) -> Any:
+                return await handler(*args, **kwargs)
+
+        else:
+
+            @functools.wraps(handler)
+            def capped(*args: Any, **kwargs: Any) -> Any:
+                return handler(*args, **kwargs)
+
+        setattr(capped, MAX_TIMEOUT_ATTRIBUTE, limit)
+        return cast(F, capped)
+
+    return mark
+
+
+def route_max_timeout(handler: object) -> float | None:
+    """The maximum :func:`max_timeout` set on ``handler``, or ``None``."""
+    value = getattr(handler, MAX_TIMEOUT_ATTRIBUTE, None)
+    return value if isinstance(value, float) else None
+
+
+@final
+@dataclass(slots=True)
+class ServerStats:
+    """Running counts of what the middleware did (read them; do not write)."""
+
+    #: Requests seen.
+    requests: int = 0
+    #: Handlers that returned normally.
+    completed: int = 0
+    #: Deadline or priority header values that were malformed, negative or absurd.
+    malformed_headers: int = 0
+    #: 504 on arrival: the budget was already under ``low_timeout``.
+    expired_on_arrival: int = 0
+    #: Handlers cancelled because the deadline passed.
+    deadline_exceeded: int = 0
+    #: Handlers cancelled because the client went away (recorded as 499).
+    client_disconnected: int = 0
+    #: Requests cancelled or refused because the server is shutting down (503).
+    shutdown: int = 0
+    #: Requests refused by the load shedder (503).
+    shed: int = 0
+    #: Handlers that raised (the framework answers those, usually 500).
+    failed: int = 0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ServerOutcome:
+    """How one request ended, for an ``observer`` (metrics, logs)."""
+
+    #: Status sent, or 499 when the client went away first.
+    status: int
+    #: Why the request's token fired, or ``None``.
+    reason: CancelReason | None
+    #: Seconds of budget the request was granted on arrival.
+    budget: float
+    #: Seconds from arrival to the end of handling.
+    elapsed: float
+    #: The request's effective priority.
+    priority: Priority
+    #: Whether the handler ran at all.
+    handled: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A response the core decided on instead of the app's.
+
+    The adapter sends it when :attr:`deliverable`. Otherwise, when
+    ``started`` the app's response had begun and the adapter must break the
+    connection (a truncated body must never look complete); else the client
+    is gone and there is no one to answer.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    started: bool = False
+    peer_gone: bool = False
+
+    @property
+    def deliverable(self) -> bool:
+        """Whether the adapter should send this response."""
+        return not (self.started or self.peer_gone)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request let in by :meth:`ServerCore.admit`: its budget, priority and token."""
+
+    #: The request's cancellation token.
+    token: CancelToken
+    #: Arrival + budget, on the loop clock.
+    deadline: Deadline
+    #: The effective priority.
+    priority: Priority
+    #: Seconds granted on arrival.
+    budget: float
+    #: Loop time of arrival.
+    arrived_at: float
+    #: Whether a load-shedder slot must be released.
+    holds_slot: bool
+
+
+def current_admission() -> Admission | None:
+    """The admission of the request being handled here, or ``None``."""
+    return _admission.get()
+
+
+def _never() -> bool:
+    return False
+
+
+@final
+class ServerCore:
+    """Parses, admits, runs and maps requests; one per app (see the module docstring).
+
+    Options (keyword-only; seconds are floats):
+
+    - ``timeout``: budget of a request that carries no valid deadline header (20 s).
+    - ``max_timeout``: the most any request gets, whatever its header says
+      (``None``: only the header's one-day sanity limit).
+    - ``low_timeout``: a request arriving with less budget than this gets
+      504 without running the handler (5 ms).
+    - ``priority``: priority of a request without a valid priority header.
+    - ``load_shedder``: a :class:`PriorityLoadShedder`, or ``None``.
+    - ``observer``: called with a :class:`ServerOutcome` once per request.
+
+    The effective budget is ``min(header or timeout, max_timeout, route maximum)``.
+    """
+
+    __slots__ = (
+        "_in_flight",
+        "_shutting_down",
+        "load_shedder",
+        "low_timeout",
+        "max_timeout",
+        "observer",
+        "priority",
+        "stats",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 20.0,
+        max_timeout: float | None = None,
+        low_timeout: float = 0.005,
+        priority: Priority | str = Priority.NORMAL,
+        load_shedder: PriorityLoadShedder | None = None,
+        observer: Callable[[ServerOutcome], object] | None = None,
+    ) -> None:
+        self.timeout = validate_timeout(timeout, "timeout")
+        if self.timeout == 0:
+            raise ConfigError("timeout must be > 0 seconds")
+        self.max_timeout = (
+            None if max_timeout is None else validate_timeout(max_timeout, "max_timeout")
+        )
+        if self.max_timeout == 0:
+            raise ConfigError("max_timeout must be > 0 seconds or None")
+        self.low_timeout = validate_timeout(low_timeout, "low_timeout")
+        self.priority = Priority.coerce(priority)
+        if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
+            raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
+        self.load_shedder = load_shedder
+        if observer is not None and not callable(observer):
+            raise ConfigError(f"observer must be callable; got {observer!r}")
+        self.observer = observer
+        #: Running counts.
+        self.stats = ServerStats()
+        self._in_flight: set[CancelToken] = set()
+        self._shutting_down = False
+
+    # -- arrival -----------------------------------------------------------------
+
+    def admit(
+        self, headers: Iterable[tuple[str, str]], *, route_max: float | None = None
+    ) -> Admission | Rejection:
+        """Decide what a request gets from its headers; never raises on header content."""
+        arrived_at = _clock.now()
+        stats = self.stats
+        stats.requests += 1
+        budget: float | None = None
+        priority: Priority | None = None
+        for name, value in headers:
+            key = name.lower()
+            parser = _TIMEOUT_PARSERS.get(key)
+            if parser is not None:
+                seconds = parser(value)
+                if seconds is None:
+                    stats.malformed_headers += 1
+                elif budget is None or seconds < budget:
+                    budget = seconds
+            elif key == PRIORITY_HEADER:
+                parsed = parse_priority_header(value)
+                if parsed is None:
+                    stats.malformed_headers += 1
+                elif priority is None:
+                    priority = parsed
+        if budget is None:
+            budget = self.timeout
+        for limit in (self.max_timeout, route_max):
+            if limit is not None and limit < budget:
+                budget = limit
+        priority = priority or self.priority
+        if self._shutting_down:
+            stats.shutdown += 1
+            self._observe(503, CancelReason.SHUTDOWN, budget, arrived_at, priority, handled=False)
+            return _unavailable()
+        if budget <= 0.0 or budget < self.low_timeout:
+            stats.expired_on_arrival += 1
+            self._observe(504, CancelReason.DEADLINE, budget, arrived_at, priority, handled=False)
+            return _deadline_exceeded("the request's budget was spent before it arrived")
+        shedder = self.load_shedder
+        if shedder is not None and not shedder.try_acquire(priority):
+            stats.shed += 1
+            self._observe(503, None, budget, arrived_at, priority, handled=False)
+            return Rejection(
+                503,
+                (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
+                b"overloaded; retry later\n",
+            )
+        deadline = Deadline(arrived_at + budget)
+        return Admission(
+            token=CancelToken(deadline=deadline),
+            deadline=deadline,
+            priority=priority,
+            budget=budget,
+            arrived_at=arrived_at,
+            holds_slot=shedder is not None,
+        )
+
+    # -- handling ----------------------------------------------------------------
+
+    async def run(
+        self,
+        admission: Admission,
+        call: Callable[[], Awaitable[T]],
+        *,
+        started: Callable[[], bool],
+        status_of: Callable[[T], int],
+        disconnected: Callable[[], bool] = _never,
+    ) -> T | Rejection:
+        """Run ``call()`` under the admission's token, deadline and priority.
+
+        Returns the handler's value when it completes (its token stays
+        uncancelled), or a :class:`Rejection` when the token ended it.
+        Cancellation from outside (the server cancelling the task) is
+        recorded — ``disconnected()`` tells a client hang-up from a shutdown —
+        and propagates unchanged.
+        """
+        token = admission.token
+        self._in_flight.add(token)
+        ambient = set_ambient(admission.deadline, admission.priority)
+        current = _admission.set(admission)
+        status = 500
+        try:
+            scope = token.scope()
+            try:
+                with scope:
+                    value = await call()
+                    token._finish()
+                    status = status_of(value)
+                    self.stats.completed += 1
+                    return value
+            except Exception as exc:
+                if token.reason is None and not self._spent(exc, admission):
+                    self.stats.failed += 1
+                    raise
+                # The handler turned the cancellation into an error of its own: an
+                # outgoing call reporting the shared deadline (expected), or
+                # cleanup failing (worth a warning).
+                level = logging.DEBUG if isinstance(exc, AioClientError) else logging.WARNING
+                _log.log(level, "the handler raised after its token fired", exc_info=True)
+                if token.reason is None:
+                    token.cancel(CancelReason.DEADLINE, "the deadline passed")
+            # The scope ends early only when the token fired; DEADLINE covers a
+            # scope deadline that beat a just-completed response.
+            reason = token.reason or CancelReason.DEADLINE
+            rejection = self._rejection(reason, started=started(), gone=disconnected())
+            status = rejection.status
+            return rejection
+        except anyio.get_cancelled_exc_class():
+            if token.reason is None:
+                reason = (
+                    CancelReason.CLIENT_DISCONNECTED
+                    if disconnected() and not self._shutting_down
+                    else CancelReason.SHUTDOWN
+                )
+                token.cancel(reason, "the server cancelled the handler")
+            status = self._count(token.reason)
+            raise
+        finally:
+            _admission.reset(current)
+            reset_ambient(ambient)
+            self._in_flight.discard(token)
+            if admission.holds_slot and self.load_shedder is not None:
+                self.load_shedder.release()
+            self._observe(
+                status,
+                token._reason,
+                admission.budget,
+                admission.arrived_at,
+                admission.priority,
+                handled=True,
+            )
+
+    # -- shutdown -----------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now."""
+        return len(self._in_flight)
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self._shutting_down
+
+    def shutdown(self, message: str = "the server is shutting down") -> int:
+        """Cancel every request in flight with ``SHUTDOWN`` (503) and refuse new ones.
+
+        Returns how many requests were cancelled.
+        """
+        self._shutting_down = True
+        tokens = list(self._in_flight)
+        return sum(token.cancel(CancelReason.SHUTDOWN, message) for token in tokens)
+
+    # -- outcome mapping ---------------------------------------------------------
+
+    def _rejection(self, reason: CancelReason, *, started: bool, gone: bool) -> Rejection:
+        status = self._count(reason)
+        if status == 499:
+            _log.info("the client went away; its handler was cancelled (499)")
+            return Rejection(499, peer_gone=True)
+        if started or gone:
+            return Rejection(status, started=started, peer_gone=gone)
+        if status == 504:
+            return _deadline_exceeded("the request's deadline passed while it was handled")
+        return _unavailable()
+
+    def _spent(self, exc: Exception, admission: Admission) -> bool:
+        # An outgoing call refused for lack of budget means the request's own
+        # budget is gone too, even if the token's timer has not fired yet.
+        return (
+            isinstance(exc, DeadlineExceededError)
+            and admission.deadline.remaining() <= self.low_timeout
+        )
+
+    def _count(self, reason: CancelReason | None) -> int:
+        stats = self.stats
+        if reason is CancelReason.DEADLINE:
+            stats.deadline_exceeded += 1
+            return 504
+        if reason is CancelReason.CLIENT_DISCONNECTED:
+            stats.client_disconnected += 1
+            return 499
+        stats.shutdown += 1
+        return 503
+
+    def _observe(
+        self,
+        status: int,
+        reason: CancelReason | None,
+        budget: float,
+        arrived_at: float,
+        priority: Priority,
+        *,
+        handled: bool,
+    ) -> None:
+        observer = self.observer
+        if observer is None:
+            return
+        outcome = ServerOutcome(
+            status=status,
+            reason=reason,
+            budget=budget,
+            elapsed=max(0.0, _clock.now() - arrived_at),
+            priority=priority,
+            handled=handled,
+        )
+        try:
+            observer(outcome)
+        except Exception:
+            _log.exception("the server observer raised; the response is unaffected")
+
+
+def _deadline_exceeded(text: str) -> Rejection:
+    return Rejection(
+        504, (_TEXT, (DO_NOT_RETRY_HEADER, "1")), f"deadline exceeded: {text}\n".encode()
+    )
+
+
+def _unavailable() -> Rejection:
+    return Rejection(503, (_TEXT,), b"the server is shutting down\n")

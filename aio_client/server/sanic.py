@@ -1,0 +1,144 @@
+"""Sanic integration over the shared core: ``aio_client.server.sanic.setup(app, ...)``.
+
+Sanic has no middleware that wraps the handler call, so :func:`setup` wraps
+each HTTP route's handler when the server starts (``before_server_start``),
+after every route is registered. WebSocket routes are left alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse
+
+from .._errors import DeadlineExceededError
+from .._priority import Priority
+from ._core import Rejection, ServerCore, ServerOutcome, ServerStats, route_max_timeout
+from ._shedding import PriorityLoadShedder
+
+__all__ = ["SanicDeadline", "setup"]
+
+_WRAPPED: Final = "__aio_client_wrapped__"
+
+
+def setup(
+    app: Sanic[Any, Any],
+    *,
+    timeout: float = 20.0,
+    max_timeout: float | None = None,
+    low_timeout: float = 0.005,
+    priority: Priority | str = Priority.NORMAL,
+    load_shedder: PriorityLoadShedder | None = None,
+    observer: Callable[[ServerOutcome], object] | None = None,
+) -> SanicDeadline:
+    """Enforce deadlines and priorities on every HTTP route of ``app``.
+
+    Options are the shared core's (see ``aio_client.server.DeadlineMiddleware``).
+    Handlers decorated with ``aio_client.server.max_timeout`` get a per-route
+    cap. On ``before_server_stop`` requests in flight are cancelled with
+    ``SHUTDOWN`` (503). A client hang-up reaches the handler as Sanic's own
+    cancellation; the token fires ``CLIENT_DISCONNECTED`` (recorded as 499).
+    """
+    integration = SanicDeadline(
+        ServerCore(
+            timeout=timeout,
+            max_timeout=max_timeout,
+            low_timeout=low_timeout,
+            priority=priority,
+            load_shedder=load_shedder,
+            observer=observer,
+        )
+    )
+    app.register_listener(integration._wrap_routes, "before_server_start")
+    app.register_listener(integration._on_stop, "before_server_stop")
+    return integration
+
+
+@final
+class SanicDeadline:
+    """What :func:`setup` returns: the core's counters and a shutdown switch."""
+
+    __slots__ = ("core",)
+
+    def __init__(self, core: ServerCore) -> None:
+        #: The shared core (its options and counters).
+        self.core = core
+
+    @property
+    def stats(self) -> ServerStats:
+        """Running counts: requests, 504s, 499s, 503s, malformed headers..."""
+        return self.core.stats
+
+    def shutdown(self, message: str = "the server is shutting down") -> int:
+        """Cancel the requests in flight with ``SHUTDOWN`` (503) and refuse new ones."""
+        return self.core.shutdown(message)
+
+    async def _on_stop(self, app: Sanic[Any, Any]) -> None:
+        self.core.shutdown()
+
+    async def _wrap_routes(self, app: Sanic[Any, Any]) -> None:
+        for route in app.router.routes:
+            handler = route.handler
+            if getattr(handler, _WRAPPED, False) or hasattr(handler, "is_websocket"):
+                continue
+            route.handler = self._wrap(handler)
+
+    def _wrap(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        core = self.core
+        view = getattr(handler, "view_class", None)
+
+        @functools.wraps(handler)
+        async def deadline_handler(request: Request, *args: Any, **kwargs: Any) -> Any:
+            limit = route_max_timeout(handler)
+            if limit is None and view is not None:
+                limit = route_max_timeout(getattr(view, request.method.lower(), None))
+            decision = core.admit(request.headers.items(), route_max=limit)
+            if isinstance(decision, Rejection):
+                return _response(decision)
+
+            def gone() -> bool:
+                return request.conn_info is not None and request.conn_info.lost
+
+            decision.token._watch_peer(gone)
+
+            async def call() -> Any:
+                result = handler(request, *args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+
+            result = await core.run(
+                decision,
+                call,
+                started=lambda: request.responded,
+                status_of=lambda response: int(getattr(response, "status", 200)),
+                disconnected=gone,
+            )
+            if not isinstance(result, Rejection):
+                return result
+            if result.deliverable:
+                return _response(result)
+            if not result.started:
+                return HTTPResponse(status=result.status)  # the client is gone
+            # The body had started: break the connection so the client cannot
+            # take the truncated body for a whole one (Sanic would end it cleanly).
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            raise DeadlineExceededError("the request ended while its response was streaming")
+
+        setattr(deadline_handler, _WRAPPED, True)
+        return deadline_handler
+
+
+def _response(rejection: Rejection) -> HTTPResponse:
+    return HTTPResponse(
+        body=rejection.body,
+        status=rejection.status,
+        headers=dict(rejection.headers),
+        content_type=dict(rejection.headers).get("content-type"),
+    )
