@@ -13,6 +13,7 @@ import anyio
 
 from . import _clock
 from ._call import Call
+from ._classifier import Classifier, default_classifier
 from ._deadline import (
     Deadline,
     _ambient,
@@ -24,8 +25,9 @@ from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
 from ._models import Request, Response
 from ._pipeline import Stage, compose
 from ._priority import Priority
+from .policies._breaker import CircuitBreaker
+from .policies._stage import CircuitBreakerStage
 from .strategies._budget import RetryBudget
-from ._classifier import Classifier, default_classifier
 from .strategies._sequential import sequential_strategy
 
 if TYPE_CHECKING:
@@ -66,6 +68,10 @@ class Client:
     - ``strategy``: default strategy (``sequential_strategy()``: 3 attempts).
     - ``budget``: the retry budget shared by every call of this client.
     - ``classifier``: decides success / retryable / final per outcome.
+    - ``circuit_breaker``: a :class:`~aio_client.policies.CircuitBreaker` used as
+      the template of one breaker per endpoint; each attempt passes through the
+      breaker of the endpoint it goes to, and a refusal moves the next attempt
+      to another endpoint (or ends the call when every endpoint refused).
     - ``low_timeout``: below this budget an attempt is not sent (5 ms).
     """
 
@@ -97,6 +103,7 @@ class Client:
         classifier: Classifier = default_classifier,
         stages: Sequence[Stage] = (),
         attempt_stages: Sequence[Stage] = (),
+        circuit_breaker: CircuitBreaker | None = None,
         low_timeout: float = 0.005,
     ) -> None:
         if not callable(getattr(transport, "send", None)):
@@ -128,7 +135,16 @@ class Client:
         self._low_timeout = validate_timeout(low_timeout, "low_timeout")
         self._rotation = itertools.count()
         self._closed = False
-        self._send_attempt = compose(list(attempt_stages), transport.send)
+        inner: list[Stage] = list(attempt_stages)
+        if circuit_breaker is not None:
+            if not isinstance(circuit_breaker, CircuitBreaker):
+                raise ConfigError(
+                    f"circuit_breaker must be a CircuitBreaker; got {circuit_breaker!r}"
+                )
+            # Innermost: it judges exactly what the transport did, and the
+            # caller's attempt stages still see its refusals.
+            inner.append(CircuitBreakerStage(circuit_breaker))
+        self._send_attempt = compose(inner, transport.send)
         self._call_pipeline = compose(list(stages), self._run_strategy) if stages else None
 
     # -- public API --------------------------------------------------------
@@ -264,6 +280,9 @@ class Client:
     async def _run_strategy(request: Request) -> Response:
         call, strategy = _CURRENT.get()
         call.request = request
+        inherited = _ambient.get().deadline
+        if inherited is not None and inherited.at < call.deadline.at:
+            call.deadline = inherited  # a call stage (e.g. policies.Timeout) shortened it
         return await strategy.execute(call)
 
     async def _resolve_endpoints(self) -> tuple[str, ...]:

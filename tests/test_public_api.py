@@ -7,11 +7,18 @@ import sys
 from pathlib import Path
 
 import aio_client
+import aio_client.policies
 import aio_client.server
 import aio_client.strategies
 import aio_client.transports
 
-PACKAGES = [aio_client, aio_client.server, aio_client.strategies, aio_client.transports]
+PACKAGES = [
+    aio_client,
+    aio_client.policies,
+    aio_client.server,
+    aio_client.strategies,
+    aio_client.transports,
+]
 
 
 def test_all_is_sorted_and_complete() -> None:

@@ -1,0 +1,78 @@
+"""``@circuit``: the aiocircuitbreaker-style decorator, backed by our breaker.
+
+Code written against aiocircuitbreaker 2.0 runs by changing its import::
+
+    from aio_client.policies import CircuitBreaker, CircuitBreakerError, circuit
+
+The differences are fixes: half-open admits exactly one probe (not every
+caller), cancellation and non-matching exceptions no longer count as
+successes, a late success does not close an open breaker, the clock is
+monotonic, and the default name really is the function's (qualified) name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
+
+from .._errors import ConfigError
+from ._breaker import CircuitBreaker
+from ._settings import ExceptionTypes
+
+__all__ = ["circuit"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@overload
+def circuit(
+    failure_threshold: Callable[_P, Awaitable[_T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+
+@overload
+def circuit(
+    failure_threshold: int | None = None,
+    recovery_timeout: float | None = None,
+    expected_exception: ExceptionTypes | None = None,
+    name: str | None = None,
+    fallback_function: Callable[..., Any] | None = None,
+    cls: type[CircuitBreaker] = CircuitBreaker,
+) -> CircuitBreaker: ...
+
+
+def circuit(
+    failure_threshold: int | Callable[..., Awaitable[Any]] | None = None,
+    recovery_timeout: float | None = None,
+    expected_exception: ExceptionTypes | None = None,
+    name: str | None = None,
+    fallback_function: Callable[..., Any] | None = None,
+    cls: type[CircuitBreaker] = CircuitBreaker,
+) -> CircuitBreaker | Callable[..., Coroutine[Any, Any, Any]]:
+    """Guard an async function with a consecutive-failure circuit breaker.
+
+    ``@circuit`` uses the defaults (or ``cls``'s class attributes): open after
+    5 failures in a row, probe after 30 seconds, count every ``Exception``.
+    ``@circuit(failure_threshold=, recovery_timeout=, expected_exception=,
+    name=, fallback_function=, cls=)`` overrides them; ``recovery_timeout`` is
+    the breaker's ``break_duration`` in seconds. Without ``name`` the breaker
+    is named after the decorated function's ``__qualname__``. When open, a
+    ``fallback_function`` is called (awaited if async) with the same arguments
+    instead of raising :class:`~aio_client.CircuitOpenError`.
+
+    The parametrised form returns the :class:`CircuitBreaker` itself, so it
+    can be kept and inspected (``breaker.state``, ``breaker.failure_count``).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, CircuitBreaker)):
+        raise ConfigError(f"cls must be a CircuitBreaker subclass; got {cls!r}")
+    if callable(failure_threshold):
+        # Bare ``@circuit``: the decorated function arrives as the first argument.
+        return cls().decorate(failure_threshold)
+    return cls(
+        failure_threshold=failure_threshold,
+        break_duration=recovery_timeout,
+        expected_exception=expected_exception,
+        name=name or None,
+        fallback=fallback_function,
+    )

@@ -1,0 +1,192 @@
+"""Policies as client stages: ``async (request, call_next) -> Response``.
+
+- :func:`as_stage` adapts any policy; a breaker becomes a
+  :class:`CircuitBreakerStage`.
+- :class:`CircuitBreakerStage` keeps one breaker state per endpoint. Put it
+  in ``attempt_stages`` so it sees each physical attempt with its absolute
+  URL: an open breaker on one endpoint then refuses only attempts to that
+  endpoint, and a retry or hedge may still go to another.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Final, final
+from urllib.parse import urlsplit
+
+from .._deadline import current_deadline
+from .._errors import ConfigError, DeadlineExceededError, TransportError
+from .._models import Request, Response
+from .._pipeline import Handler, Stage
+from ._breaker import CircuitBreaker
+from ._bulkhead import Bulkhead
+from ._fallback import Fallback
+from ._rate_limit import RateLimiter
+from ._retry import Retry
+from ._settings import positive_int
+from ._timeout import Timeout
+
+__all__ = [
+    "CircuitBreakerStage",
+    "Policy",
+    "PolicyStage",
+    "as_stage",
+    "default_is_failure",
+    "endpoint_key",
+]
+
+#: Anything :func:`as_stage` accepts.
+Policy = CircuitBreaker | Bulkhead | RateLimiter | Timeout | Fallback[Response] | Retry
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+def endpoint_key(request: Request) -> str:
+    """``scheme://host:port`` of the request's absolute URL (``""`` for a relative one)."""
+    parts = urlsplit(request.url)
+    scheme = parts.scheme.lower()
+    if not scheme or not parts.netloc:
+        return ""
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme, 0)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def default_is_failure(outcome: Response | Exception, /) -> bool:
+    """5xx responses, transport errors and attempt timeouts are failures; 4xx are not."""
+    if isinstance(outcome, Response):
+        return outcome.status >= 500
+    return isinstance(outcome, (TransportError, DeadlineExceededError))
+
+
+@final
+class CircuitBreakerStage:
+    """One circuit breaker state per endpoint, as an attempt stage.
+
+    ``breaker`` is the template: each endpoint (by ``key(request)``, default
+    :func:`endpoint_key`) gets its own breaker with the template's settings
+    and listeners, named after the key; the template's own state is unused.
+    ``is_failure(outcome)`` decides what counts (default
+    :func:`default_is_failure`): a response it rejects is a failure and any
+    other response a success; an exception it rejects counts as neither (the
+    template's ``expected_exception`` does not apply here). An attempt
+    cancelled because its deadline passed is a failure (the endpoint was too
+    slow); any other cancellation counts as neither. An open breaker raises
+    :class:`~aio_client.CircuitOpenError` with ``retry_after``, and nothing is
+    sent. At most ``max_endpoints`` states are kept (least recently used
+    dropped).
+    """
+
+    __slots__ = ("_breakers", "_is_failure", "_key", "_max_endpoints", "_template")
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        *,
+        key: Callable[[Request], str] = endpoint_key,
+        is_failure: Callable[[Response | Exception], bool] = default_is_failure,
+        max_endpoints: int = 1024,
+    ) -> None:
+        if not isinstance(breaker, CircuitBreaker):
+            raise ConfigError(f"breaker must be a CircuitBreaker; got {breaker!r}")
+        if not callable(key):
+            raise ConfigError(f"key must be a function of the request; got {key!r}")
+        if not callable(is_failure):
+            raise ConfigError(f"is_failure must be callable; got {is_failure!r}")
+        self._template = breaker
+        self._key = key
+        self._is_failure = is_failure
+        self._max_endpoints = positive_int(max_endpoints, "max_endpoints")
+        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
+
+    @property
+    def breakers(self) -> Mapping[str, CircuitBreaker]:
+        """A snapshot of the breaker of every endpoint seen, by key."""
+        return dict(self._breakers)
+
+    def breaker_for(self, key: str) -> CircuitBreaker:
+        """The breaker of endpoint ``key`` (made on first use)."""
+        breakers = self._breakers
+        breaker = breakers.get(key)
+        if breaker is None:
+            breaker = breakers[key] = self._template._spawn(key)
+            if len(breakers) > self._max_endpoints:
+                breakers.popitem(last=False)
+        else:
+            breakers.move_to_end(key)
+        return breaker
+
+    async def __call__(self, request: Request, call_next: Handler) -> Response:
+        breaker = self.breaker_for(self._key(request))
+        epoch = breaker._admit()
+        start = breaker._clock() if breaker._timed else 0.0
+        try:
+            if breaker._pending:
+                await breaker._drain()
+            response = await call_next(request)
+        except Exception as exc:
+            if self._is_failure(exc):
+                if breaker._on_failure(epoch, start, exc):
+                    await breaker._drain()
+            else:
+                breaker._release(epoch)
+            raise
+        except BaseException:
+            # Cancelled. Only the attempt's own deadline passing says anything
+            # about the endpoint; a lost hedge or a caller giving up does not.
+            deadline = current_deadline()
+            if deadline is not None and deadline.expired:
+                breaker._on_failure(epoch, start, None)  # listeners: the next caller tells them
+            else:
+                breaker._release(epoch)
+            raise
+        if self._is_failure(response):
+            notify = breaker._on_failure(epoch, start, None)
+        else:
+            notify = breaker._on_success(epoch, start)
+        if notify:
+            await breaker._drain()
+        return response
+
+    def __repr__(self) -> str:
+        return f"CircuitBreakerStage({self._template!r}, endpoints={len(self._breakers)})"
+
+
+@final
+class PolicyStage:
+    """A stage running ``call_next`` through a policy's ``call``; see :func:`as_stage`."""
+
+    __slots__ = ("_call", "_policy")
+
+    def __init__(self, policy: Bulkhead | RateLimiter | Timeout | Fallback[Response] | Retry):
+        self._policy = policy
+        self._call = policy.call
+
+    async def __call__(self, request: Request, call_next: Handler) -> Response:
+        return await self._call(call_next, request)
+
+    def __repr__(self) -> str:
+        return f"as_stage({self._policy!r})"
+
+
+def as_stage(policy: Policy) -> Stage:
+    """``policy`` as a client stage.
+
+    A :class:`CircuitBreaker` becomes a :class:`CircuitBreakerStage` (one state
+    per endpoint; use that class directly for its options). A keyed
+    :class:`RateLimiter` gets the request as its key function's argument; a
+    :class:`Fallback` must substitute a :class:`~aio_client.Response`.
+    """
+    if isinstance(policy, CircuitBreaker):
+        return CircuitBreakerStage(policy)
+    if isinstance(policy, (Bulkhead, RateLimiter, Timeout, Fallback, Retry)):
+        return PolicyStage(policy)
+    raise ConfigError(f"not a policy: {policy!r}")
