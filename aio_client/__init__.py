@@ -6,7 +6,7 @@ in-memory transport.
 """
 
 from ._attempts import AttemptKind, AttemptRecord
-from ._call import Call
+from ._call import AttemptInfo, Call, current_attempt
 from ._cancel import CancelReason, CancelToken, current_token
 from ._client import Client, EndpointProvider, RequestContext
 from ._deadline import Deadline, ambient, current_deadline, current_priority
@@ -55,6 +55,7 @@ from .strategies import (
 
 __all__ = [
     "AioClientError",
+    "AttemptInfo",
     "AttemptKind",
     "AttemptRecord",
     "Bulkhead",
@@ -94,6 +95,7 @@ __all__ = [
     "ambient",
     "circuit",
     "constant_delays",
+    "current_attempt",
     "current_deadline",
     "current_priority",
     "current_token",

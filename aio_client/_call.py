@@ -9,6 +9,7 @@ history), so every strategy gets the same behaviour for free.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, final
 
 import anyio
@@ -30,15 +31,42 @@ from ._priority import PRIORITY_HEADER, Priority
 if TYPE_CHECKING:
     from ._classifier import Classifier
     from ._pipeline import Handler
+    from .metrics._observer import Observer
     from .strategies._budget import RetryBudget
 
-__all__ = ["ATTEMPT_HEADER", "Call", "Outcome"]
+__all__ = ["ATTEMPT_HEADER", "AttemptInfo", "Call", "Outcome", "current_attempt"]
 
 #: Header carrying the 1-based attempt number, so servers can spot duplicates.
 ATTEMPT_HEADER: Final = "x-request-attempt"
 
 #: What an attempt ends with: a response or the error it failed with.
 Outcome = Response | AioClientError
+
+
+@final
+class AttemptInfo:
+    """Which physical attempt is running: for attempt stages and observers."""
+
+    __slots__ = ("endpoint", "kind", "number")
+
+    def __init__(self, number: int, kind: AttemptKind, endpoint: str) -> None:
+        #: 1-based attempt number (as in ``X-Request-Attempt``).
+        self.number = number
+        #: Why it was sent: first, retry or hedge.
+        self.kind = kind
+        #: The base URL it goes to.
+        self.endpoint = endpoint
+
+    def __repr__(self) -> str:
+        return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
+
+
+_ATTEMPT: ContextVar[AttemptInfo | None] = ContextVar("aio_client_attempt", default=None)
+
+
+def current_attempt() -> AttemptInfo | None:
+    """The attempt being sent, inside an attempt stage or transport; else ``None``."""
+    return _ATTEMPT.get()
 
 
 @final
@@ -55,6 +83,7 @@ class Call:
         "deadline",
         "history",
         "low_timeout",
+        "observers",
         "priority",
         "request",
         "retries_allowed",
@@ -73,6 +102,7 @@ class Call:
         budget: RetryBudget,
         retries_allowed: bool,
         low_timeout: float,
+        observers: tuple[Observer, ...] = (),
     ) -> None:
         #: The request as the call stages left it (relative URL).
         self.request = request
@@ -88,6 +118,8 @@ class Call:
         self.retries_allowed = retries_allowed
         #: Below this many seconds left, no attempt is sent.
         self.low_timeout = low_timeout
+        #: Sinks told about refused extra attempts.
+        self.observers = observers
         #: Every attempt so far, in start order.
         self.history: list[AttemptRecord] = []
         self._endpoints = endpoints
@@ -187,6 +219,7 @@ class Call:
             route=request.route,
         )
         outcome: Outcome
+        attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base))
         try:
             if attempt_at < self.deadline.at:
                 outcome = await self._send_capped(bound, attempt_at, number)
@@ -200,6 +233,8 @@ class Call:
                 AttemptRecord(number, kind, url, _clock.now() - start, None, type(exc).__name__)
             )
             raise
+        finally:
+            _ATTEMPT.reset(attempt_token)
         elapsed = _clock.now() - start
         if isinstance(outcome, CircuitOpenError):
             if self._refused is None:
@@ -232,6 +267,17 @@ class Call:
         if scope.cancelled_caught:  # pragma: no branch - the scope only exits early this way
             return DeadlineExceededError(f"attempt {number} ran out of its share of the budget")
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def try_extra_attempt(self, kind: AttemptKind) -> bool:
+        """Take a retry-budget token for one more attempt (a retry or a hedge).
+
+        ``False`` when the budget is empty; observers hear of every refusal.
+        """
+        if self.budget.try_withdraw():
+            return True
+        for observer in self.observers:
+            observer.extra_attempt_refused(self.request, kind)
+        return False
 
     def result(self, outcome: Outcome) -> Response:
         """Finish the call: return a response, or raise the error with the history."""

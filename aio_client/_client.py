@@ -25,6 +25,7 @@ from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
 from ._models import Request, Response
 from ._pipeline import Stage, compose
 from ._priority import Priority
+from .metrics._observer import Observer
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
 from .strategies._budget import RetryBudget
@@ -72,6 +73,8 @@ class Client:
       the template of one breaker per endpoint; each attempt passes through the
       breaker of the endpoint it goes to, and a refusal moves the next attempt
       to another endpoint (or ends the call when every endpoint refused).
+    - ``observers``: metrics and tracing sinks (:class:`aio_client.metrics.Observer`);
+      their stages run outermost, before yours.
     - ``low_timeout``: below this budget an attempt is not sent (5 ms).
     """
 
@@ -82,6 +85,7 @@ class Client:
         "_closed",
         "_endpoints",
         "_low_timeout",
+        "_observers",
         "_priority",
         "_provider",
         "_rotation",
@@ -104,6 +108,7 @@ class Client:
         stages: Sequence[Stage] = (),
         attempt_stages: Sequence[Stage] = (),
         circuit_breaker: CircuitBreaker | None = None,
+        observers: Sequence[Observer] = (),
         low_timeout: float = 0.005,
     ) -> None:
         if not callable(getattr(transport, "send", None)):
@@ -135,7 +140,14 @@ class Client:
         self._low_timeout = validate_timeout(low_timeout, "low_timeout")
         self._rotation = itertools.count()
         self._closed = False
-        inner: list[Stage] = list(attempt_stages)
+        self._observers = tuple(observers)
+        for observer in self._observers:
+            if not isinstance(observer, Observer):
+                raise ConfigError(
+                    f"observers must implement aio_client.metrics.Observer; got {observer!r}"
+                )
+        watching = [o.attempt_stage for o in self._observers if o.attempt_stage is not None]
+        inner: list[Stage] = [*watching, *attempt_stages]
         if circuit_breaker is not None:
             if not isinstance(circuit_breaker, CircuitBreaker):
                 raise ConfigError(
@@ -144,8 +156,12 @@ class Client:
             # Innermost: it judges exactly what the transport did, and the
             # caller's attempt stages still see its refusals.
             inner.append(CircuitBreakerStage(circuit_breaker))
+            for observer in self._observers:
+                circuit_breaker.add_listener(observer.breaker_state_changed)
         self._send_attempt = compose(inner, transport.send)
-        self._call_pipeline = compose(list(stages), self._run_strategy) if stages else None
+        outer = [o.call_stage for o in self._observers if o.call_stage is not None]
+        call_stages = [*outer, *stages]
+        self._call_pipeline = compose(call_stages, self._run_strategy) if call_stages else None
 
     # -- public API --------------------------------------------------------
 
@@ -252,6 +268,7 @@ class Client:
             budget=self._budget,
             retries_allowed=retries_allowed,
             low_timeout=self._low_timeout,
+            observers=self._observers,
         )
         self._budget.deposit()
         chosen = strategy if strategy is not None else self._strategy

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import aio_client
+import aio_client.metrics
 import aio_client.policies
 import aio_client.server
 import aio_client.strategies
@@ -14,6 +15,7 @@ import aio_client.transports
 
 PACKAGES = [
     aio_client,
+    aio_client.metrics,
     aio_client.policies,
     aio_client.server,
     aio_client.strategies,

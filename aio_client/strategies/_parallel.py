@@ -62,7 +62,7 @@ class ParallelStrategy:
                     message = await self._next_outcome(receive, in_flight, started, hedge_due, key)
                     if message is None:
                         # The hedge delay passed with no answer.
-                        if self._may_send(call):
+                        if self._may_send(call, AttemptKind.HEDGE):
                             started += 1
                             endpoint = _pick(call, in_flight)
                             self._launch(
@@ -84,7 +84,7 @@ class ParallelStrategy:
                         limit = 2  # never sent: safe to send once more, even a POST
                     if may_launch and started < limit:
                         # A retryable failure starts the next attempt at once.
-                        if self._may_send(call):
+                        if self._may_send(call, AttemptKind.RETRY):
                             started += 1
                             endpoint = _pick(call, in_flight)
                             self._launch(
@@ -130,9 +130,9 @@ class ParallelStrategy:
         return None
 
     @staticmethod
-    def _may_send(call: Call) -> bool:
+    def _may_send(call: Call, kind: AttemptKind) -> bool:
         """Whether one more attempt may go out: time left, and a budget token."""
-        return call.remaining() >= call.low_timeout and call.budget.try_withdraw()
+        return call.remaining() >= call.low_timeout and call.try_extra_attempt(kind)
 
     def _delay(self, started: int, key: DelayKey | None) -> float:
         if self._adaptive is not None and key is not None:

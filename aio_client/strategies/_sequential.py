@@ -61,7 +61,7 @@ class SequentialStrategy:
             delay = self._delay_before_retry(number, outcome)
             if delay is None or call.remaining() - delay < call.low_timeout:
                 break
-            if not call.budget.try_withdraw():
+            if not call.try_extra_attempt(AttemptKind.RETRY):
                 break
             if delay > 0.0:
                 await anyio.sleep(delay)
