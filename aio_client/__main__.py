@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import anyio
 
@@ -14,20 +15,24 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="aio-client", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="show retries and hedging against a local service")
-    demo.add_argument("--calls", type=int, default=400, help="calls per strategy (default 400)")
-    demo.add_argument("--concurrency", type=int, default=20, help="calls in flight (default 20)")
+    demo = commands.add_parser(
+        "demo", help="strategies, breaker, deadlines and shedding against local services"
+    )
+    demo.add_argument(
+        "--duration", type=float, default=40.0, help="seconds for all phases (default 40)"
+    )
     demo.add_argument("--seed", type=int, default=7, help="seed of the upstream's latencies")
+    demo.add_argument("--report", type=Path, help="also write a self-contained HTML report here")
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.concurrency < 1:
-        parser.error("--calls and --concurrency must be >= 1")
+    if not 2.0 <= args.duration <= 3600.0:
+        parser.error("--duration must be from 2 to 3600 seconds")
     try:
         from ._demo import run_demo
     except ImportError as exc:  # pragma: no cover - depends on the install
-        print(f"the demo needs aiohttp: pip install 'aio-client[aiohttp]' ({exc})", file=sys.stderr)
+        print(f"the demo needs the extras: pip install 'aio-client[all]' ({exc})", file=sys.stderr)
         return 2
     try:
-        anyio.run(run_demo, args.calls, args.concurrency, args.seed)
+        anyio.run(run_demo, args.duration, args.seed, args.report)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

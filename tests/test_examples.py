@@ -35,30 +35,52 @@ def test_example_runs(name: str) -> None:
     assert out.stderr == ""
 
 
-def test_demo_command_runs() -> None:
-    """`python -m aio_client demo` compares the strategies with measured numbers."""
+def test_demo_command_runs(tmp_path: Path) -> None:
+    """`python -m aio_client demo` runs all four phases with measured numbers and a report."""
+    report = tmp_path / "demo.html"
     out = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "aio_client", "demo", "--calls", "60"],
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-m",
+            "aio_client",
+            "demo",
+            "--duration",
+            "6",
+            "--report",
+            str(report),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    for name in ("single attempt", "sequential (3)", "hedged, adaptive p90"):
+    assert out.stderr == ""
+    for title in ("1. strategies", "2. upstream outage", "3. deadline propagation", "4. overload"):
+        assert title in out.stdout
+    for name in ("single attempt", "sequential retries", "hedged, adaptive p90"):
         assert name in out.stdout
-    assert "p99 ms" in out.stdout
+    # The deadline phase: the upstream's 2 s of work was cut by the caller's 300 ms budget.
+    deadline_rows = [line for line in out.stdout.splitlines() if line.startswith("  1  ")]
+    assert deadline_rows
+    assert "deadline" in deadline_rows[0]
+    page = report.read_text()
+    assert page.startswith("<!doctype html>")
+    assert "<svg" in page
+    assert "overload" in page
 
 
 def test_demo_rejects_bad_arguments() -> None:
     """Bad demo arguments exit with a usage error, not a traceback."""
     out = subprocess.run(
-        [sys.executable, "-m", "aio_client", "demo", "--calls", "0"],
+        [sys.executable, "-m", "aio_client", "demo", "--duration", "0"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert out.returncode == 2
-    assert "must be >= 1" in out.stderr
+    assert "--duration must be" in out.stderr
     assert "Traceback" not in out.stderr
