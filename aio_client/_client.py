@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
+from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, final
@@ -274,15 +276,30 @@ class Client:
         chosen = strategy if strategy is not None else self._strategy
         token = set_ambient(effective, prio)
         try:
+            if _get_running_loop() is not None:
+                # On asyncio, its own timeout enforces the deadline at half the cost
+                # of an anyio cancel scope (a few µs of every call); it cancels the
+                # task natively, which anyio's task groups and scopes inside honour.
+                timer = asyncio.timeout_at(at)
+                try:
+                    async with timer:
+                        return await self._execute(call, chosen)
+                except TimeoutError:
+                    if timer.expired():
+                        raise call.deadline_error() from None
+                    raise
             with anyio.CancelScope(deadline=at) as scope:
-                if self._call_pipeline is None:
-                    return await chosen.execute(call)
-                return await self._run_pipeline(call, chosen)
+                return await self._execute(call, chosen)
         finally:
             reset_ambient(token)
         if scope.cancelled_caught:  # pragma: no branch
             raise call.deadline_error()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _execute(self, call: Call, strategy: Strategy) -> Response:
+        if self._call_pipeline is None:
+            return await strategy.execute(call)
+        return await self._run_pipeline(call, strategy)
 
     async def _run_pipeline(self, call: Call, strategy: Strategy) -> Response:
         assert self._call_pipeline is not None
