@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/_loopback_server.py --port 0 [--uvloop]
         [--latency {none,fixed,exponential,lognormal}] [--latency-ms MS]
-        [--latency-sigma SIGMA] [--tail-fraction P --tail-ms MS] [--seed N]
+        [--latency-sigma SIGMA] [--tail-fraction P --tail-ms MS [--tail-ms-max MS]] [--seed N]
 
 - The first line on stdout is the bound port (so ``--port 0`` picks a free one);
   nothing else is printed on stdout.
@@ -12,7 +12,8 @@ Usage::
 - Artificial latency is off by default. With ``--latency`` each ``/ping`` waits a
   delay drawn from a seeded distribution (``--latency-ms`` is the fixed value,
   the mean of ``exponential`` or the median of ``lognormal``); with
-  ``--tail-fraction`` a share of requests waits ``--tail-ms`` instead. The
+  ``--tail-fraction`` a share of requests waits ``--tail-ms`` instead (or a
+  uniform draw up to ``--tail-ms-max``). The
   draws follow the order requests arrive in, so a run with the same seed and
   the same arrival order sees the same delays. ``?delay_ms=N`` overrides the
   delay of one request.
@@ -63,13 +64,14 @@ class LatencyModel:
     sigma: float = 0.5
     tail_fraction: float = 0.0
     tail_ms: float = 0.0
+    tail_ms_max: float = 0.0
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.latency not in _DISTRIBUTIONS:
             raise ValueError(f"latency must be one of {_DISTRIBUTIONS}; got {self.latency!r}")
-        for name in ("latency_ms", "sigma", "tail_ms"):
+        for name in ("latency_ms", "sigma", "tail_ms", "tail_ms_max"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0; got {value!r}")
@@ -86,7 +88,10 @@ class LatencyModel:
         """The next delay in seconds."""
         rng = self._rng
         if self.tail_fraction > 0.0 and rng.random() < self.tail_fraction:
-            return min(self.tail_ms / 1000.0, _MAX_DELAY)
+            slow = self.tail_ms
+            if self.tail_ms_max > self.tail_ms:
+                slow = rng.uniform(self.tail_ms, self.tail_ms_max)
+            return min(slow / 1000.0, _MAX_DELAY)
         mean = self.latency_ms / 1000.0
         if self.latency == "fixed":
             delay = mean
@@ -172,6 +177,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-sigma", type=float, default=0.5, help="lognormal shape")
     parser.add_argument("--tail-fraction", type=float, default=0.0, help="share of slow requests")
     parser.add_argument("--tail-ms", type=float, default=0.0, help="delay of a slow request (ms)")
+    parser.add_argument(
+        "--tail-ms-max", type=float, default=0.0, help="slow delays uniform in [tail-ms, this]"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the delay generator")
     args = parser.parse_args(argv)
     try:
@@ -195,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sigma=args.latency_sigma,
             tail_fraction=args.tail_fraction,
             tail_ms=args.tail_ms,
+            tail_ms_max=args.tail_ms_max,
             seed=args.seed,
         )
     except ValueError as exc:

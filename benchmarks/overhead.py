@@ -403,9 +403,12 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def loopback_server(*, use_uvloop: bool) -> Iterator[int]:
-    """Run ``_loopback_server.py`` in its own process; yield its port; always stop it."""
-    command = _child_command(str(_SERVER_SCRIPT), "--port", "0")
+def loopback_server(*, use_uvloop: bool, extra: Sequence[str] = ()) -> Iterator[int]:
+    """Run ``_loopback_server.py`` in its own process; yield its port; always stop it.
+
+    ``extra`` passes further options (the latency model) to the server.
+    """
+    command = _child_command(str(_SERVER_SCRIPT), "--port", "0", *extra)
     if use_uvloop:
         command.append("--uvloop")
     proc = _spawn(command)
