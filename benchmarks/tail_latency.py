@@ -60,17 +60,19 @@ class CountingAioRequestTransport(aio_request.AioHttpTransport):  # type: ignore
 
     sent = 0
 
-    async def send(self, endpoint: yarl.URL, request: Any, timeout: float) -> Any:
+    async def send(self, endpoint: yarl.URL, request: Any, timeout: float) -> Any:  # noqa: ASYNC109 - aio-request's signature
         type(self).sent += 1
         return await super().send(endpoint, request, timeout)
 
 
 def percentile(ordered: list[float], p: float) -> float:
     """Nearest-rank percentile of sorted samples."""
-    return ordered[min(len(ordered) - 1, max(0, int(round(p * len(ordered))) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(p * len(ordered)) - 1))]
 
 
-async def run_calls(call: Callable[[], Awaitable[None]], calls: int, concurrency: int) -> list[float]:
+async def run_calls(
+    call: Callable[[], Awaitable[None]], calls: int, concurrency: int
+) -> list[float]:
     """``calls`` calls at ``concurrency`` in flight; latencies in ms."""
     latencies: list[float] = []
     left = calls
@@ -169,7 +171,8 @@ def table(report: dict[str, Any]) -> str:
             f"{name:<22}{r['calls']:>7}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}"
             f"{r['p999_ms']:>10.1f}{r['extra_load_pct']:>11.1f}%"
         )
-    adaptive, single, peer = report["hedged_adaptive"], report["single"], report["aio_request_parallel"]
+    adaptive, single = report["hedged_adaptive"], report["single"]
+    peer = report["aio_request_parallel"]
     ratio = adaptive["p99_ms"] / single["p99_ms"]
     lines.append(
         f"hedged_adaptive p99 / single p99 = {ratio:.3f} (target <= 0.2: "
