@@ -12,6 +12,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
     "quickstart.py": "status 200 from attempt 2",
     "hedging.py": "slowest of 20 calls",
+    "metrics_service.py": "scraped /metrics over HTTP",
 }
 
 

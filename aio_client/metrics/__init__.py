@@ -1,5 +1,48 @@
-"""Observability: the observer interface and its Prometheus and OpenTelemetry sinks."""
+"""Observability: the observer interface and its Prometheus and OpenTelemetry sinks.
+
+- :class:`Observer`: what a client's ``observers=[...]`` accept.
+- :class:`PrometheusMetrics`: client and server metrics in a Prometheus registry
+  (needs ``prometheus-client``: the ``prometheus`` extra).
+- :class:`OpenTelemetryInstrumentation`: HTTP semantic-convention metrics,
+  resilience counters, call and attempt spans, W3C trace context (needs
+  ``opentelemetry-api``: the ``otel`` extra).
+
+The sinks are imported on first use, so ``import aio_client.metrics`` needs
+neither library, and nothing is registered until a sink is constructed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._observer import Observer
 
-__all__ = ["Observer"]
+if TYPE_CHECKING:
+    from ._labels import DEFAULT_BUCKETS
+    from ._opentelemetry import OpenTelemetryInstrumentation, OpenTelemetryServerObserver
+    from ._prometheus import PrometheusMetrics, PrometheusServerObserver
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "Observer",
+    "OpenTelemetryInstrumentation",
+    "OpenTelemetryServerObserver",
+    "PrometheusMetrics",
+    "PrometheusServerObserver",
+]
+
+_LAZY = {
+    "DEFAULT_BUCKETS": "._labels",
+    "OpenTelemetryInstrumentation": "._opentelemetry",
+    "OpenTelemetryServerObserver": "._opentelemetry",
+    "PrometheusMetrics": "._prometheus",
+    "PrometheusServerObserver": "._prometheus",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._asgi import DeadlineMiddleware
-from ._core import ServerOutcome, ServerStats, max_timeout
+from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout
 from ._shedding import PriorityLoadShedder
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "DeadlineMiddleware",
     "PriorityLoadShedder",
     "ServerOutcome",
+    "ServerOutcomeKind",
     "ServerStats",
     "aiohttp_middleware",
     "fastapi_max_timeout",

@@ -12,7 +12,14 @@ from aiohttp.typedefs import Handler
 from .._cancel import CancelReason, CancelToken
 from .._errors import DeadlineExceededError
 from .._priority import Priority
-from ._core import Rejection, ServerCore, ServerOutcome, ServerStats, route_max_timeout
+from ._core import (
+    Rejection,
+    RouteResolver,
+    ServerCore,
+    ServerOutcome,
+    ServerStats,
+    route_max_timeout,
+)
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
@@ -87,7 +94,19 @@ class AiohttpDeadlineMiddleware:
         self.core.shutdown()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        decision = self.core.admit(request.headers.items(), route_max=_route_max(request))
+        route: RouteResolver | None = None
+        if self.core.observer is not None:
+
+            def route() -> str | None:
+                return _route_template(request)
+
+        decision = self.core.admit(
+            request.headers.items(),
+            route_max=_route_max(request),
+            method=request.method,
+            scheme=request.scheme,
+            route=route,
+        )
         if isinstance(decision, Rejection):
             return _response(decision)
         token = decision.token
@@ -100,6 +119,7 @@ class AiohttpDeadlineMiddleware:
                 started=lambda: request.writer.output_size > 0,
                 status_of=lambda response: response.status,
                 disconnected=lambda: _gone(request),
+                status_of_error=_http_exception_status,
             )
         finally:
             self._watch.discard(token)
@@ -152,6 +172,18 @@ class _DisconnectWatch:
 def _gone(request: web.BaseRequest) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _route_template(request: web.Request) -> str | None:
+    # The resource's canonical form is its template ("/users/{id}", sub-app
+    # prefix included); an unmatched request (404/405) has no resource.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
+def _http_exception_status(exc: Exception) -> int | None:
+    # ``raise web.HTTPNotFound()`` is an answer, not a failure.
+    return exc.status if isinstance(exc, web.HTTPException) else None
 
 
 def _route_max(request: web.Request) -> float | None:

@@ -15,7 +15,7 @@ import anyio.lowlevel
 
 from .._cancel import CancelReason, CancelToken
 from .._priority import Priority
-from ._core import Rejection, ServerCore, ServerOutcome, ServerStats
+from ._core import Rejection, RouteResolver, ServerCore, ServerOutcome, ServerStats
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
@@ -114,12 +114,23 @@ class DeadlineMiddleware:
             (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
             for name, value in scope.get("headers", ())
         ]
-        decision = self.core.admit(headers)
+        app = self.app
+        route: RouteResolver | None = None
+        if self.core.observer is not None:
+
+            def route() -> str | None:
+                return _route_template(scope, app)
+
+        decision = self.core.admit(
+            headers,
+            method=scope.get("method", ""),
+            scheme=scope.get("scheme", "http"),
+            route=route,
+        )
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
             return
         exchange = _Exchange(receive, send, decision.token)
-        app = self.app
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(exchange.pump)
@@ -253,6 +264,41 @@ def _ends_response(kind: object, message: Message, *, trailers: bool) -> bool:
     if kind == "http.response.trailers":
         return not message.get("more_trailers", False)
     return kind == "http.response.pathsend"
+
+
+def _route_template(scope: Scope, app: object) -> str | None:
+    """The template of the route that served (or would serve) this request.
+
+    Starlette's router (FastAPI's too) records the matched route in
+    ``scope["route"]``; its ``path`` is the template. A request the middleware
+    refused never reached the router, so the app's routes are matched here,
+    without running anything; a request the router saw and matched nowhere
+    has no template.
+    """
+    route = scope.get("route")
+    if route is None and "router" not in scope:
+        route = _match_route(scope, app)
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+def _match_route(scope: Scope, app: object) -> object:
+    # Starlette sets scope["app"] before its middleware runs; a bare
+    # DeadlineMiddleware(app) may wrap the Starlette app directly.
+    for owner in (scope.get("app"), app):
+        routes = getattr(owner, "routes", None)
+        if not routes:
+            continue
+        partial = None
+        for candidate in routes:
+            match, _ = candidate.matches(scope)
+            name = getattr(match, "name", "")
+            if name == "FULL":
+                return candidate
+            if name == "PARTIAL" and partial is None:
+                partial = candidate
+        return partial
+    return None
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:

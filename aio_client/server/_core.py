@@ -18,11 +18,14 @@ saturated (load shedder)          503 + ``Retry-After``, handler not run
 completed                         the app's response, untouched
 ================================  ==========================================
 
-Adapters (ASGI, aiohttp, Sanic) only translate requests and responses.
+Adapters (ASGI, aiohttp, Sanic) only translate requests and responses, and
+tell the core the request's method, scheme and how to find its route
+template (for the ``observer``).
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import logging
@@ -55,10 +58,13 @@ from ._shedding import PriorityLoadShedder
 
 __all__ = [
     "MAX_TIMEOUT_ATTRIBUTE",
+    "UNMATCHED_ROUTE",
     "Admission",
     "Rejection",
+    "RouteResolver",
     "ServerCore",
     "ServerOutcome",
+    "ServerOutcomeKind",
     "ServerStats",
     "current_admission",
     "max_timeout",
@@ -78,6 +84,14 @@ _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
 }
 _TEXT: Final = ("content-type", "text/plain; charset=utf-8")
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
+
+#: The route of a request that matched no route (or was refused before routing
+#: and matches none): every such request shares this one value, so a scan of
+#: random paths cannot grow metrics without bound.
+UNMATCHED_ROUTE: Final = "<unmatched>"
+#: Finds the matched route's template (``"/users/{id}"``) once it is known, or
+#: ``None``; called at most once per request, and only when there is an observer.
+RouteResolver = Callable[[], "str | None"]
 
 
 def max_timeout(seconds: float) -> Callable[[F], F]:
@@ -142,10 +156,40 @@ class ServerStats:
     failed: int = 0
 
 
+class ServerOutcomeKind(enum.StrEnum):
+    """How a request ended, in one word (a bounded metrics label)."""
+
+    #: The handler answered (any status, including an HTTP error it raised on purpose).
+    OK = "ok"
+    #: The handler raised; the framework answers it (usually 500).
+    ERROR = "error"
+    #: The deadline passed, on arrival or while handling (504).
+    DEADLINE = "deadline"
+    #: The client went away first (recorded as 499).
+    DISCONNECTED = "disconnected"
+    #: Refused by the load shedder (503).
+    SHED = "shed"
+    #: Refused or cancelled because the server is shutting down (503).
+    SHUTDOWN = "shutdown"
+    #: Application code cancelled the request's token (503).
+    CANCELLED = "cancelled"
+
+
+_KIND_OF_REASON: Final = {
+    CancelReason.DEADLINE: ServerOutcomeKind.DEADLINE,
+    CancelReason.CLIENT_DISCONNECTED: ServerOutcomeKind.DISCONNECTED,
+    CancelReason.SHUTDOWN: ServerOutcomeKind.SHUTDOWN,
+}
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class ServerOutcome:
-    """How one request ended, for an ``observer`` (metrics, logs)."""
+    """How one request ended, for an ``observer`` (metrics, logs).
+
+    Holds no raw path, query or header value: ``route`` is the matched
+    route's template, so it is safe as a metrics label.
+    """
 
     #: Status sent, or 499 when the client went away first.
     status: int
@@ -159,6 +203,18 @@ class ServerOutcome:
     priority: Priority
     #: Whether the handler ran at all.
     handled: bool
+    #: How the request ended, in one word.
+    outcome: ServerOutcomeKind = ServerOutcomeKind.OK
+    #: The request method as received (upper-case for well-behaved clients;
+    #: sinks fold unknown methods into one value).
+    method: str = ""
+    #: The matched route's template (``"/users/{id}"``), or :data:`UNMATCHED_ROUTE`.
+    route: str = UNMATCHED_ROUTE
+    #: ``"http"`` or ``"https"``.
+    scheme: str = "http"
+    #: Whether a deadline or priority header was malformed, negative or absurd
+    #: (and therefore ignored). Orthogonal to ``outcome``: such a request still runs.
+    invalid_header: bool = False
 
 
 @final
@@ -201,6 +257,14 @@ class Admission:
     arrived_at: float
     #: Whether a load-shedder slot must be released.
     holds_slot: bool
+    #: The request method as received.
+    method: str = ""
+    #: ``"http"`` or ``"https"``.
+    scheme: str = "http"
+    #: Finds the route template for the observer (``None``: unknown).
+    route: RouteResolver | None = None
+    #: Whether a deadline or priority header was malformed and ignored.
+    invalid_header: bool = False
 
 
 def current_admission() -> Admission | None:
@@ -210,6 +274,10 @@ def current_admission() -> Admission | None:
 
 def _never() -> bool:
     return False
+
+
+def _no_status(exc: Exception, /) -> int | None:
+    return None
 
 
 @final
@@ -225,7 +293,13 @@ class ServerCore:
       504 without running the handler (5 ms).
     - ``priority``: priority of a request without a valid priority header.
     - ``load_shedder``: a :class:`PriorityLoadShedder`, or ``None``.
-    - ``observer``: called with a :class:`ServerOutcome` once per request.
+    - ``observer``: called with a :class:`ServerOutcome` once per request, as
+      the request ends (inside the request's context, so a tracing span the
+      server opened around the app is still current). When it also has a
+      ``request_started(admission)`` method, that is called as an admitted
+      request's handler starts (for in-flight gauges); every such call is
+      followed by an outcome with ``handled=True``. An observer that raises
+      is logged and never changes the response.
 
     The effective budget is ``min(header or timeout, max_timeout, route maximum)``.
     """
@@ -233,6 +307,7 @@ class ServerCore:
     __slots__ = (
         "_in_flight",
         "_shutting_down",
+        "_started",
         "load_shedder",
         "low_timeout",
         "max_timeout",
@@ -268,6 +343,10 @@ class ServerCore:
         if observer is not None and not callable(observer):
             raise ConfigError(f"observer must be callable; got {observer!r}")
         self.observer = observer
+        started = getattr(observer, "request_started", None)
+        if started is not None and not callable(started):
+            raise ConfigError(f"observer.request_started must be callable; got {started!r}")
+        self._started: Callable[[Admission], object] | None = started
         #: Running counts.
         self.stats = ServerStats()
         self._in_flight: set[CancelToken] = set()
@@ -276,14 +355,26 @@ class ServerCore:
     # -- arrival -----------------------------------------------------------------
 
     def admit(
-        self, headers: Iterable[tuple[str, str]], *, route_max: float | None = None
+        self,
+        headers: Iterable[tuple[str, str]],
+        *,
+        route_max: float | None = None,
+        method: str = "",
+        scheme: str = "http",
+        route: RouteResolver | None = None,
     ) -> Admission | Rejection:
-        """Decide what a request gets from its headers; never raises on header content."""
+        """Decide what a request gets from its headers; never raises on header content.
+
+        ``method``, ``scheme`` and ``route`` only feed the observer's
+        :class:`ServerOutcome`; ``route`` is called at most once, when the
+        outcome is built (after the app ran, for adapters that route inside it).
+        """
         arrived_at = _clock.now()
         stats = self.stats
         stats.requests += 1
         budget: float | None = None
         priority: Priority | None = None
+        invalid = False
         for name, value in headers:
             key = name.lower()
             parser = _TIMEOUT_PARSERS.get(key)
@@ -291,12 +382,14 @@ class ServerCore:
                 seconds = parser(value)
                 if seconds is None:
                     stats.malformed_headers += 1
+                    invalid = True
                 elif budget is None or seconds < budget:
                     budget = seconds
             elif key == PRIORITY_HEADER:
                 parsed = parse_priority_header(value)
                 if parsed is None:
                     stats.malformed_headers += 1
+                    invalid = True
                 elif priority is None:
                     priority = parsed
         if budget is None:
@@ -305,23 +398,48 @@ class ServerCore:
             if limit is not None and limit < budget:
                 budget = limit
         priority = priority or self.priority
+        shedder = self.load_shedder
+        refusal: tuple[ServerOutcomeKind, CancelReason | None, Rejection] | None = None
         if self._shutting_down:
             stats.shutdown += 1
-            self._observe(503, CancelReason.SHUTDOWN, budget, arrived_at, priority, handled=False)
-            return _unavailable()
-        if budget <= 0.0 or budget < self.low_timeout:
+            refusal = (ServerOutcomeKind.SHUTDOWN, CancelReason.SHUTDOWN, _unavailable())
+        elif budget <= 0.0 or budget < self.low_timeout:
             stats.expired_on_arrival += 1
-            self._observe(504, CancelReason.DEADLINE, budget, arrived_at, priority, handled=False)
-            return _deadline_exceeded("the request's budget was spent before it arrived")
-        shedder = self.load_shedder
-        if shedder is not None and not shedder.try_acquire(priority):
-            stats.shed += 1
-            self._observe(503, None, budget, arrived_at, priority, handled=False)
-            return Rejection(
-                503,
-                (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
-                b"overloaded; retry later\n",
+            refusal = (
+                ServerOutcomeKind.DEADLINE,
+                CancelReason.DEADLINE,
+                _deadline_exceeded("the request's budget was spent before it arrived"),
             )
+        elif shedder is not None and not shedder.try_acquire(priority):
+            stats.shed += 1
+            refusal = (
+                ServerOutcomeKind.SHED,
+                None,
+                Rejection(
+                    503,
+                    (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
+                    b"overloaded; retry later\n",
+                ),
+            )
+        if refusal is not None:
+            kind, reason, rejection = refusal
+            if self.observer is not None:
+                self._observe(
+                    ServerOutcome(
+                        status=rejection.status,
+                        reason=reason,
+                        budget=budget,
+                        elapsed=max(0.0, _clock.now() - arrived_at),
+                        priority=priority,
+                        handled=False,
+                        outcome=kind,
+                        method=method,
+                        route=_resolve_route(route),
+                        scheme=scheme,
+                        invalid_header=invalid,
+                    )
+                )
+            return rejection
         deadline = Deadline(arrived_at + budget)
         return Admission(
             token=CancelToken(deadline=deadline),
@@ -330,6 +448,10 @@ class ServerCore:
             budget=budget,
             arrived_at=arrived_at,
             holds_slot=shedder is not None,
+            method=method,
+            scheme=scheme,
+            route=route,
+            invalid_header=invalid,
         )
 
     # -- handling ----------------------------------------------------------------
@@ -342,6 +464,7 @@ class ServerCore:
         started: Callable[[], bool],
         status_of: Callable[[T], int],
         disconnected: Callable[[], bool] = _never,
+        status_of_error: Callable[[Exception], int | None] = _no_status,
     ) -> T | Rejection:
         """Run ``call()`` under the admission's token, deadline and priority.
 
@@ -349,25 +472,34 @@ class ServerCore:
         uncancelled), or a :class:`Rejection` when the token ended it.
         Cancellation from outside (the server cancelling the task) is
         recorded — ``disconnected()`` tells a client hang-up from a shutdown —
-        and propagates unchanged.
+        and propagates unchanged. ``status_of_error(exc)`` tells the observer
+        the status a framework's HTTP exception (``raise HTTPNotFound``) will
+        be answered with (``None``: 500).
         """
         token = admission.token
         self._in_flight.add(token)
         ambient = set_ambient(admission.deadline, admission.priority)
         current = _admission.set(admission)
         status = 500
+        kind = ServerOutcomeKind.ERROR
         try:
+            if self._started is not None:
+                self._notify_started(admission)
             scope = token.scope()
             try:
                 with scope:
                     value = await call()
                     token._finish()
                     status = status_of(value)
+                    kind = ServerOutcomeKind.OK
                     self.stats.completed += 1
                     return value
             except Exception as exc:
                 if token.reason is None and not self._spent(exc, admission):
                     self.stats.failed += 1
+                    status = status_of_error(exc) or 500
+                    if status < 500:
+                        kind = ServerOutcomeKind.OK  # an HTTP error answered on purpose
                     raise
                 # The handler turned the cancellation into an error of its own: an
                 # outgoing call reporting the shared deadline (expected), or
@@ -381,6 +513,7 @@ class ServerCore:
             reason = token.reason or CancelReason.DEADLINE
             rejection = self._rejection(reason, started=started(), gone=disconnected())
             status = rejection.status
+            kind = _kind_of(reason)
             return rejection
         except anyio.get_cancelled_exc_class():
             if token.reason is None:
@@ -391,6 +524,7 @@ class ServerCore:
                 )
                 token.cancel(reason, "the server cancelled the handler")
             status = self._count(token.reason)
+            kind = _kind_of(token.reason)
             raise
         finally:
             _admission.reset(current)
@@ -398,14 +532,22 @@ class ServerCore:
             self._in_flight.discard(token)
             if admission.holds_slot and self.load_shedder is not None:
                 self.load_shedder.release()
-            self._observe(
-                status,
-                token._reason,
-                admission.budget,
-                admission.arrived_at,
-                admission.priority,
-                handled=True,
-            )
+            if self.observer is not None:
+                self._observe(
+                    ServerOutcome(
+                        status=status,
+                        reason=token._reason,
+                        budget=admission.budget,
+                        elapsed=max(0.0, _clock.now() - admission.arrived_at),
+                        priority=admission.priority,
+                        handled=True,
+                        outcome=kind,
+                        method=admission.method,
+                        route=_resolve_route(admission.route),
+                        scheme=admission.scheme,
+                        invalid_header=admission.invalid_header,
+                    )
+                )
 
     # -- shutdown -----------------------------------------------------------------
 
@@ -460,31 +602,40 @@ class ServerCore:
         stats.shutdown += 1
         return 503
 
-    def _observe(
-        self,
-        status: int,
-        reason: CancelReason | None,
-        budget: float,
-        arrived_at: float,
-        priority: Priority,
-        *,
-        handled: bool,
-    ) -> None:
+    def _observe(self, outcome: ServerOutcome) -> None:
         observer = self.observer
-        if observer is None:
+        if observer is None:  # pragma: no cover - callers check first
             return
-        outcome = ServerOutcome(
-            status=status,
-            reason=reason,
-            budget=budget,
-            elapsed=max(0.0, _clock.now() - arrived_at),
-            priority=priority,
-            handled=handled,
-        )
         try:
             observer(outcome)
         except Exception:
             _log.exception("the server observer raised; the response is unaffected")
+
+    def _notify_started(self, admission: Admission) -> None:
+        assert self._started is not None
+        try:
+            self._started(admission)
+        except Exception:
+            _log.exception("the server observer raised; the response is unaffected")
+
+
+def _kind_of(reason: CancelReason | None) -> ServerOutcomeKind:
+    # Mirrors ServerCore._count: no reason (a token already finished) reads as shutdown.
+    if reason is None:
+        return ServerOutcomeKind.SHUTDOWN
+    return _KIND_OF_REASON.get(reason, ServerOutcomeKind.CANCELLED)
+
+
+def _resolve_route(resolver: RouteResolver | None) -> str:
+    if resolver is None:
+        return UNMATCHED_ROUTE
+    try:
+        route = resolver()
+    except Exception:
+        # A framework that cannot say which route matched must not cost a response.
+        _log.debug("could not find the request's route template", exc_info=True)
+        return UNMATCHED_ROUTE
+    return route if isinstance(route, str) and route else UNMATCHED_ROUTE
 
 
 def _deadline_exceeded(text: str) -> Rejection:

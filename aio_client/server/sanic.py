@@ -13,11 +13,19 @@ from collections.abc import Callable
 from typing import Any, Final, final
 
 from sanic import Request, Sanic
+from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from .._errors import DeadlineExceededError
 from .._priority import Priority
-from ._core import Rejection, ServerCore, ServerOutcome, ServerStats, route_max_timeout
+from ._core import (
+    Rejection,
+    RouteResolver,
+    ServerCore,
+    ServerOutcome,
+    ServerStats,
+    route_max_timeout,
+)
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["SanicDeadline", "setup"]
@@ -96,7 +104,13 @@ class SanicDeadline:
             limit = route_max_timeout(handler)
             if limit is None and view is not None:
                 limit = route_max_timeout(getattr(view, request.method.lower(), None))
-            decision = core.admit(request.headers.items(), route_max=limit)
+            decision = core.admit(
+                request.headers.items(),
+                route_max=limit,
+                method=request.method,
+                scheme=request.scheme,
+                route=_template_of(request) if core.observer is not None else None,
+            )
             if isinstance(decision, Rejection):
                 return _response(decision)
 
@@ -117,6 +131,7 @@ class SanicDeadline:
                 started=lambda: request.responded,
                 status_of=lambda response: int(getattr(response, "status", 200)),
                 disconnected=gone,
+                status_of_error=_http_exception_status,
             )
             if not isinstance(result, Rejection):
                 return result
@@ -133,6 +148,19 @@ class SanicDeadline:
 
         setattr(deadline_handler, _WRAPPED, True)
         return deadline_handler
+
+
+def _template_of(request: Request) -> RouteResolver:
+    # Sanic routes before calling the handler: the template ("/users/<id:int>") is known.
+    def template() -> str | None:
+        return request.uri_template
+
+    return template
+
+
+def _http_exception_status(exc: Exception) -> int | None:
+    # ``raise NotFound()`` is an answer, not a failure.
+    return exc.status_code if isinstance(exc, SanicException) else None
 
 
 def _response(rejection: Rejection) -> HTTPResponse:

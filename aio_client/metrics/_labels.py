@@ -1,0 +1,212 @@
+"""What the Prometheus and OpenTelemetry sinks share: bounded label values, buckets.
+
+Every value a sink puts in a label or a metric attribute comes from a small,
+fixed set, or from a :class:`BoundedValues` that admits a limited number of
+distinct values and reads every later one as :data:`OTHER`. So no traffic
+pattern (10,000 distinct paths, a scanner, a misused ``route``) can grow the
+number of series without bound. No raw URL, query or header value is ever a
+label: routes are templates, endpoints are ``scheme://host:port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Final, NamedTuple, final
+from urllib.parse import urlsplit
+
+from .._errors import AioClientError, ConfigError
+from ..policies._breaker import CircuitState
+
+__all__ = [
+    "BREAKER_STATE_VALUES",
+    "DEFAULT_BUCKETS",
+    "KNOWN_METHODS",
+    "NONE",
+    "NO_ENDPOINT",
+    "OTHER",
+    "BoundedValues",
+    "Endpoint",
+    "EndpointLabels",
+    "error_kind",
+    "method_label",
+    "status_class",
+    "validate_limit",
+]
+
+#: Histogram bounds (seconds) for service-to-service latencies: 1 ms to 30 s.
+DEFAULT_BUCKETS: Final = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0),
+)
+#: A breaker state as a gauge value.
+BREAKER_STATE_VALUES: Final = {
+    CircuitState.CLOSED: 0.0,
+    CircuitState.HALF_OPEN: 1.0,
+    CircuitState.OPEN: 2.0,
+}
+#: What a value reads as once its label has admitted as many distinct values as allowed.
+OTHER: Final = "<other>"
+#: A label with no value: a call built without a route template, a call that
+#: never reached an endpoint.
+NONE: Final = "<none>"
+#: Methods kept as they are; any other reads as ``_OTHER`` (the OpenTelemetry convention).
+KNOWN_METHODS: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
+)
+_OTHER_METHOD: Final = "_OTHER"
+_STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Error kinds worded for a dashboard; other aio_client errors get their class
+# name in snake case, and exceptions from outside the library read as "error".
+_ERROR_KINDS: Final = {
+    "DeadlineExceededError": "deadline_exceeded",
+    "CircuitOpenError": "circuit_open",
+    "BulkheadFullError": "bulkhead_full",
+    "RateLimitedError": "rate_limited",
+    "InvalidRequestError": "invalid_request",
+}
+_CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_kinds: dict[type[BaseException], str] = {}
+
+
+def validate_limit(value: int, name: str) -> int:
+    """``value`` if it is an int >= 1, else :class:`ConfigError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an int >= 1; got {value!r}")
+    return value
+
+
+def method_label(method: str) -> str:
+    """``method`` if it is a standard HTTP method, else ``"_OTHER"``."""
+    return method if method in KNOWN_METHODS else _OTHER_METHOD
+
+
+def status_class(status: int) -> str:
+    """``"2xx"``, ``"5xx"``...; ``"other"`` outside 100-599."""
+    index = status // 100 - 1
+    return _STATUS_CLASSES[index] if 0 <= index < 5 else "other"
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, bounded word for how an attempt or call failed.
+
+    ``"cancelled"`` for cancellation (a lost hedge, a caller giving up),
+    ``"deadline_exceeded"``, ``"connect_error"``, ``"circuit_open"``... for the
+    library's errors, ``"error"`` for anything else (a bug in a stage).
+    """
+    cls = type(exc)
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kinds[cls] = _kind_of(cls)
+    return kind
+
+
+def _kind_of(cls: type[BaseException]) -> str:
+    if issubclass(cls, asyncio.CancelledError) or (
+        cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
+    ):
+        return "cancelled"
+    if not issubclass(cls, AioClientError):
+        return "error"
+    name = cls.__name__
+    return _ERROR_KINDS.get(name) or _CAMEL.sub("_", name).lower()
+
+
+@final
+class BoundedValues:
+    """Admits the first ``limit`` distinct values of a label; later ones read as :data:`OTHER`.
+
+    Not thread-safe beyond what the GIL gives a set; a value admitted stays
+    admitted, so a label's mapping never changes once decided.
+    """
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        """``value`` if admitted (now or before), else :data:`OTHER`."""
+        seen = self._seen
+        if value in seen:
+            return value
+        if len(seen) < self._limit:
+            seen.add(value)
+            return value
+        return OTHER
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class Endpoint(NamedTuple):
+    """What the sinks say about an endpoint (a client's base URL)."""
+
+    #: ``scheme://host:port``, or :data:`OTHER` / :data:`NONE`.
+    key: str
+    #: Host name or address, without brackets (``server.address``).
+    host: str
+    #: Port, the scheme's default when the URL has none (``server.port``).
+    port: int
+    #: ``http`` or ``https``.
+    scheme: str
+    #: The base URL without user info (safe for ``url.full``).
+    base: str
+
+
+#: The endpoint of a call that never reached one.
+NO_ENDPOINT: Final = Endpoint(NONE, "", 0, "", "")
+
+
+@final
+class EndpointLabels:
+    """Base URL → :class:`Endpoint`, computed once per base URL and bounded.
+
+    At most ``limit`` distinct endpoint keys are admitted (later ones read as
+    :data:`OTHER`); at most ``4 * limit`` base URLs are remembered.
+    """
+
+    __slots__ = ("_cache", "_keys", "_max_cached")
+
+    def __init__(self, limit: int) -> None:
+        self._keys = BoundedValues(limit)
+        self._cache: dict[str, Endpoint] = {}
+        self._max_cached = 4 * limit
+
+    def __call__(self, base: str) -> Endpoint:
+        """The endpoint of base URL (or absolute URL) ``base``."""
+        found = self._cache.get(base)
+        if found is not None:
+            return found
+        endpoint = self._parse(base)
+        if len(self._cache) < self._max_cached:
+            self._cache[base] = endpoint
+        return endpoint
+
+    def of_url(self, url: str) -> Endpoint:
+        """The endpoint of an absolute URL, not remembered (for rare paths)."""
+        return self._parse(url)
+
+    def key(self, name: str) -> str:
+        """Fold an already-made key (a breaker's name) through the same limit."""
+        return self._keys(name) if name else NONE
+
+    def _parse(self, url: str) -> Endpoint:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return NO_ENDPOINT
+        scheme = parts.scheme.lower()
+        host = parts.hostname or ""
+        if not scheme or not host:
+            return NO_ENDPOINT
+        if port is None:
+            port = _DEFAULT_PORTS.get(scheme, 0)
+        shown = f"[{host}]" if ":" in host else host
+        key = self._keys(f"{scheme}://{shown}:{port}")
+        netloc = f"{shown}:{parts.port}" if parts.port is not None else shown
+        base = f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+        return Endpoint(key, host, port, scheme, base)
