@@ -23,16 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--seed", type=int, default=7, help="seed of the upstream's latencies")
     demo.add_argument("--report", type=Path, help="also write a self-contained HTML report here")
+    demo.add_argument(
+        "--serve-metrics",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics on 127.0.0.1:PORT while running (0: any free port)",
+    )
     args = parser.parse_args(argv)
     if not 2.0 <= args.duration <= 3600.0:
         parser.error("--duration must be from 2 to 3600 seconds")
+    if args.serve_metrics is not None and not 0 <= args.serve_metrics <= 65535:
+        parser.error("--serve-metrics must be a port from 0 to 65535")
     try:
         from ._demo import run_demo
     except ImportError as exc:  # pragma: no cover - depends on the install
         print(f"the demo needs the extras: pip install 'aio-client[all]' ({exc})", file=sys.stderr)
         return 2
     try:
-        anyio.run(run_demo, args.duration, args.seed, args.report)
+        anyio.run(run_demo, args.duration, args.seed, args.report, args.serve_metrics)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,37 @@ def test_demo_command_runs(tmp_path: Path) -> None:
     assert page.startswith("<!doctype html>")
     assert "<svg" in page
     assert "overload" in page
+
+
+def test_demo_serves_metrics_while_running() -> None:
+    """--serve-metrics exposes the middle service's Prometheus metrics during the run."""
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "error", "-m", "aio_client", "demo", "--duration", "4",
+         "--serve-metrics", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            if line.startswith("Prometheus metrics: "):
+                url = line.split(": ", 1)[1].strip()
+                break
+        assert url.startswith("http://127.0.0.1:")
+        time.sleep(1.5)  # let phase 1 make some calls
+        with urllib.request.urlopen(url, timeout=10) as page:
+            text = page.read().decode()
+        assert "aio_client_requests_total{" in text
+        assert "aio_client_server_requests_total{" in text
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "4. overload" in out
 
 
 def test_demo_rejects_bad_arguments() -> None:

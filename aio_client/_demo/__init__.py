@@ -8,34 +8,56 @@ phase. Every number printed comes from those requests.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ..metrics._observer import Observer
+from ..metrics._prometheus import PrometheusMetrics
 from ._output import ProgressBar, render_html, render_table
 from ._phases import PHASES, PhaseResult
-from ._services import running_services
+from ._services import Services, running_services
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "serve_metrics"]
 
 
 async def run_demo(
-    duration: float = 40.0, seed: int = 7, report: Path | None = None
+    duration: float = 40.0,
+    seed: int = 7,
+    report: Path | None = None,
+    metrics_port: int | None = None,
 ) -> list[PhaseResult]:
-    """Run every phase within about ``duration`` seconds; print tables; write ``report``."""
+    """Run every phase within about ``duration`` seconds; print tables; write ``report``.
+
+    With ``metrics_port``, the middle service's Prometheus metrics (its calls to the
+    upstream and its own requests) are served at ``http://127.0.0.1:PORT/metrics``
+    while the demo runs (0 picks a free port).
+    """
     started = time.perf_counter()
-    results: list[PhaseResult] = []
     print("aio_client demo: strategies, circuit breaking, deadline propagation, load shedding")
-    print(f"running four phases in about {duration:.0f} s on 127.0.0.1 (ephemeral ports)\n")
-    bar = ProgressBar()
-    async with running_services(seed) as services:
-        for index, (name, share, phase) in enumerate(PHASES, start=1):
-            bar.start(f"phase {index}/{len(PHASES)} {name}")
-            try:
-                results.append(await phase(services, duration * share, bar))
-            finally:
-                bar.finish()
+    print(f"running four phases in about {duration:.0f} s on 127.0.0.1 (ephemeral ports)")
+    async with contextlib.AsyncExitStack() as stack:
+        observers: tuple[Observer, ...] = ()
+        server_observer: PrometheusMetrics | None = None
+        if metrics_port is not None:
+            server_observer = PrometheusMetrics(CollectorRegistry())
+            observers = (server_observer,)
+            url = await stack.enter_async_context(serve_metrics(server_observer, metrics_port))
+            print(f"Prometheus metrics: {url}")
+        print()
+        services = await stack.enter_async_context(
+            running_services(
+                seed,
+                observers,
+                server_observer.server_observer if server_observer is not None else None,
+            )
+        )
+        results = await _run_phases(services, duration)
     print()
     for result in results:
         print(render_table(result))
@@ -46,3 +68,37 @@ async def run_demo(
         print(f"report written to {report}")
     print(f"done in {elapsed:.1f} s")
     return results
+
+
+async def _run_phases(services: Services, duration: float) -> list[PhaseResult]:
+    results: list[PhaseResult] = []
+    bar = ProgressBar()
+    for index, (name, share, phase) in enumerate(PHASES, start=1):
+        bar.start(f"phase {index}/{len(PHASES)} {name}")
+        try:
+            results.append(await phase(services, duration * share, bar))
+        finally:
+            bar.finish()
+    return results
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(metrics: PrometheusMetrics, port: int) -> AsyncIterator[str]:
+    """Serve ``metrics`` at ``http://127.0.0.1:port/metrics`` until the block ends."""
+
+    async def exposition(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{bound}/metrics"
+    finally:
+        await runner.cleanup()

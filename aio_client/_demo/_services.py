@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -29,6 +29,7 @@ from ..metrics._observer import Observer
 from ..policies._breaker import CircuitBreaker, CircuitState
 from ..server._aiohttp import aiohttp_middleware
 from ..server._asgi import DeadlineMiddleware
+from ..server._core import ServerOutcome
 from ..server._shedding import PriorityLoadShedder
 from ..strategies import (
     RetryBudget,
@@ -225,9 +226,15 @@ def _middle_app(
 
 @contextlib.asynccontextmanager
 async def running_services(
-    seed: int, observers: tuple[Observer, ...] = ()
+    seed: int,
+    observers: tuple[Observer, ...] = (),
+    server_observer: Callable[[ServerOutcome], object] | None = None,
 ) -> AsyncIterator[Services]:
-    """Start the upstream and the middle service; stop both on exit."""
+    """Start the upstream and the middle service; stop both on exit.
+
+    ``observers`` watch the middle service's outgoing calls, ``server_observer``
+    its incoming requests.
+    """
     upstream = Upstream(seed)
     upstream_app = web.Application(middlewares=[aiohttp_middleware(timeout=5.0)])
     upstream_app.router.add_get("/work", upstream.work)
@@ -247,7 +254,9 @@ async def running_services(
         app, clients = _middle_app(upstream_url, shedder, breaker_events, middle_budgets, observers)
         for client in clients:
             stack.push_async_callback(client.aclose)
-        middle = DeadlineMiddleware(app, timeout=5.0, load_shedder=shedder)
+        middle = DeadlineMiddleware(
+            app, timeout=5.0, load_shedder=shedder, observer=server_observer
+        )
         server = _Server(
             uvicorn.Config(
                 middle,
