@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -104,6 +105,33 @@ def test_demo_serves_metrics_while_running() -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "4. overload" in out
+
+
+def test_demo_stops_cleanly_on_ctrl_c() -> None:
+    """SIGINT mid-run stops the demo at once: exit 130, no traceback, no leftovers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aio_client", "demo", "--duration", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "phase 1/4" in line:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in err
+    assert "interrupted" in err
 
 
 def test_demo_rejects_bad_arguments() -> None:
