@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._asgi import DeadlineMiddleware
 from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout
+from ._guards import ClientInfo
 from ._shedding import PriorityLoadShedder
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AiohttpDeadlineMiddleware",
     "CancelTokenDep",
+    "ClientInfo",
     "DeadlineMiddleware",
     "PriorityLoadShedder",
     "ServerOutcome",

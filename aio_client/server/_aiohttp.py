@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar, Final, final
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from ._core import (
     ServerStats,
     route_max_timeout,
 )
+from ._guards import ClientInfo, Guard
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
@@ -38,6 +39,9 @@ def aiohttp_middleware(
     priority: Priority | str = Priority.NORMAL,
     load_shedder: PriorityLoadShedder | None = None,
     observer: Callable[[ServerOutcome], object] | None = None,
+    guards: Sequence[Guard] = (),
+    client_key: Callable[[ClientInfo], Hashable] | None = None,
+    forwarded_header: str | None = None,
 ) -> AiohttpDeadlineMiddleware:
     """An aiohttp middleware enforcing deadlines and priorities (see :class:`ServerCore`).
 
@@ -48,6 +52,10 @@ def aiohttp_middleware(
         app.on_shutdown.append(deadline.on_shutdown)  # in-flight requests get 503
 
     Decorate a handler with :func:`max_timeout` to cap its route's budget.
+    ``guards`` (rate limiters, bulkheads, breakers) answer 429 / 503 before
+    the handler runs; keyed limiters key on ``request.remote`` (the peer,
+    unless the app set up aiohttp's forwarded handling) unless
+    ``forwarded_header`` names a header to trust.
     """
     return AiohttpDeadlineMiddleware(
         ServerCore(
@@ -57,6 +65,9 @@ def aiohttp_middleware(
             priority=priority,
             load_shedder=load_shedder,
             observer=observer,
+            guards=guards,
+            client_key=client_key,
+            forwarded_header=forwarded_header,
         )
     )
 
@@ -106,6 +117,7 @@ class AiohttpDeadlineMiddleware:
             method=request.method,
             scheme=request.scheme,
             route=route,
+            peer=request.remote,
         )
         if isinstance(decision, Rejection):
             return _response(decision)

@@ -7,7 +7,7 @@ handler would not see the ambient deadline, priority and token set here.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping, Sequence
 from typing import Any, Final, final
 
 import anyio
@@ -16,6 +16,7 @@ import anyio.lowlevel
 from .._cancel import CancelReason, CancelToken
 from .._priority import Priority
 from ._core import Rejection, RouteResolver, ServerCore, ServerOutcome, ServerStats
+from ._guards import ClientInfo, Guard
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
@@ -42,7 +43,13 @@ class DeadlineMiddleware:
     FastAPI) or ``DeadlineMiddleware(app, ...)``. Options are those of the
     shared core: ``timeout`` (budget without a header, 20 s), ``max_timeout``
     (ceiling), ``low_timeout`` (504 on arrival below it, 5 ms), ``priority``
-    (default), ``load_shedder``, ``observer``.
+    (default), ``load_shedder``, ``observer``, ``guards`` (rate limiters,
+    bulkheads, circuit breakers: 429 / 503 before the handler runs),
+    ``client_key`` and ``forwarded_header`` (client identity for keyed
+    limiters: the peer address from ``scope["client"]`` unless a forwarding
+    header is explicitly trusted; note that uvicorn itself rewrites
+    ``scope["client"]`` from ``X-Forwarded-For`` for peers in its
+    ``forwarded_allow_ips``, 127.0.0.1 by default).
 
     Per request: the budget from ``X-Request-Timeout`` / ``grpc-timeout`` /
     ``x-envoy-expected-rq-timeout-ms`` and the priority from
@@ -70,6 +77,9 @@ class DeadlineMiddleware:
         priority: Priority | str = Priority.NORMAL,
         load_shedder: PriorityLoadShedder | None = None,
         observer: Callable[[ServerOutcome], object] | None = None,
+        guards: Sequence[Guard] = (),
+        client_key: Callable[[ClientInfo], Hashable] | None = None,
+        forwarded_header: str | None = None,
     ) -> None:
         self.app = app
         #: The shared core (its options and counters).
@@ -80,6 +90,9 @@ class DeadlineMiddleware:
             priority=priority,
             load_shedder=load_shedder,
             observer=observer,
+            guards=guards,
+            client_key=client_key,
+            forwarded_header=forwarded_header,
         )
 
     @property
@@ -126,6 +139,7 @@ class DeadlineMiddleware:
             method=scope.get("method", ""),
             scheme=scope.get("scheme", "http"),
             route=route,
+            peer=_peer(scope),
         )
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
@@ -298,6 +312,14 @@ def _match_route(scope: Scope, app: object) -> object:
             if name == "PARTIAL" and partial is None:
                 partial = candidate
         return partial
+    return None
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    if client:
+        host = client[0]
+        return host if isinstance(host, str) else None
     return None
 
 

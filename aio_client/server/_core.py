@@ -15,6 +15,9 @@ deadline passed while handling    handler cancelled; 504 + ``X-Do-Not-Retry: 1``
 client closed the connection      handler cancelled; recorded as 499
 server shutting down              handler cancelled; 503
 saturated (load shedder)          503 + ``Retry-After``, handler not run
+refused by a rate-limit guard     429 + ``Retry-After``, handler not run
+refused by a bulkhead guard       503, handler not run
+refused by an open breaker guard  503 + ``Retry-After``, handler not run
 completed                         the app's response, untouched
 ================================  ==========================================
 
@@ -29,7 +32,7 @@ import enum
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast, final
@@ -54,6 +57,7 @@ from .._deadline import (
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
 from .._retry_after import RETRY_AFTER_HEADER, format_retry_after
+from ._guards import ClientInfo, Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
 from ._shedding import PriorityLoadShedder
 
 __all__ = [
@@ -154,6 +158,10 @@ class ServerStats:
     shed: int = 0
     #: Handlers that raised (the framework answers those, usually 500).
     failed: int = 0
+    #: Requests refused by a rate-limit guard (429).
+    rate_limited: int = 0
+    #: Requests refused by a bulkhead or circuit-breaker guard (503).
+    refused: int = 0
 
 
 class ServerOutcomeKind(enum.StrEnum):
@@ -169,6 +177,10 @@ class ServerOutcomeKind(enum.StrEnum):
     DISCONNECTED = "disconnected"
     #: Refused by the load shedder (503).
     SHED = "shed"
+    #: Refused by a rate-limit guard (429).
+    RATE_LIMITED = "rate_limited"
+    #: Refused by a bulkhead or circuit-breaker guard (503).
+    REFUSED = "refused"
     #: Refused or cancelled because the server is shutting down (503).
     SHUTDOWN = "shutdown"
     #: Application code cancelled the request's token (503).
@@ -265,6 +277,8 @@ class Admission:
     route: RouteResolver | None = None
     #: Whether a deadline or priority header was malformed and ignored.
     invalid_header: bool = False
+    #: Who sent the request (only when the core has guards).
+    client: ClientInfo | None = None
 
 
 def current_admission() -> Admission | None:
@@ -293,6 +307,14 @@ class ServerCore:
       504 without running the handler (5 ms).
     - ``priority``: priority of a request without a valid priority header.
     - ``load_shedder``: a :class:`PriorityLoadShedder`, or ``None``.
+    - ``guards``: rate limiters, bulkheads and circuit breakers applied to
+      every request, in order, after load shedding and before the handler
+      (429 / 503; see :class:`~aio_client.server._guards.ServerGuards`).
+    - ``client_key``: the client identity keyed rate limiters use, from a
+      :class:`ClientInfo` (default: the peer address).
+    - ``forwarded_header``: trust this header's left-most address as the
+      client's (``"x-forwarded-for"``, ``"forwarded"``); never trusted by
+      default, since any client can send one.
     - ``observer``: called with a :class:`ServerOutcome` once per request, as
       the request ends (inside the request's context, so a tracing span the
       server opened around the app is still current). When it also has a
@@ -308,6 +330,7 @@ class ServerCore:
         "_in_flight",
         "_shutting_down",
         "_started",
+        "guards",
         "load_shedder",
         "low_timeout",
         "max_timeout",
@@ -326,6 +349,9 @@ class ServerCore:
         priority: Priority | str = Priority.NORMAL,
         load_shedder: PriorityLoadShedder | None = None,
         observer: Callable[[ServerOutcome], object] | None = None,
+        guards: Sequence[Guard] = (),
+        client_key: Callable[[ClientInfo], Hashable] | None = None,
+        forwarded_header: str | None = None,
     ) -> None:
         self.timeout = validate_timeout(timeout, "timeout")
         if self.timeout == 0:
@@ -343,6 +369,9 @@ class ServerCore:
         if observer is not None and not callable(observer):
             raise ConfigError(f"observer must be callable; got {observer!r}")
         self.observer = observer
+        checked = ServerGuards(guards, client_key=client_key, forwarded_header=forwarded_header)
+        #: The guards and client identity (``None`` without guards).
+        self.guards = checked if checked.guards else None
         started = getattr(observer, "request_started", None)
         if started is not None and not callable(started):
             raise ConfigError(f"observer.request_started must be callable; got {started!r}")
@@ -362,12 +391,14 @@ class ServerCore:
         method: str = "",
         scheme: str = "http",
         route: RouteResolver | None = None,
+        peer: str | None = None,
     ) -> Admission | Rejection:
         """Decide what a request gets from its headers; never raises on header content.
 
         ``method``, ``scheme`` and ``route`` only feed the observer's
         :class:`ServerOutcome`; ``route`` is called at most once, when the
         outcome is built (after the app ran, for adapters that route inside it).
+        ``peer`` is the transport peer's address, the default client identity.
         """
         arrived_at = _clock.now()
         stats = self.stats
@@ -375,8 +406,18 @@ class ServerCore:
         budget: float | None = None
         priority: Priority | None = None
         invalid = False
+        guards = self.guards
+        trusted = None if guards is None else guards.forwarded_header
+        forwarded: str | None = None
+        kept: list[tuple[str, str]] | None = (
+            [] if guards is not None and guards.needs_headers else None
+        )
         for name, value in headers:
             key = name.lower()
+            if kept is not None:
+                kept.append((key, value))
+            if key == trusted and forwarded is None:
+                forwarded = value
             parser = _TIMEOUT_PARSERS.get(key)
             if parser is not None:
                 seconds = parser(value)
@@ -441,6 +482,17 @@ class ServerCore:
                 )
             return rejection
         deadline = Deadline(arrived_at + budget)
+        client = None
+        if guards is not None:
+            client = ClientInfo(
+                peer=peer or None,
+                forwarded=(
+                    None
+                    if trusted is None or forwarded is None
+                    else forwarded_address(trusted, forwarded)
+                ),
+                headers=() if kept is None else tuple(kept),
+            )
         return Admission(
             token=CancelToken(deadline=deadline),
             deadline=deadline,
@@ -452,6 +504,7 @@ class ServerCore:
             scheme=scheme,
             route=route,
             invalid_header=invalid,
+            client=client,
         )
 
     # -- handling ----------------------------------------------------------------
@@ -475,6 +528,10 @@ class ServerCore:
         and propagates unchanged. ``status_of_error(exc)`` tells the observer
         the status a framework's HTTP exception (``raise HTTPNotFound``) will
         be answered with (``None``: 500).
+
+        With guards, they run first, under the token's scope (so a wait for a
+        permit ends with the deadline or a disconnect); a refusal comes back
+        as a deliverable :class:`Rejection` and the handler never runs.
         """
         token = admission.token
         self._in_flight.add(token)
@@ -482,17 +539,32 @@ class ServerCore:
         current = _admission.set(admission)
         status = 500
         kind = ServerOutcomeKind.ERROR
+        handled = False
+        passage: Passage | None = None
+        # The guarding breakers' verdict: None (neither) unless the handler answered.
+        failed: bool | None = None
+        settle = False
         try:
-            if self._started is not None:
-                self._notify_started(admission)
             scope = token.scope()
             try:
                 with scope:
+                    guards = self.guards
+                    if guards is not None:
+                        entry = await guards.enter(admission.client or ClientInfo(None))
+                        if isinstance(entry, GuardRefusal):
+                            rejection, kind = self._refusal(entry)
+                            status = rejection.status
+                            return rejection
+                        passage = entry
+                    handled = True
+                    if self._started is not None:
+                        self._notify_started(admission)
                     value = await call()
                     token._finish()
                     status = status_of(value)
                     kind = ServerOutcomeKind.OK
                     self.stats.completed += 1
+                    failed, settle = status >= 500, True
                     return value
             except Exception as exc:
                 if token.reason is None and not self._spent(exc, admission):
@@ -500,6 +572,7 @@ class ServerCore:
                     status = status_of_error(exc) or 500
                     if status < 500:
                         kind = ServerOutcomeKind.OK  # an HTTP error answered on purpose
+                    failed, settle = status >= 500, True
                     raise
                 # The handler turned the cancellation into an error of its own: an
                 # outgoing call reporting the shared deadline (expected), or
@@ -514,6 +587,7 @@ class ServerCore:
             rejection = self._rejection(reason, started=started(), gone=disconnected())
             status = rejection.status
             kind = _kind_of(reason)
+            settle = True
             return rejection
         except anyio.get_cancelled_exc_class():
             if token.reason is None:
@@ -532,6 +606,10 @@ class ServerCore:
             self._in_flight.discard(token)
             if admission.holds_slot and self.load_shedder is not None:
                 self.load_shedder.release()
+            # Permits go back whatever ended the request; async breaker listeners
+            # are awaited only off the cancellation path (the next request tells them).
+            if passage is not None and passage.close(failed) and settle:
+                await passage.settle()
             if self.observer is not None:
                 self._observe(
                     ServerOutcome(
@@ -540,7 +618,7 @@ class ServerCore:
                         budget=admission.budget,
                         elapsed=max(0.0, _clock.now() - admission.arrived_at),
                         priority=admission.priority,
-                        handled=True,
+                        handled=handled,
                         outcome=kind,
                         method=admission.method,
                         route=_resolve_route(admission.route),
@@ -571,6 +649,18 @@ class ServerCore:
         return sum(token.cancel(CancelReason.SHUTDOWN, message) for token in tokens)
 
     # -- outcome mapping ---------------------------------------------------------
+
+    def _refusal(self, refusal: GuardRefusal) -> tuple[Rejection, ServerOutcomeKind]:
+        headers: tuple[tuple[str, str], ...] = (_TEXT,)
+        if refusal.retry_after is not None:
+            headers += ((RETRY_AFTER_HEADER, format_retry_after(refusal.retry_after)),)
+        if refusal.status == 429:
+            self.stats.rate_limited += 1
+            kind = ServerOutcomeKind.RATE_LIMITED
+        else:
+            self.stats.refused += 1
+            kind = ServerOutcomeKind.REFUSED
+        return Rejection(refusal.status, headers, refusal.body), kind
 
     def _rejection(self, reason: CancelReason, *, started: bool, gone: bool) -> Rejection:
         status = self._count(reason)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Final, final
 
 from sanic import Request, Sanic
@@ -26,6 +26,7 @@ from ._core import (
     ServerStats,
     route_max_timeout,
 )
+from ._guards import ClientInfo, Guard
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["SanicDeadline", "setup"]
@@ -42,6 +43,9 @@ def setup(
     priority: Priority | str = Priority.NORMAL,
     load_shedder: PriorityLoadShedder | None = None,
     observer: Callable[[ServerOutcome], object] | None = None,
+    guards: Sequence[Guard] = (),
+    client_key: Callable[[ClientInfo], Hashable] | None = None,
+    forwarded_header: str | None = None,
 ) -> SanicDeadline:
     """Enforce deadlines and priorities on every HTTP route of ``app``.
 
@@ -50,6 +54,8 @@ def setup(
     cap. On ``before_server_stop`` requests in flight are cancelled with
     ``SHUTDOWN`` (503). A client hang-up reaches the handler as Sanic's own
     cancellation; the token fires ``CLIENT_DISCONNECTED`` (recorded as 499).
+    ``guards`` answer 429 / 503 before the handler runs; keyed limiters key
+    on ``request.ip`` (the peer) unless ``forwarded_header`` names a header to trust.
     """
     integration = SanicDeadline(
         ServerCore(
@@ -59,6 +65,9 @@ def setup(
             priority=priority,
             load_shedder=load_shedder,
             observer=observer,
+            guards=guards,
+            client_key=client_key,
+            forwarded_header=forwarded_header,
         )
     )
     app.register_listener(integration._wrap_routes, "before_server_start")
@@ -110,6 +119,7 @@ class SanicDeadline:
                 method=request.method,
                 scheme=request.scheme,
                 route=_template_of(request) if core.observer is not None else None,
+                peer=request.ip or None,
             )
             if isinstance(decision, Rejection):
                 return _response(decision)
