@@ -20,10 +20,11 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Any, Final, final
 from urllib.parse import parse_qsl
 
 import anyio
+import uvicorn
 from aiohttp import web
 
 __all__ = [
@@ -350,3 +351,48 @@ def refused_url() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         yield f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def serve_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
+    """Run an ASGI ``app`` on uvicorn in this event loop at 127.0.0.1:<ephemeral>; yield its URL.
+
+    ``config`` adds uvicorn options (e.g. ``proxy_headers=False``).
+    """
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            **config,
+        )
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(5):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
+                await anyio.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+
+
+@asynccontextmanager
+async def serve_aiohttp(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Run an aiohttp ``app`` at 127.0.0.1:<ephemeral> in this event loop; yield its URL."""
+    options: dict[str, Any] = {"access_log": None, "shutdown_timeout": 2.0, **runner_options}
+    runner = web.AppRunner(app, **options)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()

@@ -25,7 +25,7 @@ from aio_client.metrics import OpenTelemetryInstrumentation
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware
 from aio_client.transports import AiohttpTransport, HttpxTransport
 
-from .test_metrics_prometheus import serve_aiohttp, serve_uvicorn
+from .servers import serve_aiohttp, serve_uvicorn
 
 TRANSPORTS: dict[str, Callable[[], Any]] = {"aiohttp": AiohttpTransport, "httpx": HttpxTransport}
 Asgi = Callable[[Any, Any, Any], Awaitable[None]]

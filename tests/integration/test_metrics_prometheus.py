@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import anyio
 import pytest
-import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_asgi_app
@@ -19,51 +17,13 @@ import aio_client as ac
 from aio_client.metrics import PrometheusMetrics
 from aio_client.server import DeadlineMiddleware, PriorityLoadShedder, aiohttp_middleware
 from aio_client.transports import AiohttpTransport, HttpxTransport
+from tests.integration.servers import serve_aiohttp, serve_uvicorn
 
 from .servers import app_server
 
 Transport = Callable[[], Any]
 TRANSPORTS: dict[str, Transport] = {"aiohttp": AiohttpTransport, "httpx": HttpxTransport}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@asynccontextmanager
-async def serve_uvicorn(app: Any) -> AsyncIterator[str]:
-    """Run ``app`` on uvicorn in this loop at 127.0.0.1:<ephemeral>; yield its URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(5):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
-                await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-
-
-@asynccontextmanager
-async def serve_aiohttp(app: web.Application) -> AsyncIterator[str]:
-    """Run an aiohttp app at 127.0.0.1:<ephemeral>; yield its URL."""
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
 
 
 async def scrape(session: aiohttp.ClientSession, url: str, **headers: str) -> Samples:

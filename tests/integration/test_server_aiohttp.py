@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -16,23 +15,10 @@ import aio_client as ac
 from aio_client._cancel import CancelReason, CancelToken, current_token
 from aio_client.server import AiohttpDeadlineMiddleware, aiohttp_middleware, max_timeout
 from aio_client.transports import AiohttpTransport
+from tests.integration.servers import serve_aiohttp
 
 #: Tokens the echo handler saw.
 TOKENS = web.AppKey("tokens", list[CancelToken | None])
-
-
-@asynccontextmanager
-async def serve_aiohttp(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
-    """Run ``app`` at 127.0.0.1:<ephemeral> in this event loop; yield its URL."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, **runner_options)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def guarded_app(**options: Any) -> tuple[web.Application, AiohttpDeadlineMiddleware]:

@@ -6,13 +6,11 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, MutableMapping
-from contextlib import asynccontextmanager
 from typing import Any, final
 
 import aiohttp
 import anyio
 import pytest
-import uvicorn
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
@@ -26,32 +24,9 @@ from aio_client.server import (
     fastapi_max_timeout,
 )
 from aio_client.transports import AiohttpTransport, MemoryTransport
+from tests.integration.servers import serve_uvicorn
 
 Scope = MutableMapping[str, Any]
-
-
-@asynccontextmanager
-async def serve_uvicorn(app: Any) -> AsyncIterator[str]:
-    """Run ``app`` on uvicorn in this event loop at 127.0.0.1:<ephemeral>; yield its URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(5):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
-                await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
 
 
 @final

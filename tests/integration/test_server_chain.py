@@ -13,8 +13,7 @@ import aio_client as ac
 from aio_client._cancel import CancelReason, current_token
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware
 from aio_client.transports import AiohttpTransport
-from tests.integration.test_server_aiohttp import serve_aiohttp
-from tests.integration.test_server_asgi import serve_uvicorn
+from tests.integration.servers import serve_aiohttp, serve_uvicorn
 
 
 class Hop:

@@ -9,14 +9,14 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
-import uvicorn
 from aiohttp import web
 
 from aio_client.policies import Bulkhead, CircuitBreaker, CircuitState, RateLimiter
 from aio_client.server import DeadlineMiddleware, ServerStats, aiohttp_middleware
 from aio_client.server._guards import Guard
 
-from .test_server_aiohttp import serve_aiohttp
+from . import servers
+from .servers import serve_aiohttp
 from .test_server_asgi import Scope
 
 pytestmark = pytest.mark.parametrize("framework", ["asgi", "aiohttp"])
@@ -51,26 +51,11 @@ class Handlers:
 
 @asynccontextmanager
 async def serve_uvicorn(app: Any) -> AsyncIterator[str]:
-    """uvicorn at 127.0.0.1:<ephemeral> with proxy_headers off; yield its URL.
-
-    uvicorn's default rewrites ``scope["client"]`` from X-Forwarded-For for
-    peers in ``forwarded_allow_ips`` (127.0.0.1, i.e. these tests), which
-    would hide whether the middleware itself trusts the header.
-    """
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", proxy_headers=False
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(server.serve)
-        with anyio.fail_after(5):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
-                await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
+    """uvicorn with proxy_headers off: its default rewrites ``scope["client"]`` from
+    X-Forwarded-For for peers in ``forwarded_allow_ips`` (127.0.0.1, i.e. these tests),
+    which would hide whether the middleware itself trusts the header."""
+    async with servers.serve_uvicorn(app, proxy_headers=False) as url:
+        yield url
 
 
 @asynccontextmanager

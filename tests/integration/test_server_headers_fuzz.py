@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 import aio_client as ac
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware
 from aio_client.server._core import Admission, Rejection, ServerCore
-from tests.integration.test_server_aiohttp import serve_aiohttp
-from tests.integration.test_server_asgi import serve_uvicorn
+from tests.integration.servers import serve_aiohttp, serve_uvicorn
 
 HEADER_NAMES = st.sampled_from(
     [
