@@ -102,8 +102,6 @@ async def measure(settings: Settings) -> tuple[dict[str, Series], dict[str, Any]
     import aio_request
     import aio_request.client
     import aio_request.pipeline
-    import multidict
-    import yarl
     from opentelemetry.metrics import NoOpMeterProvider
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -114,6 +112,7 @@ async def measure(settings: Settings) -> tuple[dict[str, Series], dict[str, Any]
         SpanExportResult,
     )
     from opentelemetry.trace import NoOpTracerProvider
+    from overhead import in_memory_aio_request
     from prometheus_client import CollectorRegistry
 
     import aio_client
@@ -152,30 +151,7 @@ async def measure(settings: Settings) -> tuple[dict[str, Series], dict[str, Any]
     }
     request = aio_client.get("items/{id}", path_params={"id": 1})
 
-    class FakeTransport(aio_request.Transport):
-        """aio-request's transport seam, answering a prebuilt 200 at once."""
-
-        __slots__ = ("_response",)
-
-        def __init__(self, response: aio_request.ClosableResponse) -> None:
-            self._response = response
-
-        async def send(
-            self,
-            endpoint: yarl.URL,
-            request: aio_request.Request,
-            timeout: float,  # noqa: ASYNC109 - aio-request's Transport signature
-        ) -> aio_request.ClosableResponse:
-            return self._response
-
-    ar_client = aio_request.setup(
-        transport=FakeTransport(
-            aio_request.EmptyResponse(
-                status=200, headers=multidict.CIMultiDictProxy(multidict.CIMultiDict())
-            )
-        ),
-        endpoint=_ENDPOINT + "/",
-    )
+    ar_client = in_memory_aio_request(_ENDPOINT + "/")
     ar_request = aio_request.get("items/1")
     deadline_from_timeout = aio_request.Deadline.from_timeout
 

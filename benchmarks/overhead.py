@@ -165,26 +165,13 @@ def _rotated(items: Sequence[str], by: int) -> list[str]:
 # --- 1. in-process pipeline overhead -----------------------------------------
 
 
-async def measure_inprocess(settings: Settings) -> dict[str, Series]:
-    """µs per request of each in-process variant, one sample per round."""
+def in_memory_aio_request(endpoint: str) -> Any:
+    """An aio-request client (default setup) whose transport answers a prebuilt 200 at once."""
     import aio_request
-    import aio_request.client
-    import aio_request.pipeline
     import multidict
     import yarl
 
-    import aio_client
-    from aio_client.transports import MemoryTransport
-
-    prebuilt = aio_client.Response(200)
-
-    async def handler(request: aio_client.Request, /) -> aio_client.Response:
-        return prebuilt
-
-    client = aio_client.Client(MemoryTransport(handler), _FAKE_ENDPOINT)
-    request = aio_client.get("ping")
-
-    class FakeTransport(aio_request.Transport):
+    class FakeTransport(aio_request.Transport):  # type: ignore[misc]
         """aio-request's transport seam, answering a prebuilt 200 at once."""
 
         __slots__ = ("_response",)
@@ -200,14 +187,30 @@ async def measure_inprocess(settings: Settings) -> dict[str, Series]:
         ) -> aio_request.ClosableResponse:
             return self._response
 
-    ar_client = aio_request.setup(
-        transport=FakeTransport(
-            aio_request.EmptyResponse(
-                status=200, headers=multidict.CIMultiDictProxy(multidict.CIMultiDict())
-            )
-        ),
-        endpoint=_FAKE_ENDPOINT + "/",
+    response = aio_request.EmptyResponse(
+        status=200, headers=multidict.CIMultiDictProxy(multidict.CIMultiDict())
     )
+    return aio_request.setup(transport=FakeTransport(response), endpoint=endpoint)
+
+
+async def measure_inprocess(settings: Settings) -> dict[str, Series]:
+    """µs per request of each in-process variant, one sample per round."""
+    import aio_request
+    import aio_request.client
+    import aio_request.pipeline
+
+    import aio_client
+    from aio_client.transports import MemoryTransport
+
+    prebuilt = aio_client.Response(200)
+
+    async def handler(request: aio_client.Request, /) -> aio_client.Response:
+        return prebuilt
+
+    client = aio_client.Client(MemoryTransport(handler), _FAKE_ENDPOINT)
+    request = aio_client.get("ping")
+
+    ar_client = in_memory_aio_request(_FAKE_ENDPOINT + "/")
     ar_request = aio_request.get("ping")
     deadline_from_timeout = aio_request.Deadline.from_timeout
 
