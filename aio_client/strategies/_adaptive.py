@@ -167,6 +167,8 @@ class AdaptiveDelays:
                 raise ConfigError(f"{name} must be an int >= 1; got {value!r}")
         self._min_samples = min_samples
         self._max_keys = max_keys
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a function returning seconds; got {clock!r}")
         self._clock = clock or _clock.now
         self._windows: dict[DelayKey, LatencyWindow] = {}
 

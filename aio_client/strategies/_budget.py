@@ -62,6 +62,8 @@ class RetryBudget:
         self._ratio = float(ratio)
         self._reserve = float(min_per_second) * float(ttl)
         self._width = float(ttl) / _BUCKETS
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a function returning seconds; got {clock!r}")
         self._clock = clock or _clock.now
         self._deposits = [0] * _BUCKETS
         self._withdrawals = [0] * _BUCKETS

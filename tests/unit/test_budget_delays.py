@@ -46,7 +46,14 @@ def test_budget_window_forgets_old_activity() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"ratio": -0.1}, {"ratio": float("nan")}, {"ttl": 0}, {"min_per_second": -1}, {"ratio": "x"}],
+    [
+        {"ratio": -0.1},
+        {"ratio": float("nan")},
+        {"ttl": 0},
+        {"min_per_second": -1},
+        {"ratio": "x"},
+        {"clock": 5.0},
+    ],
 )
 def test_budget_rejects_bad_settings(kwargs: dict[str, object]) -> None:
     """Negative, NaN, zero-ttl or non-number settings are ConfigErrors."""

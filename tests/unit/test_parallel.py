@@ -217,6 +217,8 @@ def test_bad_parallel_settings_rejected() -> None:
         ac.adaptive_delays(min_delay=1.0, max_delay=0.5)
     with pytest.raises(ac.ConfigError, match="min_samples"):
         ac.adaptive_delays(min_samples=0)
+    with pytest.raises(ac.ConfigError, match="clock"):
+        ac.adaptive_delays(clock=5.0)  # type: ignore[arg-type]
 
 
 class Clock:
