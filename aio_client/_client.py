@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import itertools
-from asyncio import _get_running_loop
+from asyncio import CancelledError, _get_running_loop, current_task
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, final
@@ -27,6 +26,7 @@ from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
 from ._models import Request, Response
 from ._pipeline import Stage, compose
 from ._priority import Priority
+from ._timer import DeadlineTimer
 from .metrics._observer import Observer
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
@@ -94,6 +94,7 @@ class Client:
         "_send_attempt",
         "_strategy",
         "_timeout",
+        "_timer",
         "_transport",
     )
 
@@ -142,6 +143,7 @@ class Client:
         self._low_timeout = validate_timeout(low_timeout, "low_timeout")
         self._rotation = itertools.count()
         self._closed = False
+        self._timer: DeadlineTimer | None = None
         self._observers = tuple(observers)
         for observer in self._observers:
             if not isinstance(observer, Observer):
@@ -199,6 +201,8 @@ class Client:
         """Close the transport (it closes only what it owns)."""
         if not self._closed:
             self._closed = True
+            if self._timer is not None:
+                self._timer.close()
             await self._transport.aclose()
 
     async def __aenter__(self) -> Client:
@@ -276,18 +280,26 @@ class Client:
         chosen = strategy if strategy is not None else self._strategy
         token = set_ambient(effective, prio)
         try:
-            if _get_running_loop() is not None:
-                # On asyncio, its own timeout enforces the deadline at half the cost
-                # of an anyio cancel scope (a few µs of every call); it cancels the
-                # task natively, which anyio's task groups and scopes inside honour.
-                timer = asyncio.timeout_at(at)
+            loop = _get_running_loop()
+            if loop is not None:
+                # On asyncio, one timer per client enforces every call's deadline
+                # (see _timer.py); it cancels the task natively, which anyio's
+                # task groups and scopes inside honour.
+                timer = self._timer
+                if timer is None or timer.loop is not loop:
+                    timer = self._timer = DeadlineTimer(loop)
+                task = current_task(loop)
+                if task is None:
+                    raise RuntimeError("aio_client needs to run inside a task")
+                entry = timer.start(at, task)
                 try:
-                    async with timer:
-                        return await self._execute(call, chosen)
-                except TimeoutError:
-                    if timer.expired():
+                    return await self._execute(call, chosen)
+                except CancelledError:
+                    if timer.finish(entry):
                         raise call.deadline_error() from None
                     raise
+                finally:
+                    timer.finish(entry)
             with anyio.CancelScope(deadline=at) as scope:
                 return await self._execute(call, chosen)
         finally:

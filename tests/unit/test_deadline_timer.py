@@ -1,0 +1,138 @@
+"""The shared deadline timer: every call's deadline, one loop timer, asyncio's cancel protocol."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+
+import aio_client as ac
+from aio_client._timer import DeadlineTimer
+
+from .helpers import client_for
+
+OK = ac.Response(200, content=b"ok")
+
+
+async def hang(request: ac.Request) -> ac.Response:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def test_concurrent_calls_each_expire_at_their_own_deadline() -> None:
+    """Deadlines registered out of order (a nearer one after a farther one) all fire on time."""
+    timeouts = [5.0, 1.0, 3.0, 0.5, 2.0, 0.5]
+    ended: dict[int, float] = {}
+
+    async with client_for(hang) as client:
+        start = anyio.current_time()
+
+        async def one(index: int) -> None:
+            with pytest.raises(ac.DeadlineExceededError):
+                await client.request(ac.get("a"), timeout=timeouts[index])
+            ended[index] = anyio.current_time() - start
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(timeouts)):
+                group.start_soon(one, index)
+    for index, timeout in enumerate(timeouts):
+        assert ended[index] == pytest.approx(timeout, abs=0.01)
+
+
+async def test_no_cancellation_is_left_behind_after_a_deadline() -> None:
+    """After a deadline error the task's cancel count is back to zero and it runs on."""
+    task = asyncio.current_task()
+    assert task is not None
+    async with client_for(hang) as client:
+        with pytest.raises(ac.DeadlineExceededError):
+            await client.request(ac.get("a"), timeout=0.2)
+        assert task.cancelling() == 0
+        await anyio.sleep(0.1)  # would raise if a cancellation were pending
+        with pytest.raises(ac.DeadlineExceededError):
+            await client.request(ac.get("a"), timeout=0.2)
+    assert task.cancelling() == 0
+
+
+async def test_a_handler_that_swallows_the_deadline_leaves_no_cancellation() -> None:
+    """Like asyncio.timeout: a body that ignores the cancellation returns; nothing stays pending."""
+
+    async def stubborn(request: ac.Request) -> ac.Response:
+        try:
+            await anyio.sleep(10)
+        except asyncio.CancelledError:
+            return ac.Response(200, content=b"late")
+        raise AssertionError("unreachable")
+
+    task = asyncio.current_task()
+    assert task is not None
+    async with client_for(stubborn) as client:
+        response = await client.request(ac.get("a"), timeout=0.2)
+    assert response.content == b"late"
+    assert task.cancelling() == 0
+    await anyio.sleep(0.1)
+
+
+async def test_a_cancellation_from_outside_at_the_deadline_stays_a_cancellation() -> None:
+    """When the caller is cancelled as the deadline passes, the caller's cancellation wins."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    async with client_for(hang) as client:
+        loop.call_at(loop.time() + 0.2, task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await client.request(ac.get("a"), timeout=0.2)
+        assert task.uncancel() == 0  # the one cancellation was ours to withdraw
+
+
+async def test_an_outer_timeout_at_the_same_time_is_reported_as_its_own() -> None:
+    """asyncio.timeout around a call with the same deadline raises its TimeoutError, not ours."""
+    async with client_for(hang) as client:
+        with pytest.raises(TimeoutError) as info:
+            async with asyncio.timeout(0.2):
+                await client.request(ac.get("a"), timeout=0.2)
+    assert type(info.value) is TimeoutError
+
+
+async def test_finished_calls_do_not_pile_up() -> None:
+    """Thousands of finished calls beside one long pending one keep the timer small."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    timer = DeadlineTimer(loop)
+    long_one = timer.start(loop.time() + 60.0, task)
+    for step in range(10_000):
+        entry = timer.start(loop.time() + 10.0 + step * 1e-3, task)
+        assert timer.finish(entry) is False
+    assert len(timer._heap) <= 2 + 256 + 1
+    assert timer.finish(long_one) is False
+    assert timer._heap == []
+    timer.close()
+
+
+async def test_finish_is_idempotent_and_close_disarms() -> None:
+    """finish() twice is harmless; after close() nothing fires."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    timer = DeadlineTimer(loop)
+    entry = timer.start(loop.time() + 0.1, task)
+    assert timer.finish(entry) is False
+    assert timer.finish(entry) is False
+    other = timer.start(loop.time() + 0.1, task)
+    timer.close()
+    await anyio.sleep(0.5)  # a timer still armed would cancel this sleep
+    assert timer.finish(other) is False
+
+
+def test_a_client_serves_one_loop_after_another() -> None:
+    """A client used under two event loops in turn enforces deadlines in both."""
+    client = client_for(hang)
+
+    async def expire() -> None:
+        with pytest.raises(ac.DeadlineExceededError):
+            await client.request(ac.get("a"), timeout=0.05)
+
+    asyncio.run(expire())
+    asyncio.run(expire())
+    asyncio.run(client.aclose())
