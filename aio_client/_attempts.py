@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import final
+from typing import NamedTuple
 
 __all__ = ["AttemptKind", "AttemptRecord"]
 
@@ -17,10 +16,8 @@ class AttemptKind(enum.StrEnum):
     HEDGE = "hedge"
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One physical attempt: where it went and how it ended."""
+class AttemptRecord(NamedTuple):
+    """One physical attempt: where it went and how it ended (an immutable record)."""
 
     #: 1-based attempt number, as sent in ``X-Request-Attempt``.
     number: int

@@ -9,6 +9,7 @@ history), so every strategy gets the same behaviour for free.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, final
 
@@ -25,7 +26,7 @@ from ._deadline import (
     set_ambient,
 )
 from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
-from ._models import Request, Response
+from ._models import Request, Response, bind_request
 from ._priority import PRIORITY_HEADER, Priority
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Call:
 
     __slots__ = (
         "_endpoints",
+        "_now",
         "_offset",
         "_refused",
         "_send",
@@ -91,7 +93,6 @@ class Call:
 
     def __init__(
         self,
-        *,
         request: Request,
         deadline: Deadline,
         priority: Priority,
@@ -103,6 +104,7 @@ class Call:
         retries_allowed: bool,
         low_timeout: float,
         observers: tuple[Observer, ...] = (),
+        now: Callable[[], float] = _clock.now,
     ) -> None:
         #: The request as the call stages left it (relative URL).
         self.request = request
@@ -127,6 +129,7 @@ class Call:
         # Endpoints whose circuit breaker refused an attempt of this call.
         self._refused: set[str] | None = None
         self._send = send
+        self._now = now
 
     def classify(self, outcome: Outcome) -> Verdict:
         """The classifier's verdict on ``outcome``.
@@ -187,41 +190,42 @@ class Call:
         ``endpoint`` overrides the rotation (see :meth:`endpoint_for`). An
         attempt that would have less than ``low_timeout`` seconds is not sent.
         """
-        start = _clock.now()
-        call_left = self.deadline.at - start
-        attempt_at = self.deadline.at
-        if share is not None and share < call_left:
+        # The hot path of every call: no work here that a plain attempt does not need.
+        now = self._now
+        start = now()
+        call_at = self.deadline.at
+        attempt_at = call_at
+        if share is not None and share < call_at - start:
             attempt_at = start + share
         budget = attempt_at - start
         base = endpoint or self.endpoint_for(number)
-        url = _join(base, self.request.url)
+        request = self.request
+        url = _join(base, request.url)
+        history = self.history
         if budget < self.low_timeout:
             error = DeadlineExceededError(
                 f"attempt {number} not sent: {max(budget, 0.0) * 1000:.1f} ms left",
                 may_have_reached_server=False,
             )
-            self.history.append(
-                AttemptRecord(number, kind, url, 0.0, None, type(error).__name__, sent=False)
+            history.append(
+                AttemptRecord(number, kind, url, 0.0, None, "DeadlineExceededError", False)
             )
             return error
-        request = self.request
-        bound = Request(
-            method=request.method,
-            url=url,
-            headers=request.headers.replace(
+        bound = bind_request(
+            request,
+            url,
+            request.headers.replace(
                 {
                     TIMEOUT_HEADER: format_timeout_header(budget),
-                    PRIORITY_HEADER: self.priority.value,
+                    PRIORITY_HEADER: self.priority._value_,
                     ATTEMPT_HEADER: str(number),
                 }
             ),
-            content=request.content,
-            route=request.route,
         )
         outcome: Outcome
         attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base))
         try:
-            if attempt_at < self.deadline.at:
+            if attempt_at < call_at:
                 outcome = await self._send_capped(bound, attempt_at, number)
             else:
                 outcome = await self._send(bound)
@@ -229,32 +233,36 @@ class Call:
             outcome = exc
         except BaseException as exc:
             # Cancelled (or a bug): record the attempt, never swallow.
-            self.history.append(
-                AttemptRecord(number, kind, url, _clock.now() - start, None, type(exc).__name__)
+            history.append(
+                AttemptRecord(number, kind, url, now() - start, None, type(exc).__name__)
             )
             raise
         finally:
             _ATTEMPT.reset(attempt_token)
-        elapsed = _clock.now() - start
+        elapsed = now() - start
+        if type(outcome) is Response:
+            outcome = outcome.with_attempt(number, elapsed, url)
+            history.append(AttemptRecord(number, kind, url, elapsed, outcome.status))
+            return outcome
         if isinstance(outcome, CircuitOpenError):
             if self._refused is None:
                 self._refused = set()
             self._refused.add(base)
-        if isinstance(outcome, Response):
-            outcome = outcome.with_attempt(number, elapsed, url)
-            self.history.append(AttemptRecord(number, kind, url, elapsed, outcome.status))
-        else:
-            self.history.append(
-                AttemptRecord(
-                    number,
-                    kind,
-                    url,
-                    elapsed,
-                    None,
-                    type(outcome).__name__,
-                    sent=outcome.may_have_reached_server,
-                )
+        if not isinstance(outcome, AioClientError):
+            raise TypeError(
+                f"the transport or an attempt stage returned {outcome!r}; expected a Response"
             )
+        history.append(
+            AttemptRecord(
+                number,
+                kind,
+                url,
+                elapsed,
+                None,
+                type(outcome).__name__,
+                outcome.may_have_reached_server,
+            )
+        )
         return outcome
 
     async def _send_capped(self, request: Request, at: float, number: int) -> Outcome:

