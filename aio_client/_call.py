@@ -62,6 +62,9 @@ class AttemptInfo:
         return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
 
 
+# Attempt numbers as header values, made once (strategies allow at most 100 attempts).
+_NUMBERS: Final = tuple(str(number) for number in range(101))
+
 _ATTEMPT: ContextVar[AttemptInfo | None] = ContextVar("aio_client_attempt", default=None)
 
 
@@ -218,7 +221,7 @@ class Call:
                 {
                     TIMEOUT_HEADER: format_timeout_header(budget),
                     PRIORITY_HEADER: self.priority._value_,
-                    ATTEMPT_HEADER: str(number),
+                    ATTEMPT_HEADER: _NUMBERS[number] if number < 101 else str(number),
                 }
             ),
         )
@@ -266,7 +269,7 @@ class Call:
         return outcome
 
     async def _send_capped(self, request: Request, at: float, number: int) -> Outcome:
-        token = set_ambient(Deadline(at), self.priority)
+        token = set_ambient(Deadline._trusted(at), self.priority)
         try:
             with anyio.CancelScope(deadline=at) as scope:
                 return await self._send(request)

@@ -264,7 +264,7 @@ class Client:
             retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
         else:
             retries_allowed = bool(idempotent)
-        effective = Deadline(at)
+        effective = Deadline._trusted(at)
         call = Call(
             request,
             effective,

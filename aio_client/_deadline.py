@@ -75,6 +75,13 @@ class Deadline:
         raise AttributeError("Deadline is immutable")
 
     @classmethod
+    def _trusted(cls, at: float) -> Deadline:
+        """A deadline at ``at``, already known to be a float (hot path)."""
+        deadline = object.__new__(cls)
+        _set_at(deadline, at)
+        return deadline
+
+    @classmethod
     def from_timeout(cls, timeout: float) -> Deadline:
         """The deadline ``timeout`` seconds from now."""
         return cls(_clock.now() + validate_timeout(timeout))
@@ -103,6 +110,9 @@ class Deadline:
 
     def __repr__(self) -> str:
         return f"Deadline(at={self.at!r}, remaining={self.remaining():.3f})"
+
+
+_set_at = Deadline.__dict__["at"].__set__
 
 
 @final

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import final
+from typing import Final, final
 
 import anyio
 
@@ -17,6 +17,11 @@ from ._attempt_timeout import AttemptTimeout, pass_deadline_through
 from ._delays import Delays, exponential_delays
 
 __all__ = ["SequentialStrategy", "sequential_strategy"]
+
+# Looked up once: enum members cost a class attribute lookup each time.
+_FIRST: Final = AttemptKind.FIRST
+_RETRY: Final = AttemptKind.RETRY
+_RETRY_VERDICT: Final = Verdict.RETRY
 
 
 @final
@@ -52,9 +57,8 @@ class SequentialStrategy:
             share = (
                 None if passthrough else self._attempt_timeout(call.remaining(), limit - number + 1)
             )
-            kind = AttemptKind.FIRST if number == 1 else AttemptKind.RETRY
-            outcome = await call.attempt(number, kind, share=share)
-            if call.classify(outcome) is not Verdict.RETRY:
+            outcome = await call.attempt(number, _FIRST if number == 1 else _RETRY, share=share)
+            if call.classify(outcome) is not _RETRY_VERDICT:
                 break
             if number >= limit and not (number == 1 and _provably_unsent(outcome)):
                 break
