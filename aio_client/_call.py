@@ -48,15 +48,18 @@ Outcome = Response | AioClientError
 class AttemptInfo:
     """Which physical attempt is running: for attempt stages and observers."""
 
-    __slots__ = ("endpoint", "kind", "number")
+    __slots__ = ("deadline", "endpoint", "kind", "number")
 
-    def __init__(self, number: int, kind: AttemptKind, endpoint: str) -> None:
+    def __init__(self, number: int, kind: AttemptKind, endpoint: str, deadline: Deadline) -> None:
         #: 1-based attempt number (as in ``X-Request-Attempt``).
         self.number = number
         #: Why it was sent: first, retry or hedge.
         self.kind = kind
         #: The base URL it goes to.
         self.endpoint = endpoint
+        #: When the client cancels the attempt: the call's deadline, or the
+        #: attempt's share of it when the strategy splits the budget.
+        self.deadline = deadline
 
     def __repr__(self) -> str:
         return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
@@ -226,10 +229,15 @@ class Call:
             ),
         )
         outcome: Outcome
-        attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base))
+        if attempt_at < call_at:
+            capped = Deadline._trusted(attempt_at)
+            attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base, capped))
+        else:
+            capped = None
+            attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base, self.deadline))
         try:
-            if attempt_at < call_at:
-                outcome = await self._send_capped(bound, attempt_at, number)
+            if capped is not None:
+                outcome = await self._send_capped(bound, capped, number)
             else:
                 outcome = await self._send(bound)
         except AioClientError as exc:
@@ -268,10 +276,10 @@ class Call:
         )
         return outcome
 
-    async def _send_capped(self, request: Request, at: float, number: int) -> Outcome:
-        token = set_ambient(Deadline._trusted(at), self.priority)
+    async def _send_capped(self, request: Request, deadline: Deadline, number: int) -> Outcome:
+        token = set_ambient(deadline, self.priority)
         try:
-            with anyio.CancelScope(deadline=at) as scope:
+            with anyio.CancelScope(deadline=deadline.at) as scope:
                 return await self._send(request)
         finally:
             reset_ambient(token)

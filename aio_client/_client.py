@@ -330,9 +330,15 @@ class Client:
         call, strategy = _CURRENT.get()
         call.request = request
         inherited = _ambient.get().deadline
-        if inherited is not None and inherited.at < call.deadline.at:
-            call.deadline = inherited  # a call stage (e.g. policies.Timeout) shortened it
-        return await strategy.execute(call)
+        if inherited is None or inherited.at >= call.deadline.at:
+            return await strategy.execute(call)
+        # A call stage shortened the deadline: policies.Timeout enforces it with a
+        # cancel scope of its own, ambient() alone does not. The client enforces
+        # every call's deadline, so transports may rely on it (see AttemptInfo.deadline).
+        call.deadline = inherited
+        with anyio.CancelScope(deadline=inherited.at):
+            return await strategy.execute(call)
+        raise call.deadline_error()  # the scope ran out
 
     async def _resolve_endpoints(self) -> tuple[str, ...]:
         assert self._provider is not None

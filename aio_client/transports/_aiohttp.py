@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Final, final
 
 import aiohttp
@@ -21,7 +19,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
-from ._base import attempt_timeout
+from ._base import backend_timeout
 
 __all__ = ["AiohttpTransport"]
 
@@ -37,9 +35,10 @@ class AiohttpTransport:
     connections (closed by :meth:`aclose`). Redirects are not followed: a 3xx
     is returned as it came.
 
-    A request's total timeout is the attempt's remaining budget
-    (:func:`attempt_timeout`), or the session's own total when that is
-    shorter; the session's other limits (connect, socket read) still apply.
+    Inside a client, the client cancels each attempt at its deadline, so no
+    aiohttp timer is armed for it; called on its own under an ambient deadline,
+    a request's total timeout is the remaining budget. The session's own
+    limits (total, connect, socket read) apply either way.
 
     A session the transport makes sends each request exactly once: aiohttp's
     own silent re-send of an idempotent request after a broken connection is
@@ -78,19 +77,17 @@ class AiohttpTransport:
     async def send(self, request: Request, /) -> Response:
         """Send ``request`` and read the whole body."""
         session = self._get_session()
-        timeout = attempt_timeout()
-        if timeout is None:
-            client_timeout = session.timeout
-        elif timeout > 0.0:
-            client_timeout = session.timeout
+        client_timeout = session.timeout
+        timeout = backend_timeout()
+        if timeout is not None:
+            if timeout <= 0.0:
+                # aiohttp reads a zero timeout as "no timeout": refuse before connecting.
+                raise DeadlineExceededError(
+                    "not sent: the deadline has passed", may_have_reached_server=False
+                )
             if client_timeout.total is None or client_timeout.total > timeout:
                 client_timeout = _capped(client_timeout, timeout)
-        else:
-            # aiohttp reads a zero timeout as "no timeout": refuse before connecting.
-            raise DeadlineExceededError(
-                "not sent: the deadline has passed", may_have_reached_server=False
-            )
-        with _mapped_errors():
+        try:
             async with session.request(
                 request.method,
                 URL(request.url, encoded=True),
@@ -100,14 +97,13 @@ class AiohttpTransport:
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
-                return Response(
-                    status=resp.status,
-                    headers=Headers._trusted(
-                        tuple((name.lower(), value) for name, value in resp.headers.items())
-                    ),
-                    content=body,
-                    url=request.url,
-                )
+                status = resp.status
+                headers = tuple((name.lower(), value) for name, value in resp.headers.items())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _mapped(exc) from exc
+        return Response(
+            status=status, headers=Headers._trusted(headers), content=body, url=request.url
+        )
 
     async def aclose(self) -> None:
         """Close the session if this transport made it."""
@@ -127,34 +123,29 @@ def _capped(limits: aiohttp.ClientTimeout, budget: float) -> aiohttp.ClientTimeo
     )
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped(exc: aiohttp.ClientError | TimeoutError) -> AioClientError:
     # The one place aiohttp's exceptions become ours. Order matters: aiohttp's
     # classes inherit from each other (a connect timeout is a ServerTimeoutError,
     # a ClientConnectorError is a ClientOSError), most specific first.
-    try:
-        yield
-    except AioClientError:
-        raise
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise DeadlineExceededError(
-            f"connect timed out: {exc}", may_have_reached_server=False
-        ) from exc
-    except (
-        aiohttp.ClientConnectorError,
-        aiohttp.ServerFingerprintMismatch,
-        aiohttp.ClientHttpProxyError,
-    ) as exc:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return DeadlineExceededError(f"connect timed out: {exc}", may_have_reached_server=False)
+    if isinstance(
+        exc,
+        (
+            aiohttp.ClientConnectorError,
+            aiohttp.ServerFingerprintMismatch,
+            aiohttp.ClientHttpProxyError,
+        ),
+    ):
         # Failed while connecting (TCP, TLS, proxy tunnel): the request was never sent.
-        raise ConnectError(f"cannot connect: {exc}") from exc
-    except TimeoutError as exc:  # ServerTimeoutError, SocketTimeoutError, total timeout
-        raise DeadlineExceededError(f"timed out waiting for the server: {exc!r}") from exc
-    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-        raise InvalidRequestError(f"invalid URL: {exc}") from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        return ConnectError(f"cannot connect: {exc}")
+    if isinstance(exc, TimeoutError):  # ServerTimeoutError, SocketTimeoutError, total timeout
+        return DeadlineExceededError(f"timed out waiting for the server: {exc!r}")
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return InvalidRequestError(f"invalid URL: {exc}")
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
         # Disconnected, reset, or the body cut short: after the request may have left.
-        raise NetworkError(f"connection lost: {exc!r}") from exc
-    except aiohttp.ClientResponseError as exc:
-        raise ProtocolError(f"malformed response: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"request failed: {exc!r}") from exc
+        return NetworkError(f"connection lost: {exc!r}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ProtocolError(f"malformed response: {exc}")
+    return TransportError(f"request failed: {exc!r}")

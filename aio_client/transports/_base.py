@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .._deadline import current_deadline
+from .._call import _ATTEMPT
+from .._deadline import _ambient, current_deadline
 
 if TYPE_CHECKING:
     from .._models import Request, Response
@@ -32,3 +33,22 @@ def attempt_timeout() -> float | None:
     """Seconds the attempt in progress may still take (from the ambient deadline)."""
     deadline = current_deadline()
     return None if deadline is None else deadline.remaining()
+
+
+def backend_timeout() -> float | None:
+    """Seconds the backend must enforce itself, or ``None`` when nothing needs it.
+
+    Inside a client's attempt, the client already cancels the attempt at its
+    deadline (:attr:`aio_client.AttemptInfo.deadline`); arming the backend's own
+    timer as well would cost every request a second timer for nothing. Only a
+    nearer deadline set inside the attempt (an attempt stage's ``ambient()``),
+    or a transport called on its own under an ambient deadline, is left to the
+    backend.
+    """
+    deadline = _ambient.get().deadline
+    if deadline is None:
+        return None
+    attempt = _ATTEMPT.get()
+    if attempt is not None and attempt.deadline.at <= deadline.at:
+        return None
+    return deadline.remaining()

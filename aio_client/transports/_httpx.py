@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import final
 
 import httpx
@@ -20,7 +18,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
-from ._base import attempt_timeout
+from ._base import backend_timeout
 
 __all__ = ["HttpxTransport"]
 
@@ -37,9 +35,10 @@ class HttpxTransport:
     loads the CA bundle then (tens of milliseconds of blocked event loop),
     which must not come out of the first call's budget.
 
-    Each phase of a request (pool wait, connect, write, read) is bounded by the
-    attempt's remaining budget (:func:`attempt_timeout`), or by the client's own
-    limit for that phase when it is shorter.
+    Inside a client, the client cancels each attempt at its deadline, so httpx
+    arms no timer of its own for it; called on its own under an ambient
+    deadline, each phase of a request (pool wait, connect, write, read) is
+    bounded by the remaining budget. The client's own phase limits apply either way.
     """
 
     __slots__ = ("_client", "_limit", "_owns")
@@ -70,17 +69,16 @@ class HttpxTransport:
     async def send(self, request: Request, /) -> Response:
         """Send ``request`` and read the whole body."""
         client = self._get_client()
-        timeout = attempt_timeout()
-        if timeout is None:
-            phases = client.timeout
-        elif timeout > 0.0:
-            phases = _capped(client.timeout, timeout)
-        else:
-            # No budget left: refuse before touching the pool (as the aiohttp adapter does).
-            raise DeadlineExceededError(
-                "not sent: the deadline has passed", may_have_reached_server=False
-            )
-        with _mapped_errors():
+        phases = client.timeout
+        timeout = backend_timeout()
+        if timeout is not None:
+            if timeout <= 0.0:
+                # No budget left: refuse before touching the pool (as the aiohttp adapter does).
+                raise DeadlineExceededError(
+                    "not sent: the deadline has passed", may_have_reached_server=False
+                )
+            phases = _capped(phases, timeout)
+        try:
             resp = await client.request(
                 request.method,
                 request.url,
@@ -89,6 +87,8 @@ class HttpxTransport:
                 timeout=phases,
                 follow_redirects=False,
             )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _mapped(exc) from exc
         return Response(
             status=resp.status_code,
             headers=Headers._trusted(tuple(resp.headers.multi_items())),
@@ -112,31 +112,27 @@ def _capped(limits: httpx.Timeout, budget: float) -> httpx.Timeout:
     )
 
 
-@contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped(exc: httpx.HTTPError | httpx.InvalidURL) -> AioClientError:
     # The one place httpx's exceptions become ours; most specific first.
-    try:
-        yield
-    except AioClientError:
-        raise
-    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-        raise DeadlineExceededError(
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return DeadlineExceededError(
             f"timed out before sending: {exc!r}", may_have_reached_server=False
-        ) from exc
-    except httpx.TimeoutException as exc:  # read or write timeout: maybe sent
-        raise DeadlineExceededError(f"timed out waiting for the server: {exc!r}") from exc
-    except (httpx.ConnectError, httpx.ProxyError) as exc:
+        )
+    if isinstance(exc, httpx.TimeoutException):  # read or write timeout: maybe sent
+        return DeadlineExceededError(f"timed out waiting for the server: {exc!r}")
+    if isinstance(exc, (httpx.ConnectError, httpx.ProxyError)):
         # Failed while connecting (TCP, TLS, proxy tunnel): the request was never sent.
-        raise ConnectError(f"cannot connect: {exc}") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as exc:
+        return ConnectError(f"cannot connect: {exc}")
+    if isinstance(
+        exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError)
+    ):
         # httpx raises RemoteProtocolError both for a server that closed without
         # answering and for bytes that are not HTTP; only its message tells them
         # apart, so both are reported as a lost connection (retryable either way).
-        raise NetworkError(f"connection lost or malformed response: {exc!r}") from exc
-    except httpx.DecodingError as exc:
-        raise ProtocolError(f"malformed response body: {exc}") from exc
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+        return NetworkError(f"connection lost or malformed response: {exc!r}")
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError(f"malformed response body: {exc}")
+    if isinstance(exc, (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
         # Refused on our side before the request could be written.
-        raise InvalidRequestError(f"cannot send this request: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise TransportError(f"request failed: {exc!r}") from exc
+        return InvalidRequestError(f"cannot send this request: {exc}")
+    return TransportError(f"request failed: {exc!r}")

@@ -299,6 +299,23 @@ async def test_transport_bounds_itself_by_the_ambient_deadline(
     assert caught.value.may_have_reached_server is True
 
 
+async def test_a_nearer_deadline_set_inside_the_attempt_is_the_transports_to_enforce(
+    transport: Transport, app: AppServer
+) -> None:
+    """The client enforces each attempt's deadline; a nearer one an attempt stage sets
+    with ambient() (which cancels nothing) is enforced by the transport itself."""
+
+    async def tighten(request: ac.Request, call_next: ac.Handler) -> ac.Response:
+        with ac.ambient(timeout=0.2):
+            return await call_next(request)
+
+    client = ac.Client(transport, app.url, strategy=ONCE, attempt_stages=[tighten])
+    start = time.perf_counter()
+    with pytest.raises(ac.DeadlineExceededError):
+        await client.request(ac.get("hang"), timeout=5.0)
+    assert 0.2 <= time.perf_counter() - start < 0.4
+
+
 async def test_slow_answer_within_the_budget_arrives(transport: Transport, app: AppServer) -> None:
     """An answer that takes a while but beats the deadline is returned, timed."""
     client = _client(transport, app.url, strategy=ONCE)

@@ -9,6 +9,8 @@ import pytest
 
 import aio_client as ac
 from aio_client._timer import DeadlineTimer
+from aio_client.transports import MemoryTransport
+from aio_client.transports._base import backend_timeout
 
 from .helpers import client_for
 
@@ -136,3 +138,45 @@ def test_a_client_serves_one_loop_after_another() -> None:
     asyncio.run(expire())
     asyncio.run(expire())
     asyncio.run(client.aclose())
+
+
+async def test_transports_arm_no_timer_of_their_own_for_what_the_client_enforces() -> None:
+    """backend_timeout(): None inside a plain attempt; the nearer budget when a stage
+    tightened the ambient deadline; the ambient budget for a transport used alone."""
+    seen: list[float | None] = []
+
+    async def handler(request: ac.Request) -> ac.Response:
+        seen.append(backend_timeout())
+        return OK
+
+    async def tighten(request: ac.Request, call_next: ac.Handler) -> ac.Response:
+        with ac.ambient(timeout=0.25):
+            return await call_next(request)
+
+    async with client_for(handler) as client:
+        await client.request(ac.get("a"), timeout=2.0)
+    async with client_for(handler, attempt_stages=[tighten]) as client:
+        await client.request(ac.get("a"), timeout=2.0)
+    split = ac.sequential_strategy(attempts=2, attempt_timeout=ac.split_deadline_between_attempts)
+    async with client_for(handler, strategy=split) as client:
+        await client.request(ac.get("a"), timeout=2.0)
+    transport = MemoryTransport(handler)
+    with ac.ambient(timeout=0.5):
+        await transport.send(ac.Request(method="GET", url="http://svc/a"))
+    await transport.send(ac.Request(method="GET", url="http://svc/a"))
+    assert seen == [None, pytest.approx(0.25), None, pytest.approx(0.5), None]
+
+
+async def test_a_call_stage_that_only_tightens_the_ambient_deadline_is_enforced() -> None:
+    """ambient() in a call stage cancels nothing by itself; the client enforces it."""
+
+    async def tighten(request: ac.Request, call_next: ac.Handler) -> ac.Response:
+        with ac.ambient(timeout=0.3):
+            return await call_next(request)
+
+    async with client_for(hang, stages=[tighten]) as client:
+        start = anyio.current_time()
+        with pytest.raises(ac.DeadlineExceededError) as info:
+            await client.request(ac.get("a"), timeout=5.0)
+    assert anyio.current_time() - start == pytest.approx(0.3, abs=0.01)
+    assert [a.error for a in info.value.attempts] == ["CancelledError"]
