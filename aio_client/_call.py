@@ -220,12 +220,12 @@ class Call:
         bound = bind_request(
             request,
             url,
-            request.headers.replace(
-                {
-                    TIMEOUT_HEADER: format_timeout_header(budget),
-                    PRIORITY_HEADER: self.priority._value_,
-                    ATTEMPT_HEADER: _NUMBERS[number] if number < 101 else str(number),
-                }
+            request.headers._with(
+                (
+                    (TIMEOUT_HEADER, format_timeout_header(budget)),
+                    (PRIORITY_HEADER, self.priority._value_),
+                    (ATTEMPT_HEADER, _NUMBERS[number] if number < 101 else str(number)),
+                )
             ),
         )
         outcome: Outcome

@@ -23,83 +23,118 @@ class Headers(Mapping[str, str]):
     them (``Set-Cookie`` and friends). Names are stored lower-cased.
     """
 
-    __slots__ = ("_first", "_items")
+    # Built lazily, as most headers on the hot path are never looked at: a
+    # transport only iterates the request's, and most callers never read a
+    # response's. ``_source`` holds received pairs not yet lower-cased,
+    # ``_items`` the lower-cased pairs, ``_first`` the lookup index.
+    __slots__ = ("_first", "_items", "_source")
 
-    _items: tuple[tuple[str, str], ...]
-    _first: dict[str, str]
+    _items: tuple[tuple[str, str], ...] | None
+    _first: dict[str, str] | None
+    _source: Iterable[tuple[str, str]] | None
 
     def __init__(self, headers: HeadersInput | None = None) -> None:
-        items = _normalise(headers) if headers else ()
-        self._items = items
-        first: dict[str, str] = {}
-        for name, value in items:
-            first.setdefault(name, value)
-        self._first = first
+        self._items = _normalise(headers) if headers else ()
+        self._first = None
+        self._source = None
 
     @classmethod
     def _trusted(cls, items: tuple[tuple[str, str], ...]) -> Headers:
         """Build from already lower-cased, validated items (hot path)."""
-        self = cls.__new__(cls)
+        self = _new(cls)
         self._items = items
-        first: dict[str, str] = {}
-        for name, value in items:
-            first.setdefault(name, value)
-        self._first = first
+        self._first = None
+        self._source = None
         return self
 
+    @classmethod
+    def _received(cls, pairs: Iterable[tuple[str, str]]) -> Headers:
+        """Wrap pairs a backend parsed off the wire; lower-cased on first use (hot path).
+
+        ``pairs`` must be iterable more than once (a mapping's items view).
+        """
+        self = _new(cls)
+        self._items = None
+        self._first = None
+        self._source = pairs
+        return self
+
+    def _pairs(self) -> tuple[tuple[str, str], ...]:
+        items = self._items
+        if items is None:
+            source = self._source
+            assert source is not None
+            items = self._items = tuple((name.lower(), value) for name, value in source)
+            self._source = None
+        return items
+
+    def _index(self) -> dict[str, str]:
+        first = self._first
+        if first is None:
+            first = {}
+            for name, value in self._pairs():
+                first.setdefault(name, value)
+            self._first = first
+        return first
+
     def __getitem__(self, name: str) -> str:
-        return self._first[name.lower()]
+        return self._index()[name.lower()]
 
     def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
         """The first value of ``name``, or ``default``."""
-        return self._first.get(name.lower(), default)
+        return self._index().get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
+        return isinstance(name, str) and name.lower() in self._index()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._first)
+        return iter(self._index())
 
     def __len__(self) -> int:
-        return len(self._first)
+        return len(self._index())
 
     def get_list(self, name: str) -> list[str]:
         """Every value of ``name``, in the order received."""
         key = name.lower()
-        return [value for n, value in self._items if n == key]
+        return [value for n, value in self._pairs() if n == key]
 
     def multi_items(self) -> tuple[tuple[str, str], ...]:
         """Every (name, value) pair, duplicates included, in order."""
-        return self._items
+        return self._pairs()
 
     def replace(self, updates: Mapping[str, str]) -> Headers:
         """A copy where each name in ``updates`` has exactly the given value.
 
         ``updates`` keys must already be lower-case (internal callers only).
         """
-        if not self._items:  # the common case on the hot path: no caller headers
-            new = Headers.__new__(Headers)
-            new._items = tuple(updates.items())
-            new._first = dict(updates)
-            return new
-        kept = tuple(item for item in self._items if item[0] not in updates)
-        return Headers._trusted(kept + tuple(updates.items()))
+        return self._with(tuple(updates.items()))
+
+    def _with(self, pairs: tuple[tuple[str, str], ...]) -> Headers:
+        """A copy where each name in ``pairs`` (lower-case, unique) has exactly that value."""
+        items = self._pairs()
+        if items:
+            names = {name for name, _ in pairs}
+            pairs = tuple(item for item in items if item[0] not in names) + pairs
+        return Headers._trusted(pairs)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
-            return self._items == other._items
+            return self._pairs() == other._pairs()
         return super().__eq__(other)
 
     def __hash__(self) -> int:
-        return hash(self._items)
+        return hash(self._pairs())
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._items)!r})"
+        return f"Headers({list(self._pairs())!r})"
+
+
+_new = object.__new__
 
 
 def _normalise(headers: HeadersInput) -> tuple[tuple[str, str], ...]:
     if isinstance(headers, Headers):
-        return headers._items
+        return headers._pairs()
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     out: list[tuple[str, str]] = []
     for name, value in pairs:

@@ -98,12 +98,10 @@ class AiohttpTransport:
             ) as resp:
                 body = await resp.read()
                 status = resp.status
-                headers = tuple((name.lower(), value) for name, value in resp.headers.items())
+                headers = resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _mapped(exc) from exc
-        return Response(
-            status=status, headers=Headers._trusted(headers), content=body, url=request.url
-        )
+        return Response._received(status, Headers._received(headers.items()), body, request.url)
 
     async def aclose(self) -> None:
         """Close the session if this transport made it."""

@@ -89,11 +89,11 @@ class HttpxTransport:
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _mapped(exc) from exc
-        return Response(
-            status=resp.status_code,
-            headers=Headers._trusted(tuple(resp.headers.multi_items())),
-            content=resp.content,
-            url=request.url,
+        return Response._received(
+            resp.status_code,
+            Headers._trusted(tuple(resp.headers.multi_items())),
+            resp.content,
+            request.url,
         )
 
     async def aclose(self) -> None:

@@ -117,9 +117,6 @@ async def _call_asgi(app: ASGIApp, request: Request) -> Response:
         response_done.set()
     if status is None:
         raise ProtocolError("the ASGI app returned without starting a response")
-    return Response(
-        status=status,
-        headers=Headers._trusted(tuple(headers)),
-        content=b"".join(chunks),
-        url=request.url,
+    return Response._received(
+        status, Headers._trusted(tuple(headers)), b"".join(chunks), request.url
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import aio_client as ac
+from aio_client._headers import Headers
+from aio_client.transports import MemoryTransport
 
 
 def test_path_params_are_escaped_into_one_segment() -> None:
@@ -92,3 +96,48 @@ def test_requests_are_frozen() -> None:
     req = ac.get("a")
     with pytest.raises(AttributeError):
         req.url = "b"  # type: ignore[misc]
+
+
+def test_received_headers_are_lower_cased_when_first_used() -> None:
+    """Headers a backend parsed read like any others: case-insensitive, repeats kept."""
+    wire = {"Content-Type": "text/plain"}.items()
+    received = Headers._received(
+        [("Content-Type", "text/plain"), ("Set-Cookie", "a"), ("set-cookie", "b")]
+    )
+    assert received["content-type"] == "text/plain"
+    assert received.get_list("SET-COOKIE") == ["a", "b"]
+    assert len(received) == 2
+    assert "Set-Cookie" in received
+    assert received == ac.Headers(
+        [("content-type", "text/plain"), ("set-cookie", "a"), ("set-cookie", "b")]
+    )
+    assert Headers._received(wire).multi_items() == (("content-type", "text/plain"),)
+    stamped = Headers._received(wire)._with((("x-request-attempt", "2"),))
+    assert stamped.multi_items() == (("content-type", "text/plain"), ("x-request-attempt", "2"))
+
+
+async def test_a_handlers_shared_response_is_never_changed_by_a_call() -> None:
+    """A response a handler keeps and returns again is copied per call; one fresh from a
+    transport is stamped with the attempt that read it."""
+    shared = ac.Response(200, content=b"same")
+
+    async def handler(request: ac.Request) -> ac.Response:
+        return shared
+
+    async with ac.Client(MemoryTransport(handler), "http://svc") as client:
+        first = await client.request(ac.get("a"))
+        second = await client.request(ac.get("b"))
+    assert (shared.url, shared.attempt, shared.elapsed) == ("", 1, 0.0)
+    assert first is not shared
+    assert second is not first
+    assert (first.url, second.url) == ("http://svc/a", "http://svc/b")
+
+    async def app(scope: dict[str, object], receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    retrying = ac.sequential_strategy(attempts=2, delays=ac.constant_delays(0.0))
+    async with ac.Client(MemoryTransport(app), "http://svc", strategy=retrying) as client:
+        response = await client.request(ac.get("a"))
+    assert (response.status, response.attempt) == (503, 2)
+    assert response.elapsed >= 0.0
