@@ -79,14 +79,8 @@ class AiohttpTransport:
         session = self._get_session()
         client_timeout = session.timeout
         timeout = backend_timeout()
-        if timeout is not None:
-            if timeout <= 0.0:
-                # aiohttp reads a zero timeout as "no timeout": refuse before connecting.
-                raise DeadlineExceededError(
-                    "not sent: the deadline has passed", may_have_reached_server=False
-                )
-            if client_timeout.total is None or client_timeout.total > timeout:
-                client_timeout = _capped(client_timeout, timeout)
+        if timeout is not None and (client_timeout.total is None or client_timeout.total > timeout):
+            client_timeout = _capped(client_timeout, timeout)
         try:
             async with session.request(
                 request.method,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._call import _ATTEMPT
 from .._deadline import _ambient, current_deadline
+from .._errors import DeadlineExceededError
 
 if TYPE_CHECKING:
     from .._models import Request, Response
@@ -44,6 +45,10 @@ def backend_timeout() -> float | None:
     nearer deadline set inside the attempt (an attempt stage's ``ambient()``),
     or a transport called on its own under an ambient deadline, is left to the
     backend.
+
+    Raises :class:`~aio_client.DeadlineExceededError` (not sent) when that
+    deadline has already passed: backends read a zero timeout as "none", so a
+    transport must not connect at all then.
     """
     deadline = _ambient.get().deadline
     if deadline is None:
@@ -51,4 +56,9 @@ def backend_timeout() -> float | None:
     attempt = _ATTEMPT.get()
     if attempt is not None and attempt.deadline.at <= deadline.at:
         return None
-    return deadline.remaining()
+    remaining = deadline.remaining()
+    if remaining <= 0.0:
+        raise DeadlineExceededError(
+            "not sent: the deadline has passed", may_have_reached_server=False
+        )
+    return remaining

@@ -72,11 +72,6 @@ class HttpxTransport:
         phases = client.timeout
         timeout = backend_timeout()
         if timeout is not None:
-            if timeout <= 0.0:
-                # No budget left: refuse before touching the pool (as the aiohttp adapter does).
-                raise DeadlineExceededError(
-                    "not sent: the deadline has passed", may_have_reached_server=False
-                )
             phases = _capped(phases, timeout)
         try:
             resp = await client.request(

@@ -96,12 +96,16 @@ async def test_an_outer_timeout_at_the_same_time_is_reported_as_its_own() -> Non
     assert type(info.value) is TimeoutError
 
 
-async def test_finished_calls_do_not_pile_up() -> None:
-    """Thousands of finished calls beside one long pending one keep the timer small."""
+def _timer_here() -> tuple[DeadlineTimer, asyncio.AbstractEventLoop, asyncio.Task[object]]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    timer = DeadlineTimer(loop)
+    return DeadlineTimer(loop), loop, task
+
+
+async def test_finished_calls_do_not_pile_up() -> None:
+    """Thousands of finished calls beside one long pending one keep the timer small."""
+    timer, loop, task = _timer_here()
     long_one = timer.start(loop.time() + 60.0, task)
     for step in range(10_000):
         entry = timer.start(loop.time() + 10.0 + step * 1e-3, task)
@@ -114,10 +118,7 @@ async def test_finished_calls_do_not_pile_up() -> None:
 
 async def test_finish_is_idempotent_and_close_disarms() -> None:
     """finish() twice is harmless; after close() nothing fires."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    timer = DeadlineTimer(loop)
+    timer, loop, task = _timer_here()
     entry = timer.start(loop.time() + 0.1, task)
     assert timer.finish(entry) is False
     assert timer.finish(entry) is False
