@@ -65,6 +65,16 @@ class AttemptInfo:
         return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
 
 
+def _record(
+    fields: tuple[int, AttemptKind, str, float, int | None, str | None, bool],
+) -> AttemptRecord:
+    # AttemptRecord(...) without the named tuple's Python-level __new__: every
+    # successful call makes one, and all seven fields are given here anyway.
+    return _tuple_new(AttemptRecord, fields)
+
+
+_tuple_new = tuple.__new__
+
 # Attempt numbers as header values, made once (strategies allow at most 100 attempts).
 _NUMBERS: Final = tuple(str(number) for number in range(101))
 
@@ -253,7 +263,7 @@ class Call:
         elapsed = now() - start
         if type(outcome) is Response:
             outcome = outcome.with_attempt(number, elapsed, url)
-            history.append(AttemptRecord(number, kind, url, elapsed, outcome.status))
+            history.append(_record((number, kind, url, elapsed, outcome.status, None, True)))
             return outcome
         if isinstance(outcome, CircuitOpenError):
             if self._refused is None:

@@ -44,6 +44,23 @@ def test_budget_window_forgets_old_activity() -> None:
     assert budget.balance() == pytest.approx(0.0)
 
 
+def test_budget_deposits_leave_the_window_bucket_by_bucket() -> None:
+    """Deposits made at different times expire in turn, ttl seconds after each."""
+    clock = FakeClock()
+    budget = ac.RetryBudget(ratio=1.0, min_per_second=0.0, ttl=10.0, clock=clock)
+    for at, calls in ((0.5, 4), (3.2, 2), (9.9, 1)):
+        clock.now = at
+        for _ in range(calls):
+            budget.deposit()
+    assert budget.balance() == pytest.approx(7.0)
+    for at, left in ((10.6, 3.0), (13.3, 1.0), (19.95, 0.0)):
+        clock.now = at
+        assert budget.balance() == pytest.approx(left), at
+    clock.now = 25.0
+    budget.deposit()
+    assert budget.balance() == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
