@@ -1,0 +1,284 @@
+"""Instructions per request, counted by valgrind: the overhead numbers without the noise.
+
+Usage::
+
+    python benchmarks/instructions.py [--quick] [--requests N] [--json PATH]
+
+Timings on a shared two-core machine swing by tens of percent from one minute to
+the next; the number of instructions a request costs does not. Each variant runs
+in a child process under ``valgrind --tool=cachegrind --cache-sim=no`` twice:
+once for a warm-up, once for the warm-up plus ``N`` requests. The difference,
+divided by ``N``, is what one request costs in the client process (the server
+runs outside valgrind and is not counted). Instructions are not time: cache
+misses, which Python code above a large library suffers more of, make the
+ratio of CPU times worse than this one. But the ranking and the size of each
+layer read straight off these counts, and the same run gives the same numbers.
+
+Variants (see ``overhead.py`` for the timed versions):
+
+- in process, over no sockets: ``aio_client`` (default pipeline over
+  ``MemoryTransport``) and ``aio_request`` (its default pipeline over a fake
+  transport);
+- over loopback, 32 requests in flight against ``_loopback_server.py``:
+  ``raw_aiohttp`` (``ClientSession.get`` + ``read()``, the session's default
+  timeout), ``raw_aiohttp_no_timer`` (the same with ``ClientTimeout(total=None)``),
+  ``raw_aiohttp_propagation_headers`` (no timer, plus the three ``X-Request-*``
+  headers aio_client sends), ``aio_client_aiohttp`` and ``aio_request_aiohttp``.
+
+Needs valgrind on the PATH (``apt install valgrind``).
+"""
+
+# Only the standard library at module level: the children import what they use.
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+_HERE: Final = Path(__file__).resolve().parent
+_WARMUP: Final = 200
+_CONCURRENCY: Final = 32
+_INPROCESS: Final = ("aio_client", "aio_request")
+_LOOPBACK: Final = (
+    "raw_aiohttp",
+    "raw_aiohttp_no_timer",
+    "raw_aiohttp_propagation_headers",
+    "aio_client_aiohttp",
+    "aio_request_aiohttp",
+)
+_TARGETS: Final = {
+    "aio_client_inprocess_vs_aio_request": ("<=", 0.25),
+    "aio_client_aiohttp_vs_raw": (">=", 0.90),
+}
+_REFS: Final = re.compile(r"I\s+refs:\s+([\d,]+)")
+_PROPAGATION: Final = (
+    ("x-request-timeout", "19.999"),
+    ("x-request-priority", "normal"),
+    ("x-request-attempt", "1"),
+)
+
+
+# --- the children -----------------------------------------------------------------
+
+
+async def _child(variant: str, port: int, requests: int) -> None:
+    sys.path.insert(0, str(_HERE))
+    from overhead import drive, in_memory_aio_request
+
+    send, close = await _sender(variant, port, in_memory_aio_request)
+    try:
+        if variant in _INPROCESS:
+            for _ in range(requests):  # one at a time: nothing to overlap in memory
+                await send()
+        else:
+            await drive(send, requests, _CONCURRENCY)
+    finally:
+        await close()
+
+
+async def _sender(
+    variant: str, port: int, in_memory_aio_request: Callable[[str], Any]
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    import aio_request
+    import aiohttp
+
+    import aio_client
+    from aio_client.transports import AiohttpTransport, MemoryTransport
+
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/ping"
+    request = aio_client.get("ping")
+
+    async def nothing() -> None:
+        return None
+
+    if variant == "aio_client":
+        prebuilt = aio_client.Response(200)
+
+        async def handler(_: aio_client.Request, /) -> aio_client.Response:
+            return prebuilt
+
+        memory = aio_client.Client(MemoryTransport(handler), "http://bench.invalid")
+
+        async def in_memory() -> None:
+            await memory.request(request)
+
+        return in_memory, memory.aclose
+    if variant in ("aio_request", "aio_request_aiohttp"):
+        if variant == "aio_request":
+            theirs = in_memory_aio_request("http://bench.invalid/")
+            close = nothing
+        else:
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+            theirs = aio_request.setup(
+                transport=aio_request.AioHttpTransport(session), endpoint=base + "/"
+            )
+            close = session.close
+        ar_request = aio_request.get("ping")
+        deadline_from_timeout = aio_request.Deadline.from_timeout
+
+        async def through_aio_request() -> None:
+            async with theirs.request(ar_request, deadline=deadline_from_timeout(20.0)) as resp:
+                await resp.read()
+
+        return through_aio_request, close
+    if variant == "aio_client_aiohttp":
+        ours = aio_client.Client(AiohttpTransport(limit=100), base)
+
+        async def through_aio_client() -> None:
+            await ours.request(request)
+
+        return through_aio_client, ours.aclose
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+    options: dict[str, Any] = {}
+    if variant != "raw_aiohttp":
+        options["timeout"] = aiohttp.ClientTimeout(total=None)
+    if variant == "raw_aiohttp_propagation_headers":
+        options["headers"] = _PROPAGATION
+
+    async def raw() -> None:
+        async with session.get(url, **options) as resp:
+            await resp.read()
+
+    return raw, session.close
+
+
+# --- the parent ---------------------------------------------------------------------
+
+
+def _instructions(variant: str, port: int, requests: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        variant,
+        "--port",
+        str(port),
+        "--requests",
+        str(requests),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    found = _REFS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{variant}: valgrind run failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _per_request(variant: str, port: int, requests: int) -> float:
+    base = _instructions(variant, port, _WARMUP)
+    total = _instructions(variant, port, _WARMUP + requests)
+    return (total - base) / requests
+
+
+def _report(counts: dict[str, float], requests: int) -> dict[str, Any]:
+    ratios = {
+        "aio_client_inprocess_vs_aio_request": counts["aio_client"] / counts["aio_request"],
+        # Throughput goes as the inverse of the cost per request.
+        "aio_client_aiohttp_vs_raw": counts["raw_aiohttp"] / counts["aio_client_aiohttp"],
+        "aio_request_aiohttp_vs_raw": counts["raw_aiohttp"] / counts["aio_request_aiohttp"],
+    }
+    met = {}
+    for name, (sense, bound) in _TARGETS.items():
+        met[name] = ratios[name] <= bound if sense == "<=" else ratios[name] >= bound
+    return {
+        "benchmark": "instructions",
+        "meta": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "requests_per_variant": requests,
+            "concurrency": _CONCURRENCY,
+        },
+        "instructions_per_request": {name: round(value) for name, value in counts.items()},
+        "ratios": {name: round(value, 3) for name, value in ratios.items()},
+        "targets_met": met,
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    counts = report["instructions_per_request"]
+    print(
+        f"instructions per request (valgrind cachegrind; {report['meta']['requests_per_variant']}"
+        f" requests per variant, loopback at {_CONCURRENCY} in flight)"
+    )
+    rows: list[tuple[str, float]] = list(counts.items())
+    raw, no_timer = counts["raw_aiohttp"], counts["raw_aiohttp_no_timer"]
+    rows += [
+        ("(aiohttp's own per-request timer)", raw - no_timer),
+        (
+            "(aiohttp sending the X-Request-* headers)",
+            counts["raw_aiohttp_propagation_headers"] - no_timer,
+        ),
+        ("(aio_client over raw aiohttp)", counts["aio_client_aiohttp"] - raw),
+    ]
+    for name, value in rows:
+        print(f"   {name:44s} {value:>10,.0f}")
+    for name, ratio in report["ratios"].items():
+        print(f"   {name:44s} {ratio:>10.3f}")
+    for name, ok in report["targets_met"].items():
+        sense, bound = _TARGETS[name]
+        print(f"   target: {name} {sense} {bound}: {'met' if ok else 'MISSED'}")
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="300 requests per variant")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per variant")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.child:
+        asyncio.run(_child(args.child, args.port, args.requests))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("instructions.py needs valgrind on the PATH", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(_HERE))
+    from overhead import loopback_server
+
+    requests = 300 if args.quick else args.requests
+    counts: dict[str, float] = {}
+    for variant in _INPROCESS:
+        print(f"... {variant}", file=sys.stderr)
+        counts[variant] = _per_request(variant, 0, requests)
+    with loopback_server(use_uvloop=importlib_available("uvloop")) as port:
+        for variant in _LOOPBACK:
+            print(f"... {variant}", file=sys.stderr)
+            counts[variant] = _per_request(variant, port, requests)
+    report = _report(counts, requests)
+    _print(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def importlib_available(name: str) -> bool:
+    """Whether ``name`` can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")  # the same dict layouts in every child
+    sys.exit(main())
