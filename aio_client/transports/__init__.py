@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Transport, attempt_timeout
+from ._base import Transport, attempt_timeout, backend_timeout
 from ._memory import MemoryTransport
 
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpTransport
     from ._httpx import HttpxTransport
 
-__all__ = ["AiohttpTransport", "HttpxTransport", "MemoryTransport", "Transport", "attempt_timeout"]
+__all__ = [
+    "AiohttpTransport",
+    "HttpxTransport",
+    "MemoryTransport",
+    "Transport",
+    "attempt_timeout",
+    "backend_timeout",
+]
 
 
 def __getattr__(name: str) -> Any:

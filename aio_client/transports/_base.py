@@ -11,7 +11,7 @@ from .._errors import DeadlineExceededError
 if TYPE_CHECKING:
     from .._models import Request, Response
 
-__all__ = ["Transport", "attempt_timeout"]
+__all__ = ["Transport", "attempt_timeout", "backend_timeout"]
 
 
 @runtime_checkable
@@ -20,7 +20,8 @@ class Transport(Protocol):
 
     ``request.url`` is absolute. A transport does I/O only: no retries, no
     policy. It raises only :mod:`aio_client` errors (mapped in one place per
-    backend), and bounds its backend's own timeout by :func:`attempt_timeout`.
+    backend), and bounds its backend's own timeout by :func:`backend_timeout`
+    (``None`` inside a client, which cancels the attempt at its deadline itself).
     When the calling task is cancelled, the connection in use is released or
     closed before the cancellation propagates.
     """

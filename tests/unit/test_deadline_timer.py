@@ -9,8 +9,7 @@ import pytest
 
 import aio_client as ac
 from aio_client._timer import DeadlineTimer
-from aio_client.transports import MemoryTransport
-from aio_client.transports._base import backend_timeout
+from aio_client.transports import MemoryTransport, backend_timeout
 
 from .helpers import client_for
 
