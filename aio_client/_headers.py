@@ -51,7 +51,8 @@ class Headers(Mapping[str, str]):
     def _received(cls, pairs: Iterable[tuple[str, str]]) -> Headers:
         """Wrap pairs a backend parsed off the wire; lower-cased on first use (hot path).
 
-        ``pairs`` must be iterable more than once (a mapping's items view).
+        ``pairs`` is read once, on first use, so it must stay valid until then
+        (the items view of the backend's immutable header mapping).
         """
         self = _new(cls)
         self._items = None
