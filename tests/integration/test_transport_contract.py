@@ -286,6 +286,29 @@ async def test_no_answer_times_out_on_time(transport: Transport) -> None:
     assert len(caught.value.attempts) == 1  # no time was left for a retry
 
 
+async def test_a_hung_attempt_gives_up_its_share_and_the_next_one_goes_out(
+    transport: Transport,
+) -> None:
+    """With the budget split between attempts, the client cuts each hung attempt at its
+    share (no backend timer needed) and the retry still goes out within the deadline."""
+    split = ac.sequential_strategy(
+        attempts=2,
+        delays=ac.constant_delays(0.0),
+        attempt_timeout=ac.split_deadline_between_attempts,
+    )
+    async with raw_server(never_answer) as server:
+        client = _client(transport, server.url, strategy=split)
+        start = time.perf_counter()
+        with pytest.raises(ac.DeadlineExceededError) as caught:
+            await client.request(ac.get("x"), timeout=0.4)
+        elapsed = time.perf_counter() - start
+        assert await server.settle(0, within=1.0) == 0
+        assert server.accepted == 2
+    assert 0.4 <= elapsed < 0.6
+    assert [record.number for record in caught.value.attempts] == [1, 2]
+    assert 0.19 <= caught.value.attempts[0].duration < 0.3
+
+
 async def test_transport_bounds_itself_by_the_ambient_deadline(
     transport: Transport, app: AppServer
 ) -> None:
