@@ -272,18 +272,26 @@ async def test_garbage_answer_is_transport_error(transport: Transport) -> None:
     assert caught.value.may_have_reached_server is True
 
 
-async def test_no_answer_times_out_on_time(transport: Transport) -> None:
-    """A server that never answers: DeadlineExceededError at the call's timeout, not later."""
+async def _against_silence(
+    transport: Transport, strategy: Strategy, budget: float
+) -> tuple[float, ac.DeadlineExceededError, int]:
+    """Call a server that never answers; how long it took, the error, connections made."""
     async with raw_server(never_answer) as server:
-        client = _client(transport, server.url, strategy=FAST_RETRIES)
+        client = _client(transport, server.url, strategy=strategy)
         start = time.perf_counter()
         with pytest.raises(ac.DeadlineExceededError) as caught:
-            await client.request(ac.get("x"), timeout=0.2)
+            await client.request(ac.get("x"), timeout=budget)
         elapsed = time.perf_counter() - start
         assert await server.settle(0, within=1.0) == 0
+        return elapsed, caught.value, server.accepted
+
+
+async def test_no_answer_times_out_on_time(transport: Transport) -> None:
+    """A server that never answers: DeadlineExceededError at the call's timeout, not later."""
+    elapsed, error, _ = await _against_silence(transport, FAST_RETRIES, 0.2)
     assert 0.2 <= elapsed < 0.4
-    assert caught.value.may_have_reached_server is True
-    assert len(caught.value.attempts) == 1  # no time was left for a retry
+    assert error.may_have_reached_server is True
+    assert len(error.attempts) == 1  # no time was left for a retry
 
 
 async def test_a_hung_attempt_gives_up_its_share_and_the_next_one_goes_out(
@@ -296,17 +304,11 @@ async def test_a_hung_attempt_gives_up_its_share_and_the_next_one_goes_out(
         delays=ac.constant_delays(0.0),
         attempt_timeout=ac.split_deadline_between_attempts,
     )
-    async with raw_server(never_answer) as server:
-        client = _client(transport, server.url, strategy=split)
-        start = time.perf_counter()
-        with pytest.raises(ac.DeadlineExceededError) as caught:
-            await client.request(ac.get("x"), timeout=0.4)
-        elapsed = time.perf_counter() - start
-        assert await server.settle(0, within=1.0) == 0
-        assert server.accepted == 2
+    elapsed, error, accepted = await _against_silence(transport, split, 0.4)
     assert 0.4 <= elapsed < 0.6
-    assert [record.number for record in caught.value.attempts] == [1, 2]
-    assert 0.19 <= caught.value.attempts[0].duration < 0.3
+    assert accepted == 2
+    assert [record.number for record in error.attempts] == [1, 2]
+    assert 0.19 <= error.attempts[0].duration < 0.3
 
 
 async def test_transport_bounds_itself_by_the_ambient_deadline(
