@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 import itertools
 from asyncio import CancelledError, _get_running_loop, current_task
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
 from urllib.parse import urlsplit
 
 import anyio
@@ -23,7 +23,9 @@ from ._deadline import (
     validate_timeout,
 )
 from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
-from ._models import Request, Response
+from ._headers import HeadersInput
+from ._models import JSON, QueryInput, Request, Response
+from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
 from ._timer import DeadlineTimer
@@ -39,12 +41,43 @@ if TYPE_CHECKING:
     from .strategies._base import Strategy
     from .transports._base import Transport
 
-__all__ = ["Client", "EndpointProvider", "RequestContext"]
+__all__ = [
+    "Client",
+    "EndpointProvider",
+    "RequestContext",
+    "RequestOptions",
+    "RequestWithBodyOptions",
+]
 
 #: A base URL, or a function (sync or async) returning one or several: service discovery.
 EndpointProvider = Callable[[], "str | Sequence[str] | Awaitable[str | Sequence[str]]"]
 
 _IDEMPOTENCY_KEY: Final = "idempotency-key"
+# What client.get(...) and friends hand to the request builder; the rest go to request().
+_BUILDER_OPTIONS: Final = frozenset({"path_params", "query", "headers", "json", "content"})
+_CALL_OPTIONS: Final = frozenset({"timeout", "deadline", "priority", "strategy", "idempotent"})
+
+
+class RequestOptions(TypedDict, total=False):
+    """Keyword options of ``client.get/head/options/delete(path, ...)``."""
+
+    path_params: Mapping[str, str | int] | None
+    query: QueryInput | None
+    headers: HeadersInput | None
+    timeout: float | None
+    deadline: Deadline | None
+    priority: Priority | str | None
+    strategy: Strategy | None
+    idempotent: bool | None
+
+
+class RequestWithBodyOptions(RequestOptions, total=False):
+    """Keyword options of ``client.post/put/patch(path, ...)``: a body as well."""
+
+    json: JSON
+    content: bytes | str | None
+
+
 # The call pipeline is folded once and shared; the call in progress rides here.
 _CURRENT: ContextVar[tuple[Call, Strategy]] = ContextVar("aio_client_call")
 
@@ -196,6 +229,52 @@ class Client:
         attempt's history, when no response was had.
         """
         return RequestContext(self, request, timeout, deadline, priority, strategy, idempotent)
+
+    def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
+        """``request(aio_client.get(path, ...), ...)``: the options are the builder's
+        (``path_params``, ``query``, ``headers``) and :meth:`request`'s."""
+        return self._build_and_send("GET", path, options)
+
+    def head(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
+        """A HEAD request; see :meth:`get`."""
+        return self._build_and_send("HEAD", path, options)
+
+    def options(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
+        """An OPTIONS request; see :meth:`get`."""
+        return self._build_and_send("OPTIONS", path, options)
+
+    def delete(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
+        """A DELETE request; see :meth:`get`."""
+        return self._build_and_send("DELETE", path, options)
+
+    def post(self, path: str, /, **options: Unpack[RequestWithBodyOptions]) -> RequestContext:
+        """A POST request; ``json=`` or ``content=`` is its body; see :meth:`get`."""
+        return self._build_and_send("POST", path, options)
+
+    def put(self, path: str, /, **options: Unpack[RequestWithBodyOptions]) -> RequestContext:
+        """A PUT request; see :meth:`post`."""
+        return self._build_and_send("PUT", path, options)
+
+    def patch(self, path: str, /, **options: Unpack[RequestWithBodyOptions]) -> RequestContext:
+        """A PATCH request; see :meth:`post`."""
+        return self._build_and_send("PATCH", path, options)
+
+    def _build_and_send(
+        self, method: str, path: str, options: Mapping[str, object]
+    ) -> RequestContext:
+        building: dict[str, Any] = {}
+        calling: dict[str, Any] = {}
+        for name, value in options.items():
+            if name in _BUILDER_OPTIONS:
+                building[name] = value
+            elif name in _CALL_OPTIONS:
+                calling[name] = value
+            else:
+                raise TypeError(
+                    f"{method.lower()}() got an unexpected keyword argument {name!r}; "
+                    f"expected some of {sorted(_BUILDER_OPTIONS | _CALL_OPTIONS)}"
+                )
+        return self.request(build_request(method, path, **building), **calling)
 
     async def aclose(self) -> None:
         """Close the transport (it closes only what it owns)."""

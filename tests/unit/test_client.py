@@ -254,3 +254,41 @@ async def test_an_attempt_stage_returning_a_non_response_is_a_clear_error() -> N
     async with client_for(Script([OK]), attempt_stages=[broken]) as client:
         with pytest.raises(TypeError, match="'not a response'; expected a Response"):
             await client.request(ac.get("a"))
+
+
+async def test_verb_shorthands_build_the_request_and_pass_the_call_options() -> None:
+    """client.get/post/... take the builder's options and request()'s, and work both ways."""
+    script = Script([ac.Response(503), OK])
+    async with client_for(script, timeout=5.0) as client:
+        got = await client.get("users/{id}", path_params={"id": "a/b"}, query={"q": 1}, timeout=1.0)
+        async with client.post("items", json={"n": 1}, idempotent=True, priority="high") as posted:
+            assert posted.attempt == 1
+        for send in (client.head, client.options, client.delete):
+            await send("x", headers={"X-Trace": "t"})
+        for send_body in (client.put, client.patch):
+            await send_body("x", content=b"raw")
+    assert got.attempt == 2  # the 503 was retried: GET is idempotent
+    first, _, post = script.requests[:3]
+    assert first.url == "http://svc/users/a%2Fb?q=1"
+    assert first.headers["x-request-timeout"] == "1.000"
+    assert (post.method, post.content, post.headers["content-type"]) == (
+        "POST",
+        b'{"n":1}',
+        "application/json",
+    )
+    assert post.headers["x-request-priority"] == "high"
+    methods = [r.method for r in script.requests[3:]]
+    assert methods == ["HEAD", "OPTIONS", "DELETE", "PUT", "PATCH"]
+    assert script.requests[3].headers["x-trace"] == "t"
+    assert script.requests[-1].content == b"raw"
+
+
+async def test_verb_shorthands_reject_unknown_options_by_name() -> None:
+    """A misspelt option is a TypeError naming it and the ones allowed, before anything is sent."""
+    script = Script([OK])
+    async with client_for(script) as client:
+        with pytest.raises(
+            TypeError, match="get\\(\\) got an unexpected keyword argument 'timout'"
+        ):
+            client.get("x", timout=1.0)  # type: ignore[call-arg]
+    assert script.requests == []
