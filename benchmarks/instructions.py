@@ -254,14 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("instructions.py needs valgrind on the PATH", file=sys.stderr)
         return 2
     sys.path.insert(0, str(_HERE))
-    from overhead import loopback_server
+    from overhead import _uvloop_available, loopback_server
 
     requests = 300 if args.quick else args.requests
     counts: dict[str, float] = {}
     for variant in _INPROCESS:
         print(f"... {variant}", file=sys.stderr)
         counts[variant] = _per_request(variant, 0, requests)
-    with loopback_server(use_uvloop=importlib_available("uvloop")) as port:
+    with loopback_server(use_uvloop=_uvloop_available()) as port:
         for variant in _LOOPBACK:
             print(f"... {variant}", file=sys.stderr)
             counts[variant] = _per_request(variant, port, requests)
@@ -270,13 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
-
-
-def importlib_available(name: str) -> bool:
-    """Whether ``name`` can be imported here (without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 if __name__ == "__main__":

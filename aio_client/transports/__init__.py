@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Transport, attempt_timeout, backend_timeout
+from ._base import Transport, backend_timeout
 from ._memory import MemoryTransport
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ __all__ = [
     "HttpxTransport",
     "MemoryTransport",
     "Transport",
-    "attempt_timeout",
     "backend_timeout",
 ]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._call import _ATTEMPT
-from .._deadline import _ambient, current_deadline
+from .._deadline import _ambient
 from .._errors import DeadlineExceededError
 
 if TYPE_CHECKING:
     from .._models import Request, Response
 
-__all__ = ["Transport", "attempt_timeout", "backend_timeout"]
+__all__ = ["Transport", "backend_timeout"]
 
 
 @runtime_checkable
@@ -29,12 +29,6 @@ class Transport(Protocol):
     async def send(self, request: Request, /) -> Response: ...
 
     async def aclose(self) -> None: ...
-
-
-def attempt_timeout() -> float | None:
-    """Seconds the attempt in progress may still take (from the ambient deadline)."""
-    deadline = current_deadline()
-    return None if deadline is None else deadline.remaining()
 
 
 def backend_timeout() -> float | None:
