@@ -32,13 +32,15 @@ import enum
 import functools
 import inspect
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from .. import _clock
-from .._errors import CircuitOpenError, ConfigError
+from .._deadline import current_deadline, validate_timeout
+from .._errors import CircuitOpenError, ConfigError, DeadlineExceededError
 from ._entries import pop_entry, push_entry
 from ._settings import ExceptionTypes, exception_types, positive_int, positive_seconds, ratio
 from ._window import RollingWindow
@@ -91,6 +93,7 @@ class _Settings:
     failure_predicate: Callable[[Exception], bool] | None
     fallback: Callable[..., Any] | None
     clock: Callable[[], float]
+    min_deadline_budget: float
 
 
 class CircuitBreaker:
@@ -116,7 +119,17 @@ class CircuitBreaker:
     A *failure* is an exception that is an instance of ``expected_exception``
     (``Exception``) and, if given, for which ``failure_predicate(exc)`` is
     true. Other exceptions and cancellation count as neither success nor
-    failure. ``clock`` (seconds, monotonic) defaults to the event loop's.
+    failure.
+
+    A call cut short by its caller's own deadline says nothing about the
+    dependency: a :class:`~aio_client.DeadlineExceededError` (or, in the
+    client stage, an attempt cancelled as its deadline passed) counts as a
+    failure only when the call was given at least ``min_deadline_budget``
+    seconds (1.0) of budget by the ambient deadline when it started; with
+    less it counts as neither. Set it to about the dependency's slowest
+    healthy latency; ``0`` counts every such timeout.
+
+    ``clock`` (seconds, monotonic) defaults to the event loop's.
     ``listeners`` are told of every state change (see the module docstring
     for when). ``name`` labels errors and metrics.
 
@@ -150,6 +163,7 @@ class CircuitBreaker:
         "_fallback",
         "_half_open_max",
         "_last_failure",
+        "_min_budget",
         "_min_throughput",
         "_name",
         "_open_until",
@@ -186,6 +200,7 @@ class CircuitBreaker:
         fallback: Callable[..., Any] | None = None,
         listeners: Iterable[StateListener] = (),
         clock: Callable[[], float] | None = None,
+        min_deadline_budget: float = 1.0,
     ) -> None:
         cls = type(self)
         if failure_ratio is not None:
@@ -239,6 +254,7 @@ class CircuitBreaker:
             failure_predicate=failure_predicate,
             fallback=fallback,
             clock=clock if clock is not None else _clock.now,
+            min_deadline_budget=validate_timeout(min_deadline_budget, "min_deadline_budget"),
         )
         sync_listeners: list[_SyncListener] = []
         async_listeners: list[_AsyncListener] = []
@@ -268,6 +284,7 @@ class CircuitBreaker:
         self._predicate = settings.failure_predicate
         self._fallback = settings.fallback
         self._clock = settings.clock
+        self._min_budget = settings.min_deadline_budget
         self._timed = settings.slow_call_duration is not None
         self._window = (
             None
@@ -392,12 +409,13 @@ class CircuitBreaker:
                         result = await result
                     return cast(_T, result)
             start = self._clock() if self._timed else 0.0
+            budget = entry_budget()
             try:
                 if self._pending:
                     await self._drain()
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                if self._on_error(epoch, start, exc):
+                if self._on_error(epoch, start, exc, budget):
                     await self._drain()
                 raise
             if self._on_success(epoch, start):
@@ -412,12 +430,13 @@ class CircuitBreaker:
         """Run ``await func(*args, **kwargs)`` through the breaker (no fallback)."""
         epoch = self._admit()
         start = self._clock() if self._timed else 0.0
+        budget = entry_budget()
         try:
             if self._pending:
                 await self._drain()
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            if self._on_error(epoch, start, exc):
+            if self._on_error(epoch, start, exc, budget):
                 await self._drain()
             raise
         if self._on_success(epoch, start):
@@ -432,7 +451,7 @@ class CircuitBreaker:
             except BaseException:
                 self._release(epoch)
                 raise
-        push_entry(self, (epoch, self._clock() if self._timed else 0.0))
+        push_entry(self, (epoch, self._clock() if self._timed else 0.0, entry_budget()))
         return self
 
     async def __aexit__(
@@ -441,11 +460,11 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        epoch, start = cast(tuple[int, float], pop_entry(self))
+        epoch, start, budget = cast(tuple[int, float, float], pop_entry(self))
         if exc is None:
             notify = self._on_success(epoch, start)
         else:
-            notify = self._on_error(epoch, start, exc)
+            notify = self._on_error(epoch, start, exc, budget)
         if notify:
             await self._drain()
 
@@ -494,12 +513,26 @@ class CircuitBreaker:
             self._close()
         return bool(self._pending)
 
-    def _on_error(self, epoch: int, start: float, exc: BaseException) -> bool:
-        """Record how a call raised; ``True`` when async listeners are waiting."""
-        if not isinstance(exc, Exception) or not self._counts(exc):
+    def _on_error(
+        self, epoch: int, start: float, exc: BaseException, budget: float = math.inf
+    ) -> bool:
+        """Record how a call raised; ``True`` when async listeners are waiting.
+
+        ``budget``: seconds the call had when it started (see :meth:`_impatient`).
+        """
+        if (
+            not isinstance(exc, Exception)
+            or not self._counts(exc)
+            or (isinstance(exc, DeadlineExceededError) and self._impatient(budget))
+        ):
             self._release(epoch)
             return False
         return self._on_failure(epoch, start, exc)
+
+    def _impatient(self, budget: float) -> bool:
+        """Whether a call given ``budget`` seconds that ran out of them says nothing
+        about the dependency (less than ``min_deadline_budget``)."""
+        return budget < self._min_budget
 
     def _on_failure(self, epoch: int, start: float, exc: Exception | None) -> bool:
         """Record a failure (``exc`` may be ``None`` for a failed response)."""
@@ -601,6 +634,12 @@ class CircuitBreaker:
             else f"failure_ratio={self._failure_ratio}"
         )
         return f"<{type(self).__name__} {self.name!r} {self.state.value} {mode}>"
+
+
+def entry_budget() -> float:
+    """Seconds the ambient deadline leaves a call starting now (``inf``: none)."""
+    deadline = current_deadline()
+    return math.inf if deadline is None else deadline.remaining()
 
 
 def _is_async_callable(func: object) -> bool:

@@ -19,7 +19,7 @@ from .._deadline import current_deadline
 from .._errors import ConfigError, DeadlineExceededError, TransportError
 from .._models import Request, Response
 from .._pipeline import Handler, Stage
-from ._breaker import CircuitBreaker
+from ._breaker import CircuitBreaker, entry_budget
 from ._bulkhead import Bulkhead
 from ._fallback import Fallback
 from ._rate_limit import RateLimiter
@@ -79,7 +79,9 @@ class CircuitBreakerStage:
     other response a success; an exception it rejects counts as neither (the
     template's ``expected_exception`` does not apply here). An attempt
     cancelled because its deadline passed is a failure (the endpoint was too
-    slow); any other cancellation counts as neither. An open breaker raises
+    slow); any other cancellation counts as neither. Either counts only when
+    the attempt had at least the breaker's ``min_deadline_budget``: a caller's
+    short budget running out is not the endpoint's fault. An open breaker raises
     :class:`~aio_client.CircuitOpenError` with ``retry_after``, and nothing is
     sent. At most ``max_endpoints`` states are kept (least recently used
     dropped).
@@ -128,12 +130,15 @@ class CircuitBreakerStage:
         breaker = self.breaker_for(self._key(request))
         epoch = breaker._admit()
         start = breaker._clock() if breaker._timed else 0.0
+        budget = entry_budget()
         try:
             if breaker._pending:
                 await breaker._drain()
             response = await call_next(request)
         except Exception as exc:
-            if self._is_failure(exc):
+            if self._is_failure(exc) and not (
+                isinstance(exc, DeadlineExceededError) and breaker._impatient(budget)
+            ):
                 if breaker._on_failure(epoch, start, exc):
                     await breaker._drain()
             else:
@@ -141,9 +146,10 @@ class CircuitBreakerStage:
             raise
         except BaseException:
             # Cancelled. Only the attempt's own deadline passing says anything
-            # about the endpoint; a lost hedge or a caller giving up does not.
+            # about the endpoint, and only when the budget was worth the name;
+            # a lost hedge or a caller giving up does not.
             deadline = current_deadline()
-            if deadline is not None and deadline.expired:
+            if deadline is not None and deadline.expired and not breaker._impatient(budget):
                 breaker._on_failure(epoch, start, None)  # listeners: the next caller tells them
             else:
                 breaker._release(epoch)

@@ -175,8 +175,79 @@ async def test_attempt_deadline_is_a_failure_caller_cancellation_is_not() -> Non
             await client.request(ac.get("x"))
         assert stage.breaker_for("all").state is CircuitState.CLOSED
         with pytest.raises(ac.DeadlineExceededError):
-            await client.request(ac.get("x"), timeout=1.0)
+            await client.request(ac.get("x"), timeout=2.0)
         assert stage.breaker_for("all").state is CircuitState.OPEN
+
+
+async def test_impatient_callers_do_not_open_the_breaker_for_everyone() -> None:
+    """Deadlines shorter than min_deadline_budget say nothing about a healthy slow endpoint."""
+    handler = Endpoints()
+    handler.delay[A] = handler.delay[B] = 0.2  # healthy, answers in 200 ms
+    stage = CircuitBreakerStage(CircuitBreaker(failure_threshold=5), key=lambda request: "all")
+    async with two_endpoint_client(handler, stage, timeout=30.0) as client:
+        for _ in range(10):
+            with pytest.raises(ac.DeadlineExceededError):
+                await client.request(ac.get("x"), timeout=0.1)
+        assert stage.breaker_for("all").state is CircuitState.CLOSED
+        response = await client.request(ac.get("x"), timeout=2.0)
+    assert response.status == 200
+
+
+async def test_timeouts_with_a_real_budget_still_open_the_breaker() -> None:
+    """A hung endpoint given at least min_deadline_budget each time is still cut off."""
+    handler = Endpoints()
+    handler.delay[A] = handler.delay[B] = 60.0
+    stage = CircuitBreakerStage(
+        CircuitBreaker(failure_threshold=3, min_deadline_budget=0.5), key=lambda request: "all"
+    )
+    async with two_endpoint_client(handler, stage, timeout=30.0) as client:
+        for _ in range(3):
+            with pytest.raises(ac.DeadlineExceededError):
+                await client.request(ac.get("x"), timeout=0.5)
+        assert stage.breaker_for("all").state is CircuitState.OPEN
+        with pytest.raises(ac.CircuitOpenError):
+            await client.request(ac.get("x"), timeout=2.0)
+
+
+async def test_a_transport_timeout_counts_by_the_same_rule() -> None:
+    """A DeadlineExceededError raised by the transport counts only with a real budget."""
+    handler = Endpoints()
+    handler.error[A] = handler.error[B] = ac.DeadlineExceededError("read timed out")
+    stage = CircuitBreakerStage(
+        CircuitBreaker(failure_threshold=2, min_deadline_budget=1.0), key=lambda request: "all"
+    )
+    async with two_endpoint_client(handler, stage, timeout=30.0) as client:
+        for _ in range(4):
+            with pytest.raises(ac.DeadlineExceededError):
+                await client.request(ac.get("x"), timeout=0.5)
+        assert stage.breaker_for("all").state is CircuitState.CLOSED
+        for _ in range(2):
+            with pytest.raises(ac.DeadlineExceededError):
+                await client.request(ac.get("x"), timeout=5.0)
+        assert stage.breaker_for("all").state is CircuitState.OPEN
+
+
+async def test_decorated_breaker_ignores_deadlines_of_impatient_callers() -> None:
+    """As a decorator too, a DeadlineExceededError counts only when the caller gave it time."""
+    breaker = CircuitBreaker(failure_threshold=1, min_deadline_budget=1.0)
+
+    @breaker
+    async def upstream() -> None:
+        raise ac.DeadlineExceededError("upstream too slow for this caller")
+
+    with ac.ambient(timeout=0.2), pytest.raises(ac.DeadlineExceededError):
+        await upstream()
+    assert breaker.state is CircuitState.CLOSED
+    with ac.ambient(timeout=3.0), pytest.raises(ac.DeadlineExceededError):
+        await upstream()
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_min_deadline_budget_is_validated() -> None:
+    """A negative or non-numeric min_deadline_budget is a ConfigError naming it."""
+    for bad in (-1.0, "1", float("nan")):
+        with pytest.raises(ac.ConfigError, match="min_deadline_budget"):
+            CircuitBreaker(min_deadline_budget=bad)  # type: ignore[arg-type]
 
 
 async def test_template_listeners_hear_each_endpoint() -> None:
