@@ -30,8 +30,11 @@ from ._models import Request, Response, bind_request
 from ._priority import PRIORITY_HEADER, Priority
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._classifier import Classifier
     from ._pipeline import Handler
+    from ._timer import DeadlineTimer
     from .metrics._observer import Observer
     from .strategies._budget import RetryBudget
 
@@ -105,6 +108,8 @@ class Call:
         "priority",
         "request",
         "retries_allowed",
+        "task",
+        "timer",
     )
 
     def __init__(
@@ -146,6 +151,10 @@ class Call:
         self._refused: set[str] | None = None
         self._send = send
         self._now = now
+        #: On asyncio: the task running the call, and the client's loop timer,
+        #: on which strategies schedule their own timers. ``None`` elsewhere.
+        self.task: asyncio.Task[object] | None = None
+        self.timer: DeadlineTimer | None = None
 
     def classify(self, outcome: Outcome) -> Verdict:
         """The classifier's verdict on ``outcome``.

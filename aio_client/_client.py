@@ -373,6 +373,8 @@ class Client:
                 if task is None:
                     raise RuntimeError("aio_client needs to run inside a task")
                 entry = timer.start(at, task)
+                call.task = task
+                call.timer = timer
                 try:
                     return await self._execute(call, chosen)
                 except CancelledError:

@@ -1,22 +1,47 @@
-"""Hedged attempts: start another attempt when the first is slow, keep the first good answer."""
+"""Hedged attempts: start another attempt when the first is slow, keep the first good answer.
+
+How a hedged call runs on asyncio, where nearly every call ends with attempt 1:
+
+- Attempt 1 runs inline, in the caller's task, exactly as a sequential call's
+  does. One loop timer (``call_at``) is armed for the hedge delay and disarmed
+  when attempt 1 answers first: that timer is all the common case pays for.
+- When the timer fires, the next attempt starts as a task of its own; only
+  from then on is there anything concurrent to manage.
+- When an attempt running in a task wins while the caller's task is still in
+  its own attempt, that attempt is interrupted by cancelling the caller's
+  task, and the race withdraws its cancellation with ``Task.uncancel()`` (the
+  protocol ``asyncio.timeout`` follows). Any other cancellation arriving
+  meanwhile, the call's deadline included, is kept and propagates.
+- Losers are cancelled and awaited before :meth:`ParallelStrategy.execute`
+  returns or raises; a cancellation arriving while they are awaited is
+  raised once they are gone.
+
+On any other event loop (trio, through anyio) every attempt runs in a task
+group and the timer is a sleeping task: slower, with the same decisions,
+which :class:`_Race` makes for both.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import final
+import asyncio
+import math
+from asyncio import CancelledError
+from collections.abc import Callable, Sequence
+from typing import Final, cast, final
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .. import _clock
 from .._attempts import AttemptKind
 from .._call import Call, Outcome
 from .._classifier import Verdict
 from .._deadline import validate_timeout
-from .._errors import AioClientError, ConfigError, DeadlineExceededError
+from .._errors import ConfigError
 from .._models import Response
+from .._timer import DeadlineTimer, Entry
 from ._adaptive import AdaptiveDelays, DelayKey
+from ._base import provably_unsent, requested_wait
 from ._delays import Delays
 
 __all__ = ["HedgeDelays", "ParallelStrategy", "parallel_strategy"]
@@ -24,188 +49,536 @@ __all__ = ["HedgeDelays", "ParallelStrategy", "parallel_strategy"]
 #: A fixed delay (seconds), one per hedge, a function of the hedge number, or adaptive.
 HedgeDelays = float | Sequence[float] | Delays | AdaptiveDelays
 
+# Looked up once: enum members cost a class attribute lookup each time.
+_FIRST: Final = AttemptKind.FIRST
+_RETRY: Final = AttemptKind.RETRY
+_HEDGE: Final = AttemptKind.HEDGE
+_RETRY_VERDICT: Final = Verdict.RETRY
+_ACCEPT: Final = Verdict.ACCEPT
+
+
+@final
+class _Entry:
+    """An attempt in flight."""
+
+    __slots__ = ("endpoint", "start", "task")
+
+    def __init__(self, endpoint: str, start: float) -> None:
+        self.endpoint = endpoint
+        #: Loop time it started.
+        self.start = start
+        #: The task running it, or ``None`` when it runs in the caller's task.
+        self.task: asyncio.Task[None] | None = None
+
 
 @final
 class ParallelStrategy:
     """Hedged attempts; see :func:`parallel_strategy`."""
 
-    __slots__ = ("_adaptive", "_attempts", "_delays")
+    __slots__ = ("_adaptive", "_attempts", "_delays", "_max_retry_after")
 
-    def __init__(self, attempts: int, delays: HedgeDelays) -> None:
+    def __init__(self, attempts: int, delays: HedgeDelays, max_retry_after: float = 30.0) -> None:
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10:
             raise ConfigError(f"attempts must be an int from 1 to 10; got {attempts!r}")
         self._attempts = attempts
         self._adaptive = delays if isinstance(delays, AdaptiveDelays) else None
         self._delays = _fixed_delays(delays) if self._adaptive is None else None
+        self._max_retry_after = validate_timeout(max_retry_after, "max_retry_after")
 
     async def execute(self, call: Call, /) -> Response:
         """Run attempts, hedging after the delay or at once after a retryable failure."""
-        limit = self._attempts if call.retries_allowed else 1
-        key: DelayKey | None = None
-        if self._adaptive is not None:
-            key = (call.endpoint_for(1), call.request.method, call.request.route)
-        send, receive = anyio.create_memory_object_stream[tuple[int, str, float, Outcome]](
-            self._attempts + 1
-        )
-        in_flight: dict[int, tuple[str, float]] = {}  # number -> (endpoint, start time)
-        final: Outcome | None = None
-        last: Outcome | None = None
-        started = 0
-        # False once a hedge was refused (budget, deadline): no further tries.
-        may_launch = True
-        try:
-            async with send, receive, anyio.create_task_group() as tg:
-                started = 1
-                self._launch(tg, call, send, 1, AttemptKind.FIRST, call.endpoint_for(1), in_flight)
-                while True:
-                    hedge_due = may_launch and started < limit
-                    message = await self._next_outcome(receive, in_flight, started, hedge_due, key)
-                    if message is None:
-                        # The hedge delay passed with no answer.
-                        if self._may_send(call, AttemptKind.HEDGE):
-                            started += 1
-                            endpoint = _pick(call, in_flight)
-                            self._launch(
-                                tg, call, send, started, AttemptKind.HEDGE, endpoint, in_flight
-                            )
-                        else:
-                            may_launch = False
-                        continue
-                    number, endpoint, duration, outcome = message
-                    del in_flight[number]
-                    verdict = call.classify(outcome)
-                    if verdict is not Verdict.RETRY:
-                        final = outcome
-                        if verdict is Verdict.ACCEPT and key is not None:
-                            self._record(key, endpoint, duration, number, in_flight)
-                        break
-                    last = outcome
-                    if started == 1 and limit == 1 and _provably_unsent(outcome):
-                        limit = 2  # never sent: safe to send once more, even a POST
-                    if may_launch and started < limit:
-                        # A retryable failure starts the next attempt at once.
-                        if self._may_send(call, AttemptKind.RETRY):
-                            started += 1
-                            endpoint = _pick(call, in_flight)
-                            self._launch(
-                                tg, call, send, started, AttemptKind.RETRY, endpoint, in_flight
-                            )
-                            continue
-                        may_launch = False
-                    if not in_flight:
-                        break
-                # Losers are cancelled here and awaited as the task group exits.
-                tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # Attempts never raise (Call.attempt returns outcomes), so a group holds
-            # a bug; never hand callers a one-member group.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
-        result = final if final is not None else last
-        assert result is not None
-        return call.result(result)
+        timer = call.timer
+        if timer is not None and call.task is not None:
+            return await _AsyncioRace(self, call, timer, call.task).run()
+        return await _AnyioRace(self, call).run()
 
-    async def _next_outcome(
-        self,
-        receive: MemoryObjectReceiveStream[tuple[int, str, float, Outcome]],
-        in_flight: dict[int, tuple[str, float]],
-        started: int,
-        hedge_due: bool,
-        key: DelayKey | None,
-    ) -> tuple[int, str, float, Outcome] | None:
-        """The next attempt's outcome, or ``None`` when it is time to hedge."""
-        if not hedge_due:
-            return await receive.receive()
-        latest = in_flight.get(started)
-        since = _clock.now() - latest[1] if latest is not None else 0.0
-        wait = self._delay(started, key) - since
-        if wait <= 0.0:
-            try:
-                return receive.receive_nowait()
-            except anyio.WouldBlock:
-                return None
-        with anyio.move_on_after(wait):
-            return await receive.receive()
-        return None
-
-    @staticmethod
-    def _may_send(call: Call, kind: AttemptKind) -> bool:
-        """Whether one more attempt may go out: time left, and a budget token."""
-        return call.remaining() >= call.low_timeout and call.try_extra_attempt(kind)
-
-    def _delay(self, started: int, key: DelayKey | None) -> float:
+    def _delay(self, number: int, key: DelayKey | None) -> float:
+        """Seconds after attempt ``number`` starts before the next one is due."""
         if self._adaptive is not None and key is not None:
             return self._adaptive.delay(key)
-        assert self._delays is not None
-        return self._delays(started)
-
-    def _record(
-        self,
-        key: DelayKey,
-        endpoint: str,
-        duration: float,
-        number: int,
-        in_flight: dict[int, tuple[str, float]],
-    ) -> None:
-        assert self._adaptive is not None
-        adaptive = self._adaptive
-        adaptive.record((endpoint, key[1], key[2]), duration)
-        first = in_flight.get(1)
-        if first is not None and number != 1:
-            # The first attempt lost while still running: it took at least this
-            # long. Counting it keeps the slow tail in the percentile, which
-            # would otherwise drift down as hedging hides slow answers.
-            adaptive.record((first[0], key[1], key[2]), _clock.now() - first[1])
-
-    @staticmethod
-    def _launch(
-        tg: TaskGroup,
-        call: Call,
-        send: MemoryObjectSendStream[tuple[int, str, float, Outcome]],
-        number: int,
-        kind: AttemptKind,
-        endpoint: str,
-        in_flight: dict[int, tuple[str, float]],
-    ) -> None:
-        start = _clock.now()
-        in_flight[number] = (endpoint, start)
-        tg.start_soon(_run_attempt, call, send, number, kind, endpoint, start)
+        return cast(Delays, self._delays)(number)
 
     def __repr__(self) -> str:
         delays = self._adaptive if self._adaptive is not None else self._delays
         return f"parallel_strategy(attempts={self._attempts}, delays={delays!r})"
 
 
-async def _run_attempt(
-    call: Call,
-    send: MemoryObjectSendStream[tuple[int, str, float, Outcome]],
-    number: int,
-    kind: AttemptKind,
-    endpoint: str,
-    start: float,
-) -> None:
-    outcome = await call.attempt(number, kind, endpoint=endpoint)
-    # The stream has room for every attempt, so this never waits.
-    send.send_nowait((number, endpoint, _clock.now() - start, outcome))
+class _Race:
+    """One hedged call's decisions: when an attempt starts, which outcome ends the call.
+
+    Runs on one event loop thread; every method is called from the caller's
+    task, an attempt's task or a timer callback, never concurrently. The
+    runner subclasses decide *where* attempts run and how the caller waits.
+    """
+
+    __slots__ = (
+        "busy",
+        "call",
+        "clock",
+        "error",
+        "final",
+        "in_flight",
+        "inline",
+        "key",
+        "last",
+        "limit",
+        "may_launch",
+        "not_before",
+        "started",
+        "strategy",
+    )
+
+    def __init__(self, strategy: ParallelStrategy, call: Call, clock: Callable[[], float]) -> None:
+        self.strategy = strategy
+        self.call = call
+        self.clock = clock
+        #: Most attempts this call may make.
+        self.limit = strategy._attempts if call.retries_allowed else 1
+        #: The adaptive delays' key, or None for fixed delays.
+        self.key: DelayKey | None = (
+            None
+            if strategy._adaptive is None
+            else (call.endpoint_for(1), call.request.method, call.request.route)
+        )
+        self.started = 0
+        self.in_flight: dict[int, _Entry] = {}
+        #: The outcome that ends the call (accepted, or final and not good).
+        self.final: Outcome | None = None
+        #: The latest retryable outcome: the call's result when nothing better comes.
+        self.last: Outcome | None = None
+        #: A bug raised by an attempt or a callback: raised to the caller.
+        self.error: Exception | None = None
+        #: False once an extra attempt was refused (budget, deadline, Retry-After).
+        self.may_launch = True
+        #: No attempt starts before this loop time (a ``Retry-After`` asked so).
+        self.not_before = -math.inf
+        #: The attempt the caller's task should run next: (number, kind, entry).
+        self.inline: tuple[int, AttemptKind, _Entry] | None = None
+        #: Whether the caller's task is inside an attempt of its own.
+        self.busy = False
+
+    # -- runner hooks ---------------------------------------------------------------
+
+    def _runs_inline(self) -> bool:
+        """Whether the next attempt may run in the caller's task."""
+        return False
+
+    def _spawn(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
+        raise NotImplementedError
+
+    def _arm(self, at: float) -> None:
+        """Call :meth:`_on_timer` at loop time ``at`` (replacing an armed timer)."""
+        raise NotImplementedError
+
+    def _disarm(self) -> None:
+        raise NotImplementedError
+
+    def _armed(self) -> bool:
+        raise NotImplementedError
+
+    def _notify(self) -> None:
+        """Wake the caller's task if it is waiting for the race to change."""
+        raise NotImplementedError
+
+    def _decided(self) -> None:
+        """The call's end was decided (an outcome or a bug): wake or interrupt the caller."""
+        self._notify()
+
+    # -- decisions ------------------------------------------------------------------
+
+    def over(self) -> bool:
+        """Whether nothing more can happen: an outcome ended the call, or no attempt
+        is in flight and none is due."""
+        return (
+            self.final is not None
+            or self.error is not None
+            or (not self.in_flight and not self._armed())
+        )
+
+    def start(self, kind: AttemptKind) -> None:
+        """Start the next attempt, in the caller's task when it is free, else in a task."""
+        number = self.started = self.started + 1
+        call = self.call
+        endpoint = call.endpoint_for(1) if number == 1 else _pick(call, self.in_flight)
+        now = self.clock()
+        entry = _Entry(endpoint, now)
+        self.in_flight[number] = entry
+        if self.may_launch and number < self.limit:
+            at = now + self.strategy._delay(number, self.key)
+            self._arm(at if at > self.not_before else self.not_before)
+        if self._runs_inline():
+            self.inline = (number, kind, entry)
+            self._notify()
+        else:
+            self._spawn(number, kind, entry)
+
+    def settle(self, number: int, outcome: Outcome) -> None:
+        """Take attempt ``number``'s outcome: end the call, or start the next attempt."""
+        entry = self.in_flight.pop(number, None)
+        if self.final is not None or self.error is not None or entry is None:
+            return  # a loser finishing late
+        call = self.call
+        verdict = call.classify(outcome)
+        if verdict is not _RETRY_VERDICT:
+            self.final = outcome
+            self._disarm()
+            if verdict is _ACCEPT:
+                self._record(entry, number)
+            self._decided()
+            return
+        self.last = outcome
+        if self.started == 1 and self.limit == 1 and provably_unsent(outcome):
+            self.limit = 2  # never sent: safe to send once more, even a POST
+        if self.may_launch and self.started < self.limit:
+            wait = self._wait_asked(outcome)
+            if wait is None:
+                self.may_launch = False
+            elif wait > 0.0:
+                # Every further attempt waits, hedges included: the server asked.
+                self.not_before = self.clock() + wait
+                self._arm(self.not_before)
+            elif self._may_send(_RETRY):
+                self.start(_RETRY)  # a retryable failure starts the next attempt at once
+            else:
+                self.may_launch = False
+        if not self.in_flight and not (self.may_launch and self.started < self.limit):
+            self._disarm()
+        if self.over():
+            self._notify()
+
+    def fail(self, exc: Exception) -> None:
+        """An attempt or a callback raised (a bug): end the call with it."""
+        if self.error is None:
+            self.error = exc
+            self._disarm()
+            self._decided()
+
+    def _on_timer(self) -> None:
+        """The hedge delay (or a ``Retry-After`` wait) passed: start the next attempt."""
+        try:
+            if self.final is not None or self.error is not None:
+                return
+            if not self.may_launch or self.started >= self.limit:
+                return
+            if self.clock() < self.not_before:
+                self._arm(self.not_before)
+                return
+            kind = _HEDGE if self.in_flight else _RETRY
+            if self._may_send(kind):
+                self.start(kind)
+            else:
+                self.may_launch = False
+                if self.over():
+                    self._notify()
+        except Exception as exc:  # an observer refusing loudly: the call ends with it
+            self.fail(exc)
+
+    def _may_send(self, kind: AttemptKind) -> bool:
+        """Whether one more attempt may go out: time left, and a budget token."""
+        call = self.call
+        return call.remaining() >= call.low_timeout and call.try_extra_attempt(kind)
+
+    def _wait_asked(self, outcome: Outcome) -> float | None:
+        """Seconds to wait before the next attempt as a ``Retry-After`` asks (0.0: none),
+        or ``None`` when the wait is too long or would not fit in the budget."""
+        asked = requested_wait(outcome)
+        if asked is None or asked <= 0.0:
+            return 0.0
+        call = self.call
+        if asked > self.strategy._max_retry_after or call.remaining() - asked < call.low_timeout:
+            return None
+        return asked
+
+    def _record(self, entry: _Entry, number: int) -> None:
+        adaptive = self.strategy._adaptive
+        key = self.key
+        if adaptive is None or key is None:
+            return
+        now = self.clock()
+        adaptive.record((entry.endpoint, key[1], key[2]), now - entry.start)
+        first = self.in_flight.get(1)
+        if first is not None and number != 1:
+            # The first attempt lost while still running: it took at least this
+            # long. Counting it keeps the slow tail in the percentile, which
+            # would otherwise drift down as hedging hides slow answers.
+            adaptive.record((first.endpoint, key[1], key[2]), now - first.start)
+
+    def result(self) -> Response:
+        """The call's response, or its error raised with the history."""
+        if self.error is not None:
+            raise self.error
+        outcome = self.final if self.final is not None else self.last
+        if outcome is None:
+            # Every attempt ended without an outcome: only a cancellation that
+            # something inside swallowed can do that, so the deadline passed.
+            raise self.call.deadline_error()
+        return self.call.result(outcome)
 
 
-def _pick(call: Call, in_flight: dict[int, tuple[str, float]]) -> str:
+@final
+class _AsyncioRace(_Race):
+    """Attempt 1 (and any attempt started while nothing else runs) in the caller's
+    task; later ones in tasks; the hedge delay on the client's loop timer."""
+
+    __slots__ = (
+        "_baseline",
+        "_clock_timer",
+        "_entry_cancelling",
+        "_interrupting",
+        "_loop",
+        "_task",
+        "_tasks",
+        "_timer",
+        "_waiter",
+    )
+
+    def __init__(
+        self,
+        strategy: ParallelStrategy,
+        call: Call,
+        timer: DeadlineTimer,
+        task: asyncio.Task[object],
+    ) -> None:
+        loop = timer.loop
+        super().__init__(strategy, call, loop.time)
+        self._loop = loop
+        self._task = task
+        self._clock_timer = timer
+        self._timer: Entry | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._interrupting = False
+        self._baseline = 0
+        self._entry_cancelling = task.cancelling()
+
+    async def run(self) -> Response:
+        call = self.call
+        try:
+            self.start(_FIRST)
+            while True:
+                inline = self.inline
+                if inline is not None:
+                    self.inline = None
+                    number, kind, entry = inline
+                    self.busy = True
+                    try:
+                        outcome = await call.attempt(number, kind, endpoint=entry.endpoint)
+                    except CancelledError:
+                        self.busy = False
+                        if not self._withdraw_interrupt():
+                            raise
+                        self.in_flight.pop(number, None)  # lost to a faster attempt
+                        continue
+                    self.busy = False
+                    if self._interrupting:
+                        self._interrupt_swallowed()
+                    self.settle(number, outcome)
+                elif self.over():
+                    break
+                else:
+                    waiter = self._waiter = self._loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+        except BaseException:
+            self._disarm()
+            if self._tasks:
+                await self._abandon()
+            raise
+        if self._tasks:
+            await self._abandon()
+        return self.result()
+
+    # -- runner hooks ---------------------------------------------------------------
+
+    def _runs_inline(self) -> bool:
+        return not self.busy and self.inline is None
+
+    def _spawn(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = set()
+        task = self._loop.create_task(self._attempt(number, kind, entry))
+        if not task.done():  # an eager task may already have finished
+            tasks.add(task)
+            entry.task = task
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._clock_timer.finish(self._timer)
+        self._timer = self._clock_timer.call_at(at, self._fire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._clock_timer.finish(self._timer)
+            self._timer = None
+
+    def _armed(self) -> bool:
+        return self._timer is not None
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._on_timer()
+
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _decided(self) -> None:
+        if self.busy:
+            self._interrupt()
+        else:
+            self._notify()
+
+    # -- attempts in tasks ----------------------------------------------------------
+
+    async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
+        try:
+            outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
+        except CancelledError:
+            self.in_flight.pop(number, None)
+            raise
+        except Exception as exc:
+            self.in_flight.pop(number, None)
+            self.fail(exc)
+            return
+        finally:
+            if entry.task is not None:
+                self._tasks.discard(entry.task)  # type: ignore[union-attr]
+        self.settle(number, outcome)
+
+    def _interrupt(self) -> None:
+        """Cancel the caller's own attempt: another attempt decided the call."""
+        task = self._task
+        if self._interrupting or task.cancelling() > self._entry_cancelling:
+            # Another cancellation (the deadline, the caller's caller) is already
+            # on its way: it ends the attempt, and the call with it.
+            return
+        self._interrupting = True
+        self._baseline = task.cancelling()
+        task.cancel()
+
+    def _withdraw_interrupt(self) -> bool:
+        """After the caller's task caught a cancellation: ``True`` when it was only
+        the race's interrupt, which is withdrawn; ``False`` when it must propagate."""
+        if not self._interrupting:
+            return False
+        self._interrupting = False
+        return self._task.uncancel() <= self._baseline
+
+    def _interrupt_swallowed(self) -> None:
+        # Something inside the attempt swallowed the interrupt and the attempt
+        # finished anyway: withdraw the count it left, if it left one.
+        self._interrupting = False
+        if self._task.cancelling() > self._baseline:
+            self._task.uncancel()
+
+    async def _abandon(self) -> None:
+        """Cancel the attempts still running and wait until they have ended.
+
+        Each is cancelled once: a second native cancellation would cut through
+        the shielded cleanup the first one started (a transport giving its
+        connection back). Only when the caller is cancelled again while it
+        waits (its deadline is level-triggered) are they cancelled again; that
+        cancellation is raised once they are gone: nothing outlives the call.
+        """
+        tasks = self._tasks or set()
+        pending = {task for task in tasks if not task.done()}
+        for task in pending:
+            task.cancel()
+        caught: BaseException | None = None
+        while pending:
+            try:
+                _, pending = await asyncio.wait(pending)
+            except CancelledError as exc:
+                caught = exc
+                pending = {task for task in pending if not task.done()}
+                for task in pending:
+                    task.cancel()
+        tasks.clear()
+        if caught is not None:
+            raise caught
+
+
+@final
+class _AnyioRace(_Race):
+    """Every attempt in an anyio task group; the timer is a sleeping task (trio)."""
+
+    __slots__ = ("_changed", "_group", "_timer")
+
+    def __init__(self, strategy: ParallelStrategy, call: Call) -> None:
+        super().__init__(strategy, call, _clock.now)
+        self._group: TaskGroup | None = None
+        self._timer: anyio.CancelScope | None = None
+        self._changed = anyio.Event()
+
+    async def run(self) -> Response:
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                self.start(_FIRST)
+                while not self.over():
+                    await self._changed.wait()
+                    self._changed = anyio.Event()
+                group.cancel_scope.cancel()  # losers are cancelled and awaited here
+        except BaseExceptionGroup as group_error:
+            # Attempts never raise into the group (bugs go to ``fail``), so a
+            # group holds a cancellation or a bug of ours: never hand callers
+            # a one-member group.
+            if len(group_error.exceptions) == 1:
+                raise group_error.exceptions[0] from None
+            raise
+        return self.result()
+
+    def _spawn(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
+        cast(TaskGroup, self._group).start_soon(self._attempt, number, kind, entry)
+
+    async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
+        try:
+            outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
+        except anyio.get_cancelled_exc_class():
+            self.in_flight.pop(number, None)
+            raise
+        except Exception as exc:
+            self.in_flight.pop(number, None)
+            self.fail(exc)
+            return
+        self.settle(number, outcome)
+
+    def _arm(self, at: float) -> None:
+        self._disarm()
+        scope = self._timer = anyio.CancelScope()
+        cast(TaskGroup, self._group).start_soon(self._sleep_until, at, scope)
+
+    async def _sleep_until(self, at: float, scope: anyio.CancelScope) -> None:
+        with scope:
+            await anyio.sleep_until(at)
+            if self._timer is scope:
+                self._timer = None
+                self._on_timer()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _armed(self) -> bool:
+        return self._timer is not None
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+
+def _pick(call: Call, in_flight: dict[int, _Entry]) -> str:
     """The next endpoint in rotation that no in-flight attempt is using."""
-    busy = {endpoint for endpoint, _ in in_flight.values()}
+    busy = {entry.endpoint for entry in in_flight.values()}
     candidates = call.endpoints
     for endpoint in candidates:
         if endpoint not in busy:
             return endpoint
     return candidates[len(in_flight) % len(candidates)]
-
-
-def _provably_unsent(outcome: Outcome) -> bool:
-    return (
-        isinstance(outcome, AioClientError)
-        and not outcome.may_have_reached_server
-        and not isinstance(outcome, DeadlineExceededError)
-    )
 
 
 class _Sequence:
@@ -249,7 +622,9 @@ def _fixed_delays(delays: HedgeDelays) -> Delays:
     )
 
 
-def parallel_strategy(attempts: int = 3, delays: HedgeDelays = 0.05) -> ParallelStrategy:
+def parallel_strategy(
+    attempts: int = 3, delays: HedgeDelays = 0.05, *, max_retry_after: float = 30.0
+) -> ParallelStrategy:
     """Hedged requests: up to ``attempts`` concurrent attempts; the first good answer wins.
 
     Attempt 1 starts at once; attempt ``k + 1`` starts when ``delays`` has
@@ -262,5 +637,14 @@ def parallel_strategy(attempts: int = 3, delays: HedgeDelays = 0.05) -> Parallel
     ``delays``: seconds (``0.05``), one per hedge (``[0.02, 0.05]``), a
     function of the hedge number (``linear_delays(...)``), or
     :func:`adaptive_delays` to follow the observed latency percentile.
+
+    A retryable answer carrying ``Retry-After`` (seconds or an HTTP date)
+    holds back every further attempt, hedges included, until that time; when
+    the wait is longer than ``max_retry_after`` seconds or would not fit in
+    the call's budget, no further attempt is sent and the call ends with that
+    answer unless an attempt still in flight does better.
+
+    Attempt 1 runs in the caller's own task: a call whose first attempt
+    answers before the delay costs about what a sequential call costs.
     """
-    return ParallelStrategy(attempts, delays)
+    return ParallelStrategy(attempts, delays, max_retry_after)

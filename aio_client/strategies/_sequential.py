@@ -10,10 +10,10 @@ from .._attempts import AttemptKind
 from .._call import Call, Outcome
 from .._classifier import Verdict
 from .._deadline import validate_timeout
-from .._errors import AioClientError, ConfigError, DeadlineExceededError
+from .._errors import ConfigError
 from .._models import Response
-from .._retry_after import RETRY_AFTER_HEADER, parse_retry_after
 from ._attempt_timeout import AttemptTimeout, pass_deadline_through
+from ._base import provably_unsent, requested_wait
 from ._delays import Delays, exponential_delays
 
 __all__ = ["SequentialStrategy", "sequential_strategy"]
@@ -60,7 +60,7 @@ class SequentialStrategy:
             outcome = await call.attempt(number, _FIRST if number == 1 else _RETRY, share=share)
             if call.classify(outcome) is not _RETRY_VERDICT:
                 break
-            if number >= limit and not (number == 1 and _provably_unsent(outcome)):
+            if number >= limit and not (number == 1 and provably_unsent(outcome)):
                 break
             delay = self._delay_before_retry(number, outcome)
             if delay is None or call.remaining() - delay < call.low_timeout:
@@ -74,12 +74,11 @@ class SequentialStrategy:
 
     def _delay_before_retry(self, retry: int, outcome: Outcome) -> float | None:
         delay = self._delays(retry)
-        if isinstance(outcome, Response):
-            asked = parse_retry_after(outcome.headers.get(RETRY_AFTER_HEADER))
-            if asked is not None:
-                if asked > self._max_retry_after:
-                    return None  # the server wants longer than we would wait
-                delay = max(delay, asked)
+        asked = requested_wait(outcome)
+        if asked is not None:
+            if asked > self._max_retry_after:
+                return None  # the server wants longer than we would wait
+            delay = max(delay, asked)
         return delay
 
     def __repr__(self) -> str:
@@ -87,16 +86,6 @@ class SequentialStrategy:
             f"sequential_strategy(attempts={self._attempts}, delays={self._delays!r}, "
             f"attempt_timeout={getattr(self._attempt_timeout, '__name__', self._attempt_timeout)})"
         )
-
-
-def _provably_unsent(outcome: Outcome) -> bool:
-    # A request that never left the process may be sent once more even when
-    # it is not idempotent: repeating it cannot repeat its effects.
-    return (
-        isinstance(outcome, AioClientError)
-        and not outcome.may_have_reached_server
-        and not isinstance(outcome, DeadlineExceededError)
-    )
 
 
 def sequential_strategy(

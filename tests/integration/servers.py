@@ -7,6 +7,7 @@
   (reset, close, garbage, silence, a minimal keep-alive 200) that counts the
   connections it still has open, so a test can prove the client let go of one.
 - :func:`refused_url`: a URL where nothing listens.
+- :func:`hanging_connect_url`: a URL where connecting hangs (a full accept queue).
 
 Every server runs inside the test's own event loop and is shut down, with every
 connection closed, when its ``async with`` block ends.
@@ -15,10 +16,11 @@ connection closed, when its ``async with`` block ends.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, final
 from urllib.parse import parse_qsl
@@ -36,6 +38,7 @@ __all__ = [
     "answer_ok_keep_alive",
     "app_server",
     "close_without_answer",
+    "hanging_connect_url",
     "never_answer",
     "raw_server",
     "refused_url",
@@ -396,3 +399,38 @@ async def serve_aiohttp(app: web.Application, **runner_options: Any) -> AsyncIte
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
+
+
+@contextmanager
+def hanging_connect_url(*, attempts: int = 16) -> Iterator[str]:
+    """A URL on 127.0.0.1 where a TCP connect hangs: the listener's accept queue is full.
+
+    The socket listens with a backlog of 0 and never accepts. Connects fill its
+    queue (Linux lets one in) until one stays pending; from then on the kernel
+    drops every SYN, so a connect neither succeeds nor is refused until its own
+    timeout. Proven before the block starts: a further blocking connect must
+    time out. Every socket is closed when the block ends.
+    """
+    with ExitStack() as stack:
+        listener = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()[:2]
+        for _ in range(attempts):
+            filler = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            _, done, _ = select.select([], [filler], [], 0.05)
+            if done:
+                continue  # it got into the queue: the queue had room
+            # Pending: the queue looks full. Prove it; if the proof connects after
+            # all, it is one more filler and the filling goes on.
+            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.settimeout(0.05)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                break
+        else:
+            raise RuntimeError(f"could not fill the accept queue of {address}")
+        yield f"http://{address[0]}:{address[1]}"

@@ -180,3 +180,95 @@ async def test_a_call_stage_that_only_tightens_the_ambient_deadline_is_enforced(
             await client.request(ac.get("a"), timeout=5.0)
     assert anyio.current_time() - start == pytest.approx(0.3, abs=0.01)
     assert [a.error for a in info.value.attempts] == ["CancelledError"]
+
+
+async def test_a_deadline_withdrawn_inside_the_call_is_delivered_again_at_once() -> None:
+    """Level-triggered: a body that swallows the cancellation with uncancel() is cancelled
+    again within a few milliseconds, and the caller gets DeadlineExceededError."""
+    swallowed = 0
+
+    async def swallows_once(request: ac.Request) -> ac.Response:
+        nonlocal swallowed
+        try:
+            await anyio.sleep(10)
+        except asyncio.CancelledError:
+            swallowed += 1
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()  # what a cancel scope does when it takes the cancellation for its own
+        await anyio.sleep(10)
+        return ac.Response(200, content=b"too late")
+
+    task = asyncio.current_task()
+    assert task is not None
+    async with client_for(swallows_once) as client:
+        start = anyio.current_time()
+        with pytest.raises(ac.DeadlineExceededError):
+            await client.request(ac.get("a"), timeout=0.2)
+        took = anyio.current_time() - start
+    assert swallowed == 1
+    assert took == pytest.approx(0.2, abs=0.01)
+    assert task.cancelling() == 0
+
+
+async def test_a_deadline_dropped_without_uncancel_is_delivered_again_after_a_grace() -> None:
+    """A body that drops the cancellation and carries on is cancelled again within 0.1 s."""
+    dropped = 0
+
+    async def drops(request: ac.Request) -> ac.Response:
+        nonlocal dropped
+        while True:
+            try:
+                await anyio.sleep(10)
+            except asyncio.CancelledError:
+                dropped += 1
+                if dropped == 3:
+                    raise
+
+    task = asyncio.current_task()
+    assert task is not None
+    async with client_for(drops) as client:
+        start = anyio.current_time()
+        with pytest.raises(ac.DeadlineExceededError):
+            await client.request(ac.get("a"), timeout=0.2)
+        took = anyio.current_time() - start
+    assert dropped == 3
+    assert took == pytest.approx(0.4, abs=0.02)  # the deadline, then two graces
+    assert task.cancelling() == 0
+
+
+async def test_timer_callbacks_run_when_due_unless_finished_first() -> None:
+    """call_at() runs a callback at its time, in order; a finished one never runs."""
+    timer, loop, _ = _timer_here()
+    ran: list[tuple[str, float]] = []
+    start = loop.time()
+
+    def note(name: str) -> None:
+        ran.append((name, round(loop.time() - start, 3)))
+
+    timer.call_at(start + 0.3, lambda: note("late"))
+    early = timer.call_at(start + 0.1, lambda: note("withdrawn"))
+    timer.call_at(start + 0.2, lambda: note("middle"))
+    timer.finish(early)
+    await anyio.sleep(0.5)
+    assert ran == [("middle", 0.2), ("late", 0.3)]
+    timer.close()
+
+
+async def test_a_timer_callback_that_raises_goes_to_the_loop_and_spares_the_others() -> None:
+    """An exception in one callback is reported to the loop's handler; the next still runs."""
+    timer, loop, _ = _timer_here()
+    reported: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+    ran: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    timer.call_at(loop.time() + 0.1, boom)
+    timer.call_at(loop.time() + 0.1, lambda: ran.append("next"))
+    await anyio.sleep(0.2)
+    loop.set_exception_handler(None)
+    assert ran == ["next"]
+    assert [type(exc) for exc in reported] == [RuntimeError]
+    timer.close()

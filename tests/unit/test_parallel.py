@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import anyio
 import pytest
@@ -293,3 +294,180 @@ async def test_adaptive_hedging_learns_from_successes() -> None:
     hedge_gap = server.starts[31] - server.starts[30]
     assert hedge_gap == pytest.approx(0.02, rel=0.15)
     assert server.starts[30] == pytest.approx(start, abs=1e-3)
+
+
+# -- the inline first attempt ---------------------------------------------------------
+
+
+async def test_attempt_1_runs_in_the_callers_task_and_starts_no_task() -> None:
+    """When attempt 1 answers before the delay, it ran in the caller's own task, alone."""
+    seen: list[tuple[asyncio.Task[object] | None, int]] = []
+
+    async def handler(request: ac.Request) -> ac.Response:
+        seen.append((asyncio.current_task(), len(asyncio.all_tasks())))
+        return OK
+
+    caller = asyncio.current_task()
+    before = len(asyncio.all_tasks())
+    async with client_for(handler, strategy=ac.parallel_strategy(3, 0.1)) as client:
+        for _ in range(3):
+            await client.request(ac.get("a"))
+    assert seen == [(caller, before)] * 3
+
+
+async def test_a_winning_hedge_interrupts_the_inline_attempt_cleanly() -> None:
+    """The hung attempt 1 in the caller's task is interrupted; no cancellation is left."""
+    server = Timed([5.0, 0.02])
+    task = asyncio.current_task()
+    assert task is not None
+    async with client_for(server, strategy=ac.parallel_strategy(2, 0.1)) as client:
+        resp = await client.request(ac.get("a"))
+        assert task.cancelling() == 0
+        await anyio.sleep(0.1)  # would raise if the interrupt were still pending
+    assert (resp.attempt, server.cancelled) == (2, [1])
+
+
+@pytest.mark.parametrize("offset", [-0.001, 0.0, 0.001])
+async def test_a_cancellation_arriving_as_a_hedge_wins_is_never_swallowed(offset: float) -> None:
+    """The caller cancelled around the moment a hedge wins: the cancellation reaches it."""
+    server = Timed([5.0, 0.02])
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    async with client_for(server, strategy=ac.parallel_strategy(2, 0.1)) as client:
+
+        async def call_then_wait() -> None:
+            await client.request(ac.get("a"))
+            await anyio.sleep(1.0)  # a response won the race: the cancellation lands here
+
+        loop.call_at(loop.time() + 0.12 + offset, task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await call_then_wait()
+        assert task.uncancel() == 0
+    assert 1 in server.cancelled
+
+
+@pytest.mark.parametrize("offset", [-0.001, 0.0, 0.001])
+async def test_a_deadline_as_a_hedge_wins_gives_a_response_or_the_deadline_error(
+    offset: float,
+) -> None:
+    """Deadline and winning hedge in the same instant: a response or DeadlineExceededError,
+    never a raw CancelledError, and no cancellation left behind."""
+    server = Timed([5.0, 0.02])
+    task = asyncio.current_task()
+    assert task is not None
+    before = len(asyncio.all_tasks())
+    async with client_for(server, strategy=ac.parallel_strategy(2, 0.1)) as client:
+        outcome: ac.Response | ac.DeadlineExceededError
+        try:
+            outcome = await client.request(ac.get("a"), timeout=0.12 + offset)
+        except ac.DeadlineExceededError as exc:
+            outcome = exc
+        if isinstance(outcome, ac.Response):
+            assert outcome.attempt == 2
+        else:
+            assert sorted(record.number for record in outcome.attempts) == [1, 2]
+        assert task.cancelling() == 0
+        await anyio.sleep(0.1)
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_a_hedge_failing_at_once_is_retried_from_its_task() -> None:
+    """Attempt 2 fails fast while attempt 1 hangs: attempt 3 starts at once and wins."""
+    server = Timed(
+        [5.0, 0.01, 0.01],
+        [OK, ac.Response(503), ac.Response(200, content=b"3")],
+    )
+    async with client_for(server, strategy=ac.parallel_strategy(3, 0.1)) as client:
+        resp = await client.request(ac.get("a"))
+    assert server.starts == [0.0, 0.1, 0.11]
+    assert (resp.attempt, resp.content) == (3, b"3")
+    assert server.cancelled == [1]
+
+
+# -- Retry-After ------------------------------------------------------------------------
+
+
+def unavailable(retry_after: str) -> ac.Response:
+    return ac.Response(503, headers={"Retry-After": retry_after})
+
+
+async def test_retry_after_holds_back_the_next_attempt() -> None:
+    """A 503 asking for 1 s: the next attempt waits 1 s, not the hedge delay."""
+    server = Timed([0.01], [unavailable("1")])
+    async with client_for(server, strategy=ac.parallel_strategy(2, 0.1)) as client:
+        resp = await client.request(ac.get("a"), timeout=5.0)
+    assert server.starts == [0.0, 1.01]
+    assert resp.status == 200
+
+
+async def test_retry_after_as_an_http_date_holds_back_the_next_attempt() -> None:
+    """Retry-After as an HTTP date in the future is waited out too."""
+    from aio_client._retry_after import format_http_date
+
+    when = format_http_date(time.time() + 3)
+    server = Timed([0.01], [unavailable(when)])
+    async with client_for(server, strategy=ac.parallel_strategy(2, 0.1)) as client:
+        resp = await client.request(ac.get("a"), timeout=10.0)
+    assert resp.status == 200
+    assert 2.0 <= server.starts[1] <= 3.1
+
+
+async def test_retry_after_longer_than_the_budget_ends_the_call_with_that_answer() -> None:
+    """Retry-After: 999999 sends nothing more: the 503 is the answer, at once."""
+    server = Timed([0.01], [unavailable("999999")])
+    async with client_for(server, strategy=ac.parallel_strategy(3, 0.05)) as client:
+        start = anyio.current_time()
+        resp = await client.request(ac.get("a"), timeout=2.0)
+        took = anyio.current_time() - start
+    assert (resp.status, len(server.starts)) == (503, 1)
+    assert took == pytest.approx(0.01, abs=0.005)
+
+
+async def test_retry_after_beyond_max_retry_after_is_not_waited_for() -> None:
+    """A wait that fits the budget but exceeds max_retry_after ends the call too."""
+    server = Timed([0.01], [unavailable("5")])
+    strategy = ac.parallel_strategy(3, 0.05, max_retry_after=2.0)
+    async with client_for(server, strategy=strategy) as client:
+        resp = await client.request(ac.get("a"), timeout=30.0)
+    assert (resp.status, len(server.starts)) == (503, 1)
+
+
+async def test_retry_after_from_a_hedge_lets_the_attempt_in_flight_finish() -> None:
+    """A hedge answered 503 + Retry-After: no more attempts, but attempt 1 may still win."""
+    server = Timed([0.3, 0.01], [OK, unavailable("999")])
+    async with client_for(server, strategy=ac.parallel_strategy(3, 0.1)) as client:
+        resp = await client.request(ac.get("a"), timeout=5.0)
+    assert server.starts == [0.0, 0.1]
+    assert (resp.status, resp.attempt) == (200, 1)
+
+
+def test_bad_max_retry_after_rejected() -> None:
+    """max_retry_after must be a finite, non-negative number of seconds."""
+    for bad in (-1.0, float("inf"), "3"):
+        with pytest.raises(ac.ConfigError, match="max_retry_after"):
+            ac.parallel_strategy(2, 0.1, max_retry_after=bad)  # type: ignore[arg-type]
+
+
+# -- trio, through anyio ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_hedging_on_trio_hedges_cancels_losers_and_keeps_deadlines() -> None:
+    """On trio the task-group path gives the same answers: the hedge wins, the loser is
+    cancelled, Retry-After is honoured and the deadline ends a hung call."""
+    server = Timed([5.0, 0.01])
+    async with client_for(server, strategy=ac.parallel_strategy(2, 0.05)) as client:
+        resp = await client.request(ac.get("a"))
+        assert (resp.attempt, server.cancelled) == (2, [1])
+
+        waiting = Timed([0.001], [unavailable("999")])
+        async with client_for(waiting, strategy=ac.parallel_strategy(3, 0.05)) as other:
+            refused = await other.request(ac.get("a"), timeout=1.0)
+        assert (refused.status, len(waiting.starts)) == (503, 1)
+
+        hung = Timed([5.0])
+        async with client_for(hung, strategy=ac.parallel_strategy(3, 0.02)) as third:
+            with pytest.raises(ac.DeadlineExceededError) as info:
+                await third.request(ac.get("a"), timeout=0.1)
+        assert sorted(a.number for a in info.value.attempts) == [1, 2, 3]
