@@ -11,14 +11,18 @@ neighbour's load drifting during the run hits every variant alike:
 
 1. in-process pipeline overhead (µs/request): aio_client's default pipeline
    over ``MemoryTransport`` vs aio-request 0.2.9's default pipeline over a fake
-   in-memory transport vs calling the handler directly;
+   in-memory transport vs calling the handler directly; and both libraries'
+   hedged (parallel) strategies, 2 attempts 0.05 s apart, where attempt 1
+   answers at once so no hedge goes out;
 2. loopback throughput (requests/s) against ``_loopback_server.py`` in its own
    process: raw aiohttp and httpx vs aio_client over each vs aio-request;
 3. the sniffio finding: raw httpx throughput with sniffio installed vs not
    installed (httpcore imports it on every request), each in a subprocess.
 
 ``--check`` exits with 1 when a target is missed (aio_client at most a quarter
-of aio-request in process; at least 90 % of the raw transport over loopback).
+of aio-request in process; hedged aio_client at most 1.5 times sequential
+aio_client and at most a fifth of aio-request's parallel strategy in process;
+at least 90 % of the raw transport over loopback).
 See ``benchmarks/README.md``.
 """
 
@@ -55,6 +59,11 @@ _EXPECTED_BODY: Final = b"pong"
 _FAKE_ENDPOINT: Final = "http://bench.invalid"
 _CALL_TIMEOUT: Final = 20.0  # seconds; both libraries' default call budget
 _INPROCESS_TARGET: Final = 0.25  # aio_client / aio-request, at most
+_HEDGED_VS_SEQUENTIAL_TARGET: Final = 1.5  # hedged / default aio_client, at most
+_HEDGED_VS_PEER_TARGET: Final = 0.2  # hedged aio_client / aio-request parallel, at most
+# The hedged variants' configuration: 2 attempts, the hedge 0.05 s after the first.
+_HEDGE_ATTEMPTS: Final = 2
+_HEDGE_DELAY: Final = 0.05  # seconds
 _LOOPBACK_TARGET: Final = 0.90  # aio_client / raw transport, at least
 _SLICE_TIMEOUT: Final = 300.0  # seconds one slice may take before the run is abandoned
 _STARTUP_TIMEOUT: Final = 30.0  # seconds a subprocess may take to say it is ready
@@ -165,8 +174,12 @@ def _rotated(items: Sequence[str], by: int) -> list[str]:
 # --- 1. in-process pipeline overhead -----------------------------------------
 
 
-def in_memory_aio_request(endpoint: str) -> Any:
-    """An aio-request client (default setup) whose transport answers a prebuilt 200 at once."""
+def in_memory_aio_request(endpoint: str, *, strategy: Any = None) -> Any:
+    """An aio-request client (default setup) whose transport answers a prebuilt 200 at once.
+
+    ``strategy``, when given, replaces aio-request's default strategy for safe
+    methods (GET among them); the rest of the setup stays the default.
+    """
     import aio_request
     import multidict
     import yarl
@@ -190,7 +203,10 @@ def in_memory_aio_request(endpoint: str) -> Any:
     response = aio_request.EmptyResponse(
         status=200, headers=multidict.CIMultiDictProxy(multidict.CIMultiDict())
     )
-    return aio_request.setup(transport=FakeTransport(response), endpoint=endpoint)
+    transport = FakeTransport(response)
+    if strategy is None:
+        return aio_request.setup(transport=transport, endpoint=endpoint)
+    return aio_request.setup(transport=transport, endpoint=endpoint, safe_method_strategy=strategy)
 
 
 async def measure_inprocess(settings: Settings) -> dict[str, Series]:
@@ -208,9 +224,24 @@ async def measure_inprocess(settings: Settings) -> dict[str, Series]:
         return prebuilt
 
     client = aio_client.Client(MemoryTransport(handler), _FAKE_ENDPOINT)
+    hedged_client = aio_client.Client(
+        MemoryTransport(handler),
+        _FAKE_ENDPOINT,
+        strategy=aio_client.parallel_strategy(attempts=_HEDGE_ATTEMPTS, delays=_HEDGE_DELAY),
+    )
     request = aio_client.get("ping")
 
     ar_client = in_memory_aio_request(_FAKE_ENDPOINT + "/")
+    # The same configuration: aio-request starts attempt k after delays(k)
+    # seconds from the call's start; with 2 attempts that is one hedge at 0.05 s,
+    # as in aio_client (which counts from the previous attempt's start).
+    ar_parallel_client = in_memory_aio_request(
+        _FAKE_ENDPOINT + "/",
+        strategy=aio_request.parallel_strategy(
+            attempts_count=_HEDGE_ATTEMPTS,
+            delays_provider=aio_request.constant_delays(delay=_HEDGE_DELAY),
+        ),
+    )
     ar_request = aio_request.get("ping")
     deadline_from_timeout = aio_request.Deadline.from_timeout
 
@@ -225,8 +256,21 @@ async def measure_inprocess(settings: Settings) -> dict[str, Series]:
             response = await send(request)
         _expect_status(response.status)
 
+    async def ours_hedged(n: int) -> None:
+        send = hedged_client.request
+        for _ in range(n):
+            response = await send(request)
+        _expect_status(response.status)
+
     async def theirs(n: int) -> None:
         send = ar_client.request
+        for _ in range(n):
+            async with send(ar_request, deadline=deadline_from_timeout(_CALL_TIMEOUT)) as resp:
+                status = resp.status
+        _expect_status(status)
+
+    async def theirs_parallel(n: int) -> None:
+        send = ar_parallel_client.request
         for _ in range(n):
             async with send(ar_request, deadline=deadline_from_timeout(_CALL_TIMEOUT)) as resp:
                 status = resp.status
@@ -244,6 +288,8 @@ async def measure_inprocess(settings: Settings) -> dict[str, Series]:
         "aio_client": ours,
         "aio_request": theirs,
         "aio_request_no_metrics": theirs_without_metrics,
+        "aio_client_hedged": ours_hedged,
+        "aio_request_parallel": theirs_parallel,
     }
     for run in variants.values():  # warm up caches, and check each one works
         await run(200)
@@ -259,6 +305,7 @@ async def measure_inprocess(settings: Settings) -> dict[str, Series]:
             elapsed = time.perf_counter_ns() - start
             results[name].values.append(elapsed / calls / 1000.0)
     await client.aclose()
+    await hedged_client.aclose()
     return results
 
 
@@ -756,6 +803,8 @@ _INPROCESS_LABELS: Final = {
     "aio_client": "aio_client, default pipeline",
     "aio_request": "aio-request 0.2.9, default",
     "aio_request_no_metrics": "aio-request, Prometheus off",
+    "aio_client_hedged": "aio_client, hedged (2 attempts)",
+    "aio_request_parallel": "aio-request, parallel (2 attempts)",
 }
 _LOOPBACK_LABELS: Final = {
     "raw_aiohttp": "raw aiohttp ClientSession",
@@ -848,6 +897,12 @@ def build_report(
             medians["aio_client"], medians["aio_request_no_metrics"]
         ),
         "aio_request_aiohttp_vs_raw": _ratio(rps["aio_request_aiohttp"], rps["raw_aiohttp"]),
+        "aio_client_hedged_vs_aio_client": _ratio(
+            medians["aio_client_hedged"], medians["aio_client"]
+        ),
+        "aio_client_hedged_vs_aio_request_parallel": _ratio(
+            medians["aio_client_hedged"], medians["aio_request_parallel"]
+        ),
     }
     targets = {
         "inprocess_vs_aio_request_at_most": _INPROCESS_TARGET,
@@ -855,6 +910,12 @@ def build_report(
         "inprocess_met": ratios["aio_client_inprocess_vs_aio_request"] <= _INPROCESS_TARGET,
         "aiohttp_met": ratios["aio_client_aiohttp_vs_raw"] >= _LOOPBACK_TARGET,
         "httpx_met": ratios["aio_client_httpx_vs_raw"] >= _LOOPBACK_TARGET,
+        "hedged_vs_aio_client_at_most": _HEDGED_VS_SEQUENTIAL_TARGET,
+        "hedged_vs_aio_request_parallel_at_most": _HEDGED_VS_PEER_TARGET,
+        "hedged_vs_aio_client_met": ratios["aio_client_hedged_vs_aio_client"]
+        <= _HEDGED_VS_SEQUENTIAL_TARGET,
+        "hedged_vs_aio_request_parallel_met": ratios["aio_client_hedged_vs_aio_request_parallel"]
+        <= _HEDGED_VS_PEER_TARGET,
     }
     return {
         "meta": {
@@ -871,6 +932,8 @@ def build_report(
             "httpx_requests_per_round": settings.httpx_requests,
             "concurrency": settings.concurrency,
             "connection_limit": settings.connection_limit,
+            "hedge_attempts": _HEDGE_ATTEMPTS,
+            "hedge_delay_s": _HEDGE_DELAY,
         },
         "inprocess_us_per_request": medians,
         "inprocess_us_per_request_range": {
@@ -916,6 +979,15 @@ def format_table(report: dict[str, Any]) -> str:
         f"(target <= {_INPROCESS_TARGET}: {_verdict(targets['inprocess_met'])}); "
         "with aio-request's Prometheus off: "
         f"{ratios['aio_client_inprocess_vs_aio_request_no_metrics']:.3f}",
+        f"   hedged (parallel_strategy, {meta['hedge_attempts']} attempts, hedge after "
+        f"{meta['hedge_delay_s']} s; attempt 1 answers at once, so no hedge goes out):",
+        f"   hedged / default aio_client:       {ratios['aio_client_hedged_vs_aio_client']:.3f} "
+        f"(target <= {_HEDGED_VS_SEQUENTIAL_TARGET}: "
+        f"{_verdict(targets['hedged_vs_aio_client_met'])})",
+        "   hedged / aio-request parallel:     "
+        f"{ratios['aio_client_hedged_vs_aio_request_parallel']:.3f} "
+        f"(target <= {_HEDGED_VS_PEER_TARGET}: "
+        f"{_verdict(targets['hedged_vs_aio_request_parallel_met'])})",
         "",
         f"2. Loopback throughput, requests/s (median of {meta['loopback_rounds']} rounds; "
         f"{meta['concurrency']} in flight; {meta['loopback_requests_per_round']} requests "
@@ -1065,7 +1137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(profile_inprocess(20_000 if not args.quick else 5_000))
     targets = report["targets"]
-    missed = not (targets["inprocess_met"] and targets["aiohttp_met"] and targets["httpx_met"])
+    missed = not all(
+        targets[name]
+        for name in (
+            "inprocess_met",
+            "hedged_vs_aio_client_met",
+            "hedged_vs_aio_request_parallel_met",
+            "aiohttp_met",
+            "httpx_met",
+        )
+    )
     return 1 if args.check and missed else 0
 
 
