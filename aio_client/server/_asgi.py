@@ -283,14 +283,14 @@ def _ends_response(kind: object, message: Message, *, trailers: bool) -> bool:
 def _route_template(scope: Scope, app: object) -> str | None:
     """The template of the route that served (or would serve) this request.
 
-    Starlette's router (FastAPI's too) records the matched route in
-    ``scope["route"]``; its ``path`` is the template. A request the middleware
-    refused never reached the router, so the app's routes are matched here,
-    without running anything; a request the router saw and matched nowhere
-    has no template.
+    Starlette's router (FastAPI's too, Starlette 1.7 and later) records the
+    matched route in ``scope["route"]``; its ``path`` is the template. When it
+    is missing (a request the middleware refused never reached the router; an
+    older Starlette records nothing) the app's routes are matched here,
+    without running anything; a request that matches nowhere has no template.
     """
     route = scope.get("route")
-    if route is None and "router" not in scope:
+    if route is None:
         route = _match_route(scope, app)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else None
