@@ -29,6 +29,7 @@ back) time to finish undisturbed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import math
 from collections.abc import Callable
@@ -73,7 +74,17 @@ Entry = list[Any]
 class DeadlineTimer:
     """Cancels each registered task whose deadline passes; one per event loop."""
 
-    __slots__ = ("_armed_at", "_expired", "_handle", "_heap", "_pending", "_refire", "_seq", "loop")
+    __slots__ = (
+        "_armed_at",
+        "_context",
+        "_expired",
+        "_handle",
+        "_heap",
+        "_pending",
+        "_refire",
+        "_seq",
+        "loop",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         #: The event loop whose clock the deadlines are on.
@@ -86,6 +97,9 @@ class DeadlineTimer:
         # Entries whose task was cancelled and whose call has not ended yet.
         self._expired: list[Entry] = []
         self._refire: asyncio.TimerHandle | None = None
+        # The loop timers run in an empty context of their own, not in the one of
+        # whichever call happened to arm them; callbacks bring their own.
+        self._context = contextvars.Context()
 
     def start(self, at: float, task: asyncio.Task[object]) -> Entry:
         """Cancel ``task`` at loop time ``at`` unless :meth:`finish` comes first."""
@@ -153,7 +167,7 @@ class DeadlineTimer:
     def _arm(self, at: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = self.loop.call_at(at, self._fire)
+        self._handle = self.loop.call_at(at, self._fire, context=self._context)
         self._armed_at = at
 
     def _fire(self) -> None:
@@ -175,10 +189,14 @@ class DeadlineTimer:
                 entry[_STATE] = _FIRED
                 self._cancel(entry, now)
                 self._expired.append(entry)
+        while heap and heap[0][_STATE] is _DONE:
+            heappop(heap)  # finished early: no reason to wake the loop for them
         if heap:
             self._arm(heap[0][_AT])
         if self._expired and self._refire is None:
-            self._refire = self.loop.call_later(_CHECK_EVERY, self._cancel_again)
+            self._refire = self.loop.call_later(
+                _CHECK_EVERY, self._cancel_again, context=self._context
+            )
         # Last, once the heap is consistent: a callback may add entries.
         for callback in due:
             try:
@@ -207,4 +225,6 @@ class DeadlineTimer:
             if task.cancelling() <= entry[_CANCELLING] or now - entry[_LAST] >= _GRACE:
                 self._cancel(entry, now)
         if expired:
-            self._refire = self.loop.call_later(_CHECK_EVERY, self._cancel_again)
+            self._refire = self.loop.call_later(
+                _CHECK_EVERY, self._cancel_again, context=self._context
+            )

@@ -24,6 +24,7 @@ which :class:`_Race` makes for both.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 from asyncio import CancelledError
 from collections.abc import Callable, Sequence
@@ -323,6 +324,7 @@ class _AsyncioRace(_Race):
     __slots__ = (
         "_baseline",
         "_clock_timer",
+        "_context",
         "_entry_cancelling",
         "_interrupting",
         "_loop",
@@ -350,6 +352,10 @@ class _AsyncioRace(_Race):
         self._interrupting = False
         self._baseline = 0
         self._entry_cancelling = task.cancelling()
+        # The caller's context (its ambient deadline, its tracing span): hedges
+        # and the timer callback run in it, never in whatever context the shared
+        # loop timer happens to carry.
+        self._context = contextvars.copy_context()
 
     async def run(self) -> Response:
         call = self.call
@@ -399,7 +405,9 @@ class _AsyncioRace(_Race):
         tasks = self._tasks
         if tasks is None:
             tasks = self._tasks = set()
-        task = self._loop.create_task(self._attempt(number, kind, entry))
+        task = self._loop.create_task(
+            self._attempt(number, kind, entry), context=self._context.copy()
+        )
         if not task.done():  # an eager task may already have finished
             tasks.add(task)
             entry.task = task
@@ -419,7 +427,7 @@ class _AsyncioRace(_Race):
 
     def _fire(self) -> None:
         self._timer = None
-        self._on_timer()
+        self._context.run(self._on_timer)
 
     def _notify(self) -> None:
         waiter = self._waiter

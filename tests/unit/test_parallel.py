@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 
 import anyio
@@ -471,3 +472,33 @@ async def test_hedging_on_trio_hedges_cancels_losers_and_keeps_deadlines() -> No
             with pytest.raises(ac.DeadlineExceededError) as info:
                 await third.request(ac.get("a"), timeout=0.1)
         assert sorted(a.number for a in info.value.attempts) == [1, 2, 3]
+
+
+async def test_hedges_run_in_their_own_calls_context() -> None:
+    """A hedge sees its own call's context (ambient deadline, tracing), never the one of
+    another call that happened to arm the client's shared timer."""
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag")
+    seen: dict[str, list[tuple[str, float | None]]] = {"a": [], "b": []}
+
+    async def handler(request: ac.Request) -> ac.Response:
+        deadline = ac.current_deadline()
+        seen[tag.get()].append(
+            (request.headers["x-request-attempt"], None if deadline is None else deadline.at)
+        )
+        await anyio.sleep(1.0 if request.headers["x-request-attempt"] == "1" else 0.01)
+        return OK
+
+    async with client_for(handler, strategy=ac.parallel_strategy(2, 0.05)) as client:
+
+        async def call(name: str, after: float, timeout: float) -> None:
+            await anyio.sleep(after)
+            tag.set(name)
+            await client.request(ac.get("a"), timeout=timeout)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "a", 0.0, 5.0)
+            tg.start_soon(call, "b", 0.01, 3.0)
+    assert [attempt for attempt, _ in seen["a"]] == ["1", "2"]
+    assert [attempt for attempt, _ in seen["b"]] == ["1", "2"]
+    assert seen["a"][0][1] == seen["a"][1][1] == pytest.approx(5.0)
+    assert seen["b"][0][1] == seen["b"][1][1] == pytest.approx(3.01)
