@@ -490,10 +490,10 @@ async def test_hedges_run_in_their_own_calls_context() -> None:
 
     async with client_for(handler, strategy=ac.parallel_strategy(2, 0.05)) as client:
 
-        async def call(name: str, after: float, timeout: float) -> None:
+        async def call(name: str, after: float, budget: float) -> None:
             await anyio.sleep(after)
             tag.set(name)
-            await client.request(ac.get("a"), timeout=timeout)
+            await client.request(ac.get("a"), timeout=budget)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call, "a", 0.0, 5.0)
