@@ -185,6 +185,24 @@ class _Race:
         """The call's end was decided (an outcome or a bug): wake or interrupt the caller."""
         self._notify()
 
+    def _ended(self, entry: _Entry) -> None:
+        """An attempt running in a task of its own ended, however it ended."""
+
+    async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
+        """Run attempt ``number`` in a task of its own and settle its outcome."""
+        try:
+            outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
+        except Exception as exc:
+            self.in_flight.pop(number, None)
+            self.fail(exc)
+            return
+        except BaseException:  # cancelled: a loser, or the whole call
+            self.in_flight.pop(number, None)
+            raise
+        finally:
+            self._ended(entry)
+        self.settle(number, outcome)
+
     # -- decisions ------------------------------------------------------------------
 
     def over(self) -> bool:
@@ -442,20 +460,9 @@ class _AsyncioRace(_Race):
 
     # -- attempts in tasks ----------------------------------------------------------
 
-    async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
-        try:
-            outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
-        except CancelledError:
-            self.in_flight.pop(number, None)
-            raise
-        except Exception as exc:
-            self.in_flight.pop(number, None)
-            self.fail(exc)
-            return
-        finally:
-            if entry.task is not None:
-                self._tasks.discard(entry.task)  # type: ignore[union-attr]
-        self.settle(number, outcome)
+    def _ended(self, entry: _Entry) -> None:
+        if entry.task is not None and self._tasks is not None:
+            self._tasks.discard(entry.task)
 
     def _interrupt(self) -> None:
         """Cancel the caller's own attempt: another attempt decided the call."""
@@ -542,18 +549,6 @@ class _AnyioRace(_Race):
 
     def _spawn(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
         cast(TaskGroup, self._group).start_soon(self._attempt, number, kind, entry)
-
-    async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
-        try:
-            outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
-        except anyio.get_cancelled_exc_class():
-            self.in_flight.pop(number, None)
-            raise
-        except Exception as exc:
-            self.in_flight.pop(number, None)
-            self.fail(exc)
-            return
-        self.settle(number, outcome)
 
     def _arm(self, at: float) -> None:
         self._disarm()

@@ -8,6 +8,7 @@
   connections it still has open, so a test can prove the client let go of one.
 - :func:`refused_url`: a URL where nothing listens.
 - :func:`hanging_connect_url`: a URL where connecting hangs (a full accept queue).
+- :func:`settle`: wait, bounded, for a condition on state another party owns.
 
 Every server runs inside the test's own event loop and is shut down, with every
 connection closed, when its ``async with`` block ends.
@@ -43,6 +44,7 @@ __all__ = [
     "raw_server",
     "refused_url",
     "reset_after_request",
+    "settle",
 ]
 
 #: What ``GET /large`` answers: 1 MiB with every byte value, so corruption shows.
@@ -434,3 +436,12 @@ def hanging_connect_url(*, attempts: int = 16) -> Iterator[str]:
         else:
             raise RuntimeError(f"could not fill the accept queue of {address}")
         yield f"http://{address[0]}:{address[1]}"
+
+
+async def settle(condition: Callable[[], bool], within: float) -> bool:
+    """Whether ``condition()`` holds within ``within`` seconds (state owned by others)."""
+    with anyio.move_on_after(within):
+        while not condition():  # noqa: ASYNC110 - polling state we cannot subscribe to
+            await anyio.sleep(0.01)
+        return True
+    return condition()

@@ -21,7 +21,7 @@ import pytest
 
 import aio_client as ac
 from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
-from tests.integration.servers import hanging_connect_url
+from tests.integration.servers import hanging_connect_url, settle
 
 #: The call's budget and the parallel strategy's hedge delay (seconds).
 TIMEOUT: Final = 0.2
@@ -62,15 +62,6 @@ TRANSPORTS: Final[dict[str, Callable[[], Transport]]] = {
     "AiohttpTransport": AiohttpTransport,
     "HttpxTransport": HttpxTransport,
 }
-
-
-async def settle(condition: Callable[[], bool], within: float) -> bool:
-    """Whether ``condition()`` holds within ``within`` seconds (state owned by others)."""
-    with anyio.move_on_after(within):
-        while not condition():  # noqa: ASYNC110 - polling state we cannot subscribe to
-            await anyio.sleep(0.01)
-        return True
-    return condition()
 
 
 @pytest.mark.parametrize("stall", STALLS, ids=lambda stall: stall.name)

@@ -31,7 +31,7 @@ from sanic import response as sanic_response
 import aio_client as ac
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware
 from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
-from tests.integration.servers import serve_aiohttp, serve_uvicorn
+from tests.integration.servers import serve_aiohttp, serve_uvicorn, settle
 from tests.integration.test_hedging_real import client_connections_to
 from tests.integration.test_server_sanic import sanic_app, serve_sanic
 
@@ -273,15 +273,6 @@ async def drive(served: Served, timing: Timing) -> Counter[str]:
             for _ in range(BURST):
                 tg.start_soon(one)
     return counts
-
-
-async def settle(condition: Callable[[], bool], within: float) -> bool:
-    """Whether ``condition()`` holds within ``within`` seconds (state owned by others)."""
-    with anyio.move_on_after(within):
-        while not condition():  # noqa: ASYNC110 - polling state we cannot subscribe to
-            await anyio.sleep(0.01)
-        return True
-    return condition()
 
 
 def describe(tasks: set[asyncio.Task[Any]]) -> list[str]:
