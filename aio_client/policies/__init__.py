@@ -40,7 +40,7 @@ loop, without locks; they are not thread-safe.
 """
 
 from .._errors import CircuitOpenError
-from ._breaker import CircuitBreaker, CircuitState, StateListener
+from ._breaker import BreakerTicket, CircuitBreaker, CircuitState, StateListener
 from ._bulkhead import Bulkhead
 from ._circuit import circuit
 from ._errors import BulkheadFullError, RateLimitedError
@@ -61,6 +61,7 @@ from ._timeout import Timeout
 CircuitBreakerError = CircuitOpenError
 
 __all__ = [
+    "BreakerTicket",
     "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",

@@ -13,8 +13,10 @@ Concurrency rules (one breaker per event loop; it is not thread-safe):
   half-open admits exactly ``half_open_max_calls`` concurrent probes under
   any number of callers, with no lock.
 - Each state period has an *epoch*. A call remembers the epoch it was
-  admitted in; its outcome only counts if the breaker is still in that
-  epoch. A call that started while closed and ends after the breaker opened
+  admitted in (on its :class:`BreakerTicket`, the one way in for the
+  decorator, :meth:`~CircuitBreaker.call`, ``async with``, the client stage
+  and the server guard); its outcome only counts if the breaker is still in
+  that epoch. A call that started while closed and ends after the breaker opened
   (or a stale probe) changes nothing.
 - Cancellation and exceptions that do not match ``expected_exception`` (and
   ``failure_predicate``) count as neither success nor failure; a probe that
@@ -36,7 +38,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast, final
 
 from .. import _clock
 from .._deadline import current_deadline, validate_timeout
@@ -48,7 +50,7 @@ from ._window import RollingWindow
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["CircuitBreaker", "CircuitState", "StateListener"]
+__all__ = ["BreakerTicket", "CircuitBreaker", "CircuitState", "StateListener"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -70,6 +72,8 @@ class CircuitState(enum.Enum):
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
 _HALF_OPEN: Final = CircuitState.HALF_OPEN
+_INF: Final = math.inf
+_SETTLED: Final = -1  # a settled ticket's epoch: no breaker's epoch is negative
 
 #: ``listener(breaker, old_state, new_state)``: a plain function or an ``async def``.
 StateListener = Callable[["CircuitBreaker", CircuitState, CircuitState], "Awaitable[None] | None"]
@@ -137,7 +141,8 @@ class CircuitBreaker:
     :meth:`call`, or as a client stage (one state per endpoint: see
     :class:`~aio_client.policies.CircuitBreakerStage`). With a ``fallback``,
     the decorator calls ``fallback(*args, **kwargs)`` instead of raising when
-    the breaker refuses.
+    the breaker refuses. Underneath, each of these takes a
+    :class:`BreakerTicket` from :meth:`admit`; code of your own can too.
 
     Subclasses may set the aiocircuitbreaker-style class attributes
     ``FAILURE_THRESHOLD``, ``RECOVERY_TIMEOUT`` (the default
@@ -396,10 +401,10 @@ class CircuitBreaker:
         @functools.wraps(func)
         async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
             if self._state is _CLOSED:
-                epoch = self._epoch
+                ticket = BreakerTicket(self, self._epoch)  # closed: no refusal to handle
             else:
                 try:
-                    epoch = self._admit()
+                    ticket = self.admit()
                 except CircuitOpenError:
                     fallback = self._fallback
                     if fallback is None:
@@ -408,17 +413,15 @@ class CircuitBreaker:
                     if inspect.isawaitable(result):
                         result = await result
                     return cast(_T, result)
-            start = self._clock() if self._timed else 0.0
-            budget = entry_budget()
             try:
                 if self._pending:
                     await self._drain()
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                if self._on_error(epoch, start, exc, budget):
+                if ticket.ended(exc):
                     await self._drain()
                 raise
-            if self._on_success(epoch, start):
+            if ticket.succeeded():
                 await self._drain()
             return result
 
@@ -428,30 +431,28 @@ class CircuitBreaker:
         self, func: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
         """Run ``await func(*args, **kwargs)`` through the breaker (no fallback)."""
-        epoch = self._admit()
-        start = self._clock() if self._timed else 0.0
-        budget = entry_budget()
+        ticket = self.admit()
         try:
             if self._pending:
                 await self._drain()
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            if self._on_error(epoch, start, exc, budget):
+            if ticket.ended(exc):
                 await self._drain()
             raise
-        if self._on_success(epoch, start):
+        if ticket.succeeded():
             await self._drain()
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        epoch = self._admit()
+        ticket = self.admit()
         if self._pending:
             try:
                 await self._drain()
             except BaseException:
-                self._release(epoch)
+                ticket.released()
                 raise
-        push_entry(self, (epoch, self._clock() if self._timed else 0.0, entry_budget()))
+        push_entry(self, ticket)
         return self
 
     async def __aexit__(
@@ -460,13 +461,18 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        epoch, start, budget = cast(tuple[int, float, float], pop_entry(self))
-        if exc is None:
-            notify = self._on_success(epoch, start)
-        else:
-            notify = self._on_error(epoch, start, exc, budget)
-        if notify:
+        ticket = cast(BreakerTicket, pop_entry(self))
+        if ticket.ended(exc):
             await self._drain()
+
+    def admit(self) -> BreakerTicket:
+        """Let one call in, or raise :class:`~aio_client.CircuitOpenError` (with ``retry_after``).
+
+        The ticket records the call's outcome; settle it exactly once, however
+        the call ends (see :class:`BreakerTicket`). Half-open, it holds one of
+        the ``half_open_max_calls`` probe slots until settled.
+        """
+        return BreakerTicket(self, self._admit())
 
     # -- the state machine (synchronous: no await may split a step) ----------
 
@@ -512,27 +518,6 @@ class CircuitBreaker:
         if self._probe_successes >= self._success_threshold:
             self._close()
         return bool(self._pending)
-
-    def _on_error(
-        self, epoch: int, start: float, exc: BaseException, budget: float = math.inf
-    ) -> bool:
-        """Record how a call raised; ``True`` when async listeners are waiting.
-
-        ``budget``: seconds the call had when it started (see :meth:`_impatient`).
-        """
-        if (
-            not isinstance(exc, Exception)
-            or not self._counts(exc)
-            or (isinstance(exc, DeadlineExceededError) and self._impatient(budget))
-        ):
-            self._release(epoch)
-            return False
-        return self._on_failure(epoch, start, exc)
-
-    def _impatient(self, budget: float) -> bool:
-        """Whether a call given ``budget`` seconds that ran out of them says nothing
-        about the dependency (less than ``min_deadline_budget``)."""
-        return budget < self._min_budget
 
     def _on_failure(self, epoch: int, start: float, exc: Exception | None) -> bool:
         """Record a failure (``exc`` may be ``None`` for a failed response)."""
@@ -636,10 +621,131 @@ class CircuitBreaker:
         return f"<{type(self).__name__} {self.name!r} {self.state.value} {mode}>"
 
 
-def entry_budget() -> float:
-    """Seconds the ambient deadline leaves a call starting now (``inf``: none)."""
-    deadline = current_deadline()
-    return math.inf if deadline is None else deadline.remaining()
+@final
+class BreakerTicket:
+    """One call let in by a :class:`CircuitBreaker`: made by :meth:`CircuitBreaker.admit`.
+
+    It holds what the call's outcome needs: the state period (epoch) it was
+    admitted in, its start on the breaker's clock (seconds; read only when
+    slow calls are tracked) and :attr:`budget`. Settle it once, however the
+    call ends, with :meth:`succeeded`, :meth:`failed`, :meth:`timed_out`,
+    :meth:`released` or :meth:`ended`; a ticket already settled ignores
+    later calls. A half-open ticket holds a probe slot until then.
+
+    The recording methods return ``True`` when async state listeners are
+    waiting to be told: ``await`` :meth:`notify` then, off the cancellation
+    path (a cancelled task leaves them to the next caller). Before the call,
+    ``if ticket.waiting: await ticket.notify()`` delivers changes others left.
+    """
+
+    # ``_epoch`` is the state period admitted in, or -1 once settled (one
+    # slot fewer: a ticket is made on every call's path).
+    __slots__ = ("_breaker", "_budget", "_epoch", "_start")
+
+    def __init__(self, breaker: CircuitBreaker, epoch: int) -> None:
+        self._breaker = breaker
+        self._epoch = epoch
+        self._start = breaker._clock() if breaker._timed else 0.0
+        deadline = current_deadline()
+        self._budget = _INF if deadline is None else deadline.remaining()
+
+    @property
+    def budget(self) -> float:
+        """Seconds the ambient deadline left the call when admitted (``inf``: no deadline)."""
+        return self._budget
+
+    @property
+    def settled(self) -> bool:
+        """Whether the outcome is recorded (or the ticket released)."""
+        return self._epoch < 0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether async state listeners are waiting to be told (see :meth:`notify`)."""
+        return bool(self._breaker._pending)
+
+    def succeeded(self) -> bool:
+        """Record a success; ``True`` when async listeners are waiting."""
+        epoch = self._epoch
+        if epoch < 0:
+            return False
+        self._epoch = _SETTLED
+        breaker = self._breaker
+        if breaker._state is _CLOSED and breaker._window is None and epoch == breaker._epoch:
+            breaker._failures = 0  # the common case, without a call
+            return False
+        return breaker._on_success(epoch, self._start)
+
+    def failed(self, exc: Exception | None = None) -> bool:
+        """Record a failure: ``exc`` raised, or ``None`` for a failed response.
+
+        A :class:`~aio_client.DeadlineExceededError` counts only when
+        :attr:`budget` was at least the breaker's ``min_deadline_budget``
+        (seconds); with less the ticket is released instead (the caller's
+        short budget ran out, which says nothing about the dependency).
+        ``True`` when async listeners are waiting.
+        """
+        if isinstance(exc, DeadlineExceededError):
+            return self.timed_out(exc)
+        epoch = self._epoch
+        if epoch < 0:
+            return False
+        self._epoch = _SETTLED
+        return self._breaker._on_failure(epoch, self._start, exc)
+
+    def timed_out(self, exc: Exception | None = None) -> bool:
+        """The call's own deadline passed: ``exc`` is the error it raised, or ``None``
+        when it was cancelled as the deadline passed.
+
+        A failure when :attr:`budget` was at least the breaker's
+        ``min_deadline_budget`` (seconds), else neither (the ticket is
+        released). ``True`` when async listeners are waiting.
+        """
+        epoch = self._epoch
+        if epoch < 0:
+            return False
+        self._epoch = _SETTLED
+        breaker = self._breaker
+        if self._budget < breaker._min_budget:
+            breaker._release(epoch)
+            return False
+        return breaker._on_failure(epoch, self._start, exc)
+
+    def released(self) -> None:
+        """Neither success nor failure (cancelled, or an error that does not count):
+        a probe gives its slot back."""
+        epoch = self._epoch
+        if epoch < 0:
+            return
+        self._epoch = _SETTLED
+        self._breaker._release(epoch)
+
+    def ended(self, exc: BaseException | None) -> bool:
+        """Settle by the breaker's own rules: how the call ended (``None``: it returned).
+
+        An exception that is an ``expected_exception`` (and passes
+        ``failure_predicate``) is a failure, under the deadline rule of
+        :meth:`failed`; anything else, cancellation included, releases the
+        ticket. ``True`` when async listeners are waiting.
+        """
+        if exc is None:
+            return self.succeeded()
+        if isinstance(exc, Exception) and self._breaker._counts(exc):
+            return self.failed(exc)
+        self.released()
+        return False
+
+    async def notify(self) -> None:
+        """Await the breaker's waiting async state listeners, in order.
+
+        Only one task delivers at a time; if another is already at it, this
+        returns at once and that task delivers what is queued.
+        """
+        await self._breaker._drain()
+
+    def __repr__(self) -> str:
+        status = "settled" if self._epoch < 0 else f"epoch={self._epoch}"
+        return f"<BreakerTicket {self._breaker.name!r} {status}>"
 
 
 def _is_async_callable(func: object) -> bool:

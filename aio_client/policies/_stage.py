@@ -19,7 +19,7 @@ from .._deadline import current_deadline
 from .._errors import ConfigError, DeadlineExceededError, TransportError
 from .._models import Request, Response
 from .._pipeline import Handler, Stage
-from ._breaker import CircuitBreaker, entry_budget
+from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._fallback import Fallback
 from ._rate_limit import RateLimiter
@@ -127,39 +127,30 @@ class CircuitBreakerStage:
         return breaker
 
     async def __call__(self, request: Request, call_next: Handler) -> Response:
-        breaker = self.breaker_for(self._key(request))
-        epoch = breaker._admit()
-        start = breaker._clock() if breaker._timed else 0.0
-        budget = entry_budget()
+        ticket = self.breaker_for(self._key(request)).admit()
         try:
-            if breaker._pending:
-                await breaker._drain()
+            if ticket.waiting:
+                await ticket.notify()
             response = await call_next(request)
         except Exception as exc:
-            if self._is_failure(exc) and not (
-                isinstance(exc, DeadlineExceededError) and breaker._impatient(budget)
-            ):
-                if breaker._on_failure(epoch, start, exc):
-                    await breaker._drain()
-            else:
-                breaker._release(epoch)
+            if not self._is_failure(exc):
+                ticket.released()
+            elif ticket.failed(exc):  # a DeadlineExceededError counts by the budget rule
+                await ticket.notify()
             raise
         except BaseException:
             # Cancelled. Only the attempt's own deadline passing says anything
             # about the endpoint, and only when the budget was worth the name;
             # a lost hedge or a caller giving up does not.
             deadline = current_deadline()
-            if deadline is not None and deadline.expired and not breaker._impatient(budget):
-                breaker._on_failure(epoch, start, None)  # listeners: the next caller tells them
+            if deadline is not None and deadline.expired:
+                ticket.timed_out()  # listeners: the next caller tells them
             else:
-                breaker._release(epoch)
+                ticket.released()
             raise
-        if self._is_failure(response):
-            notify = breaker._on_failure(epoch, start, None)
-        else:
-            notify = breaker._on_success(epoch, start)
+        notify = ticket.failed() if self._is_failure(response) else ticket.succeeded()
         if notify:
-            await breaker._drain()
+            await ticket.notify()
         return response
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final, final
 
 from .._errors import CircuitOpenError, ConfigError
-from ..policies._breaker import CircuitBreaker
+from ..policies._breaker import BreakerTicket, CircuitBreaker
 from ..policies._bulkhead import Bulkhead
 from ..policies._errors import BulkheadFullError, RateLimitedError
 from ..policies._rate_limit import RateLimiter
@@ -88,15 +88,15 @@ class GuardRefusal:
 @final
 @dataclass(slots=True, eq=False)
 class Passage:
-    """What a request let through holds: bulkhead permits and breaker admissions.
+    """What a request let through holds: bulkhead permits and breaker tickets.
 
-    :meth:`close` gives every permit back and records the breakers'
-    outcome; it is idempotent, so the core can call it from ``finally``.
+    :meth:`close` gives every permit back and settles the breakers'
+    tickets; it is idempotent, so the core can call it from ``finally``.
     """
 
     bulkheads: list[Bulkhead] = field(default_factory=list)
-    breakers: list[tuple[CircuitBreaker, int, float]] = field(default_factory=list)
-    unsettled: list[CircuitBreaker] = field(default_factory=list)
+    tickets: list[BreakerTicket] = field(default_factory=list)
+    unsettled: list[BreakerTicket] = field(default_factory=list)
 
     def close(self, failed: bool | None) -> bool:
         """Release everything; ``failed`` is the outcome (``None``: neither, e.g. cancelled).
@@ -106,24 +106,24 @@ class Passage:
         bulkheads, self.bulkheads = self.bulkheads, []
         for bulkhead in reversed(bulkheads):
             bulkhead.release()
-        breakers, self.breakers = self.breakers, []
+        tickets, self.tickets = self.tickets, []
         notify = False
-        for breaker, epoch, start in breakers:
+        for ticket in tickets:
             if failed is None:
-                breaker._release(epoch)
+                ticket.released()
             elif failed:
-                notify |= breaker._on_failure(epoch, start, None)
+                notify |= ticket.failed()
             else:
-                notify |= breaker._on_success(epoch, start)
-            if breaker._pending:
-                self.unsettled.append(breaker)
+                notify |= ticket.succeeded()
+            if ticket.waiting:
+                self.unsettled.append(ticket)
         return notify
 
     async def settle(self) -> None:
         """Await the breakers' async state listeners (never while cancelled)."""
-        breakers, self.unsettled = self.unsettled, []
-        for breaker in breakers:
-            await breaker._drain()
+        tickets, self.unsettled = self.unsettled, []
+        for ticket in tickets:
+            await ticket.notify()
 
 
 @final
@@ -221,12 +221,11 @@ class ServerGuards:
                     passage.bulkheads.append(guard)
                 else:
                     try:
-                        epoch = guard._admit()
+                        ticket = guard.admit()
                     except CircuitOpenError as exc:
                         passage.close(None)
                         return GuardRefusal(503, exc.retry_after, b"circuit open; retry later\n")
-                    start = guard._clock() if guard._timed else 0.0
-                    passage.breakers.append((guard, epoch, start))
+                    passage.tickets.append(ticket)
         except BaseException:
             passage.close(None)
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -624,3 +625,98 @@ def test_decorating_a_sync_function_is_refused() -> None:
 def test_circuit_breaker_error_is_circuit_open_error() -> None:
     """CircuitBreakerError is the core CircuitOpenError under aiocircuitbreaker's name."""
     assert CircuitBreakerError is ac.CircuitOpenError
+
+
+# -- the admission ticket --------------------------------------------------------
+
+
+async def test_ticket_settles_once() -> None:
+    """A ticket records one outcome; later settling calls change nothing."""
+    clock = FakeClock()
+    breaker = consecutive(clock, failure_threshold=1)
+    ticket = breaker.admit()
+    assert not ticket.settled
+    assert ticket.succeeded() is False
+    assert ticket.settled
+    assert ticket.failed(DownError("late")) is False
+    assert ticket.timed_out() is False
+    ticket.released()
+    assert breaker.state is CLOSED
+    assert breaker.failure_count == 0
+
+
+async def test_released_ticket_gives_its_probe_slot_back_once() -> None:
+    """Releasing a probe frees its slot for one more probe, however often it is called."""
+    clock = FakeClock()
+    breaker = consecutive(clock, failure_threshold=1)
+    await fail(breaker)
+    clock.advance(10.0)
+    probe = breaker.admit()
+    with pytest.raises(ac.CircuitOpenError):
+        breaker.admit()
+    probe.released()
+    probe.released()
+    second = breaker.admit()
+    with pytest.raises(ac.CircuitOpenError):
+        breaker.admit()
+    assert breaker.state is HALF_OPEN
+    assert second.succeeded() is False
+    assert breaker.state is CLOSED
+
+
+async def test_ticket_tells_async_listeners_only_when_awaited() -> None:
+    """A recording that changes the state returns True; notify() then delivers it."""
+    heard: list[CircuitState] = []
+
+    async def listener(_: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+        heard.append(new)
+
+    breaker = consecutive(FakeClock(), failure_threshold=1, listeners=[listener])
+    ticket = breaker.admit()
+    assert ticket.failed(DownError("down")) is True
+    assert ticket.waiting
+    assert heard == []
+    await ticket.notify()
+    assert heard == [OPEN]
+    assert not ticket.waiting
+
+
+async def _through_decorator(breaker: CircuitBreaker) -> None:
+    @breaker
+    async def upstream() -> None:
+        raise ac.DeadlineExceededError("upstream too slow")
+
+    await upstream()
+
+
+async def _through_call(breaker: CircuitBreaker) -> None:
+    async def upstream() -> None:
+        raise ac.DeadlineExceededError("upstream too slow")
+
+    await breaker.call(upstream)
+
+
+async def _through_async_with(breaker: CircuitBreaker) -> None:
+    async with breaker:
+        raise ac.DeadlineExceededError("upstream too slow")
+
+
+async def _through_ticket(breaker: CircuitBreaker) -> None:
+    breaker.admit().failed(ac.DeadlineExceededError("upstream too slow"))
+    raise ac.DeadlineExceededError("upstream too slow")
+
+
+@pytest.mark.parametrize(
+    "entry", [_through_decorator, _through_call, _through_async_with, _through_ticket]
+)
+async def test_deadline_rule_holds_in_every_entry_point(
+    entry: Callable[[CircuitBreaker], Awaitable[None]],
+) -> None:
+    """A DeadlineExceededError counts only when the call had min_deadline_budget at admission."""
+    breaker = CircuitBreaker(failure_threshold=1, min_deadline_budget=1.0)
+    with ac.ambient(timeout=0.2), pytest.raises(ac.DeadlineExceededError):
+        await entry(breaker)
+    assert breaker.state is CLOSED
+    with ac.ambient(timeout=3.0), pytest.raises(ac.DeadlineExceededError):
+        await entry(breaker)
+    assert breaker.state is OPEN
