@@ -20,6 +20,7 @@ from ._errors import (
     InvalidRequestError,
     NetworkError,
     ProtocolError,
+    RefusedError,
     TransportError,
 )
 from ._headers import Headers
@@ -83,6 +84,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "RateLimiter",
+    "RefusedError",
     "Request",
     "RequestContext",
     "Response",

@@ -38,6 +38,7 @@ __all__ = [
     "InvalidRequestError",
     "NetworkError",
     "ProtocolError",
+    "RefusedError",
     "TransportError",
 ]
 
@@ -101,8 +102,12 @@ class ProtocolError(TransportError):
     """The server answered with something that is not valid HTTP."""
 
 
-class CircuitOpenError(AioClientError):
-    """A circuit breaker is open and refused the call without sending it."""
+class RefusedError(AioClientError):
+    """A local policy (breaker, bulkhead, rate limiter) refused the call; nothing was sent.
+
+    ``except RefusedError`` catches every such refusal, so a caller can back
+    off for :attr:`retry_after` seconds whichever policy said no.
+    """
 
     may_have_reached_server = False
 
@@ -114,8 +119,15 @@ class CircuitOpenError(AioClientError):
         attempts: tuple[AttemptRecord, ...] = (),
     ) -> None:
         super().__init__(message, may_have_reached_server=False, attempts=attempts)
-        #: Seconds until the breaker lets a probe through.
+        #: Seconds until the policy may let a call through; ``0.0`` when it cannot tell.
         self.retry_after = retry_after
+
+
+class CircuitOpenError(RefusedError):
+    """A circuit breaker is open and refused the call without sending it.
+
+    :attr:`retry_after` is the seconds until the breaker lets a probe through.
+    """
 
 
 class HTTPStatusError(AioClientError):

@@ -66,3 +66,26 @@ def test_import_works_without_optional_backends() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "lazy"
+
+
+def test_refused_error_catches_every_local_refusal() -> None:
+    """``except RefusedError`` catches breaker, bulkhead and rate-limit refusals, retry_after."""
+    refusals = [
+        aio_client.CircuitOpenError("open", retry_after=1.5),
+        aio_client.BulkheadFullError("full"),
+        aio_client.RateLimitedError("limited", retry_after=0.25),
+    ]
+    caught: list[tuple[str, float, bool]] = []
+    for refusal in refusals:
+        try:
+            raise refusal
+        except aio_client.RefusedError as exc:
+            caught.append((type(exc).__name__, exc.retry_after, exc.may_have_reached_server))
+    assert caught == [
+        ("CircuitOpenError", 1.5, False),
+        ("BulkheadFullError", 0.0, False),
+        ("RateLimitedError", 0.25, False),
+    ]
+    assert aio_client.policies.CircuitBreakerError is aio_client.CircuitOpenError
+    assert isinstance(refusals[1], RuntimeError)
+    assert isinstance(refusals[2], RuntimeError)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Final, NamedTuple, final
-from urllib.parse import urlsplit
 
+from .._circuit_state import CircuitState
+from .._endpoints import DEFAULT_PORTS, bracketed, format_endpoint, split_endpoint
 from .._errors import AioClientError, ConfigError
-from ..policies._breaker import CircuitState
 
 __all__ = [
     "BREAKER_STATE_VALUES",
@@ -56,7 +56,6 @@ KNOWN_METHODS: Final = frozenset(
 )
 _OTHER_METHOD: Final = "_OTHER"
 _STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # Error kinds worded for a dashboard; other aio_client errors get their class
 # name in snake case, and exceptions from outside the library read as "error".
 _ERROR_KINDS: Final = {
@@ -195,18 +194,15 @@ class EndpointLabels:
 
     def _parse(self, url: str) -> Endpoint:
         try:
-            parts = urlsplit(url)
-            port = parts.port
+            scheme, host, port, port_valid, _, path = split_endpoint(url)
         except ValueError:
             return NO_ENDPOINT
-        scheme = parts.scheme.lower()
-        host = parts.hostname or ""
-        if not scheme or not host:
+        if not port_valid or not scheme or not host:
             return NO_ENDPOINT
+        key = self._keys(format_endpoint(scheme, host, port))
+        shown = bracketed(host)
+        netloc = f"{shown}:{port}" if port is not None else shown
+        base = f"{scheme}://{netloc}{path.rstrip('/')}"
         if port is None:
-            port = _DEFAULT_PORTS.get(scheme, 0)
-        shown = f"[{host}]" if ":" in host else host
-        key = self._keys(f"{scheme}://{shown}:{port}")
-        netloc = f"{shown}:{parts.port}" if parts.port is not None else shown
-        base = f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+            port = DEFAULT_PORTS.get(scheme, 0)
         return Endpoint(key, host, port, scheme, base)

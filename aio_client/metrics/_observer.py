@@ -14,9 +14,15 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .._attempts import AttemptKind
+    from .._circuit_state import CircuitState
     from .._models import Request
     from .._pipeline import Stage
-    from ..policies._breaker import CircuitBreaker, CircuitState
+
+    # Type-only, and the one exception to "metrics/ imports no policies/": an
+    # observer written against this protocol may annotate the breaker as a
+    # CircuitBreaker, so the protocol must promise exactly that. The sinks
+    # themselves read only its name (NamedBreaker).
+    from ..policies._breaker import CircuitBreaker
 
 __all__ = ["Observer"]
 

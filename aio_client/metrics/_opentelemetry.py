@@ -34,7 +34,7 @@ from .._call import current_attempt
 from .._deadline import current_deadline, current_priority
 from .._errors import AioClientError, ConfigError
 from .._models import Request
-from ..server._core import UNMATCHED_ROUTE, ServerOutcomeKind
+from .._server_events import UNMATCHED_ROUTE, ServerOutcomeKind
 from ._labels import (
     BREAKER_STATE_VALUES,
     DEFAULT_BUCKETS,
@@ -53,10 +53,10 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
     from opentelemetry.util.types import AttributeValue
 
+    from .._circuit_state import CircuitState, NamedBreaker
     from .._models import Response
     from .._pipeline import Handler, Stage
-    from ..policies._breaker import CircuitBreaker, CircuitState
-    from ..server._core import Admission, ServerOutcome
+    from .._server_events import Admission, ServerOutcome
 
 __all__ = ["OpenTelemetryInstrumentation", "OpenTelemetryServerObserver"]
 
@@ -265,7 +265,7 @@ class OpenTelemetryInstrumentation:
             span.add_event("aio_client.budget_exhausted", {ATTEMPT_KIND: kind.value})
 
     def breaker_state_changed(
-        self, breaker: CircuitBreaker, old: CircuitState, new: CircuitState, /
+        self, breaker: NamedBreaker, old: CircuitState, new: CircuitState, /
     ) -> None:
         """A breaker (named after its endpoint key) changed state."""
         endpoint = self._endpoints.key(breaker.name)

@@ -29,7 +29,7 @@ from .. import _clock
 from .._attempts import AttemptKind
 from .._call import current_attempt
 from .._errors import AioClientError, ConfigError
-from ..server._core import ServerOutcomeKind
+from .._server_events import ServerOutcomeKind
 from ._labels import (
     BREAKER_STATE_VALUES,
     DEFAULT_BUCKETS,
@@ -45,10 +45,10 @@ from ._labels import (
 )
 
 if TYPE_CHECKING:
+    from .._circuit_state import CircuitState, NamedBreaker
     from .._models import Request, Response
     from .._pipeline import Handler, Stage
-    from ..policies._breaker import CircuitBreaker, CircuitState
-    from ..server._core import Admission, ServerOutcome
+    from .._server_events import Admission, ServerOutcome
 
 __all__ = ["PrometheusMetrics", "PrometheusServerObserver"]
 
@@ -274,7 +274,7 @@ class PrometheusMetrics:
         ).inc()
 
     def breaker_state_changed(
-        self, breaker: CircuitBreaker, old: CircuitState, new: CircuitState, /
+        self, breaker: NamedBreaker, old: CircuitState, new: CircuitState, /
     ) -> None:
         """A breaker (named after its endpoint key) changed state."""
         endpoint = self._endpoints.key(breaker.name)

@@ -30,7 +30,6 @@ Concurrency rules (one breaker per event loop; it is not thread-safe):
 
 from __future__ import annotations
 
-import enum
 import functools
 import inspect
 import logging
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast, final
 
 from .. import _clock
+from .._circuit_state import CircuitState
 from .._deadline import current_deadline, validate_timeout
 from .._errors import CircuitOpenError, ConfigError, DeadlineExceededError
 from ._entries import pop_entry, push_entry
@@ -56,18 +56,6 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _log: Final = logging.getLogger("aio_client.policies")
-
-
-class CircuitState(enum.Enum):
-    """Where a breaker is (values match aiocircuitbreaker's ``State``)."""
-
-    #: Calls run; outcomes are counted.
-    CLOSED = "closed"
-    #: Calls are refused with :class:`~aio_client.CircuitOpenError`.
-    OPEN = "open"
-    #: A limited number of probe calls run; the rest are refused.
-    HALF_OPEN = "half_open"
-
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Final, final
-from urllib.parse import urlsplit
+from typing import final
 
 from .._deadline import current_deadline
+from .._endpoints import format_endpoint, split_endpoint
 from .._errors import ConfigError, DeadlineExceededError, TransportError
 from .._models import Request, Response
 from .._pipeline import Handler, Stage
@@ -39,25 +39,16 @@ __all__ = [
 #: Anything :func:`as_stage` accepts.
 Policy = CircuitBreaker | Bulkhead | RateLimiter | Timeout | Fallback[Response] | Retry
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-
 
 def endpoint_key(request: Request) -> str:
-    """``scheme://host:port`` of the request's absolute URL (``""`` for a relative one)."""
-    parts = urlsplit(request.url)
-    scheme = parts.scheme.lower()
-    if not scheme or not parts.netloc:
+    """``scheme://host:port`` of the request's absolute URL (``""`` for a relative one).
+
+    An invalid port reads as none (the scheme's default).
+    """
+    scheme, host, port, _, has_netloc, _ = split_endpoint(request.url)
+    if not scheme or not has_netloc:
         return ""
-    host = parts.hostname or ""
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        port = _DEFAULT_PORTS.get(scheme, 0)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return format_endpoint(scheme, host, port)
 
 
 def default_is_failure(outcome: Response | Exception, /) -> bool:

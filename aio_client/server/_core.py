@@ -28,7 +28,6 @@ template (for the ``observer``).
 
 from __future__ import annotations
 
-import enum
 import functools
 import inspect
 import logging
@@ -57,7 +56,15 @@ from .._deadline import (
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
 from .._retry_after import RETRY_AFTER_HEADER, format_retry_after
-from ._guards import ClientInfo, Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
+from .._server_events import (
+    UNMATCHED_ROUTE,
+    Admission,
+    ClientInfo,
+    RouteResolver,
+    ServerOutcome,
+    ServerOutcomeKind,
+)
+from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
 from ._shedding import PriorityLoadShedder
 
 __all__ = [
@@ -88,14 +95,6 @@ _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
 }
 _TEXT: Final = ("content-type", "text/plain; charset=utf-8")
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
-
-#: The route of a request that matched no route (or was refused before routing
-#: and matches none): every such request shares this one value, so a scan of
-#: random paths cannot grow metrics without bound.
-UNMATCHED_ROUTE: Final = "<unmatched>"
-#: Finds the matched route's template (``"/users/{id}"``) once it is known, or
-#: ``None``; called at most once per request, and only when there is an observer.
-RouteResolver = Callable[[], "str | None"]
 
 
 def max_timeout(seconds: float) -> Callable[[F], F]:
@@ -164,69 +163,11 @@ class ServerStats:
     refused: int = 0
 
 
-class ServerOutcomeKind(enum.StrEnum):
-    """How a request ended, in one word (a bounded metrics label)."""
-
-    #: The handler answered (any status, including an HTTP error it raised on purpose).
-    OK = "ok"
-    #: The handler raised; the framework answers it (usually 500).
-    ERROR = "error"
-    #: The deadline passed, on arrival or while handling (504).
-    DEADLINE = "deadline"
-    #: The client went away first (recorded as 499).
-    DISCONNECTED = "disconnected"
-    #: Refused by the load shedder (503).
-    SHED = "shed"
-    #: Refused by a rate-limit guard (429).
-    RATE_LIMITED = "rate_limited"
-    #: Refused by a bulkhead or circuit-breaker guard (503).
-    REFUSED = "refused"
-    #: Refused or cancelled because the server is shutting down (503).
-    SHUTDOWN = "shutdown"
-    #: Application code cancelled the request's token (503).
-    CANCELLED = "cancelled"
-
-
 _KIND_OF_REASON: Final = {
     CancelReason.DEADLINE: ServerOutcomeKind.DEADLINE,
     CancelReason.CLIENT_DISCONNECTED: ServerOutcomeKind.DISCONNECTED,
     CancelReason.SHUTDOWN: ServerOutcomeKind.SHUTDOWN,
 }
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ServerOutcome:
-    """How one request ended, for an ``observer`` (metrics, logs).
-
-    Holds no raw path, query or header value: ``route`` is the matched
-    route's template, so it is safe as a metrics label.
-    """
-
-    #: Status sent, or 499 when the client went away first.
-    status: int
-    #: Why the request's token fired, or ``None``.
-    reason: CancelReason | None
-    #: Seconds of budget the request was granted on arrival.
-    budget: float
-    #: Seconds from arrival to the end of handling.
-    elapsed: float
-    #: The request's effective priority.
-    priority: Priority
-    #: Whether the handler ran at all.
-    handled: bool
-    #: How the request ended, in one word.
-    outcome: ServerOutcomeKind = ServerOutcomeKind.OK
-    #: The request method as received (upper-case for well-behaved clients;
-    #: sinks fold unknown methods into one value).
-    method: str = ""
-    #: The matched route's template (``"/users/{id}"``), or :data:`UNMATCHED_ROUTE`.
-    route: str = UNMATCHED_ROUTE
-    #: ``"http"`` or ``"https"``.
-    scheme: str = "http"
-    #: Whether a deadline or priority header was malformed, negative or absurd
-    #: (and therefore ignored). Orthogonal to ``outcome``: such a request still runs.
-    invalid_header: bool = False
 
 
 @final
@@ -250,35 +191,6 @@ class Rejection:
     def deliverable(self) -> bool:
         """Whether the adapter should send this response."""
         return not (self.started or self.peer_gone)
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """A request let in by :meth:`ServerCore.admit`: its budget, priority and token."""
-
-    #: The request's cancellation token.
-    token: CancelToken
-    #: Arrival + budget, on the loop clock.
-    deadline: Deadline
-    #: The effective priority.
-    priority: Priority
-    #: Seconds granted on arrival.
-    budget: float
-    #: Loop time of arrival.
-    arrived_at: float
-    #: Whether a load-shedder slot must be released.
-    holds_slot: bool
-    #: The request method as received.
-    method: str = ""
-    #: ``"http"`` or ``"https"``.
-    scheme: str = "http"
-    #: Finds the route template for the observer (``None``: unknown).
-    route: RouteResolver | None = None
-    #: Whether a deadline or priority header was malformed and ignored.
-    invalid_header: bool = False
-    #: Who sent the request (only when the core has guards).
-    client: ClientInfo | None = None
 
 
 def current_admission() -> Admission | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final, final
 
 from .._errors import CircuitOpenError, ConfigError
+from .._server_events import ClientInfo
 from ..policies._breaker import BreakerTicket, CircuitBreaker
 from ..policies._bulkhead import Bulkhead
 from ..policies._errors import BulkheadFullError, RateLimitedError
@@ -46,25 +47,6 @@ _log: Final = logging.getLogger("aio_client.server")
 
 #: A policy usable as a server guard.
 Guard = RateLimiter | Bulkhead | CircuitBreaker
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """Who sent a request, as far as the server can tell (what ``client_key`` gets)."""
-
-    #: The transport peer's address (``None``: unknown, e.g. a Unix socket).
-    peer: str | None
-    #: The left-most address of the forwarding header the app chose to trust,
-    #: or ``None`` (no such header configured, absent, or not an address).
-    forwarded: str | None = None
-    #: The request's headers (lower-case names); filled only for a custom ``client_key``.
-    headers: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def address(self) -> str | None:
-        """The trusted forwarded address if any, else the peer address."""
-        return self.forwarded if self.forwarded is not None else self.peer
 
 
 def peer_address(client: ClientInfo, /) -> Hashable:

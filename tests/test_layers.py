@@ -1,0 +1,75 @@
+"""The package's layering rules, read from the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import aio_client
+
+PACKAGE = Path(aio_client.__file__).parent
+FORBIDDEN_IN_METRICS = ("aio_client.server", "aio_client.policies")
+# The Observer protocol must name CircuitBreaker, for type checkers only: an
+# observer annotating its breaker parameter so must still satisfy it. Goes
+# away when sinks get a frozen breaker-change event instead of the breaker.
+TYPE_ONLY_EXCEPTIONS = {("_observer.py", "aio_client.policies._breaker.CircuitBreaker")}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """``(absolute name, type-only)`` of every module and name ``path`` imports."""
+    package = "aio_client." + path.parent.relative_to(PACKAGE).as_posix().replace("/", ".")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _is_type_checking(block.test)
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    found: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+        found.extend((name, id(node) in type_only) for name in names)
+    return found
+
+
+def _forbidden(name: str) -> bool:
+    return any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN_IN_METRICS)
+
+
+def test_metrics_imports_neither_server_nor_policies() -> None:
+    """No module of aio_client.metrics imports aio_client.server or aio_client.policies."""
+    files = sorted((PACKAGE / "metrics").glob("*.py"))
+    assert files
+    offending = {
+        (path.name, name, type_only)
+        for path in files
+        for name, type_only in _imports(path)
+        if _forbidden(name)
+    }
+    allowed = {(file, name, True) for file, name in TYPE_ONLY_EXCEPTIONS}
+    allowed |= {(file, name.rsplit(".", 1)[0], True) for file, name in TYPE_ONLY_EXCEPTIONS}
+    assert offending <= allowed
+    runtime = {entry for entry in offending if not entry[2]}
+    assert runtime == set()
+
+
+def test_import_reader_resolves_relative_and_type_only_imports() -> None:
+    """The reader resolves relative imports in metrics/ and flags TYPE_CHECKING ones."""
+    imports = dict(_imports(PACKAGE / "metrics" / "_observer.py"))
+    assert imports["aio_client._circuit_state.CircuitState"] is True
+    assert imports["aio_client.policies._breaker"] is True
+    assert imports["typing"] is False
