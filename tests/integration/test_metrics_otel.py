@@ -58,6 +58,17 @@ class Telemetry:
         ]
 
 
+def attributes_of(span: ReadableSpan) -> dict[str, Any]:
+    """A finished span's attributes as a dict (the SDK types them as possibly absent)."""
+    return dict(span.attributes or {})
+
+
+def parent_id(span: ReadableSpan) -> int:
+    """The span id of ``span``'s parent, which it must have."""
+    assert span.parent is not None
+    return span.parent.span_id
+
+
 @pytest.fixture
 def telemetry() -> Iterator[Telemetry]:
     """A fresh in-memory SDK per test (test dependency only)."""
@@ -141,15 +152,16 @@ async def test_spans_nest_and_trace_context_reaches_the_server(
     (call,) = telemetry.finished(SpanKind.INTERNAL)
     attempts = sorted(
         telemetry.finished(SpanKind.CLIENT),
-        key=lambda s: s.attributes.get("http.request.resend_count", 0),
+        key=lambda s: attributes_of(s).get("http.request.resend_count", 0),
     )
     served = telemetry.finished(SpanKind.SERVER)
     assert call.name == "GET items/{item_id}"
     assert call.parent is None
-    assert call.attributes["http.response.status_code"] == 200
-    assert 4.0 < call.attributes["aio_client.request.timeout"] <= 5.0
-    assert call.attributes["aio_client.request.priority"] == "high"
-    assert [a.parent.span_id for a in attempts] == [call.context.span_id] * 2
+    call_span_attributes = attributes_of(call)
+    assert call_span_attributes["http.response.status_code"] == 200
+    assert 4.0 < call_span_attributes["aio_client.request.timeout"] <= 5.0
+    assert call_span_attributes["aio_client.request.priority"] == "high"
+    assert [parent_id(a) for a in attempts] == [call.context.span_id] * 2
     assert {a.context.trace_id for a in (call, *attempts, *served)} == {call.context.trace_id}
     first, retry = (dict(a.attributes or {}) for a in attempts)
     port = int(url.rsplit(":", 1)[1])
@@ -163,9 +175,9 @@ async def test_spans_nest_and_trace_context_reaches_the_server(
     assert (retry["aio_client.attempt.kind"], retry["http.request.resend_count"]) == ("retry", 1)
     assert (retry["http.response.status_code"], retry["aio_client.attempt.won"]) == (200, True)
     # Each attempt's traceparent arrived: the server's spans are the attempts' children.
-    assert sorted(s.parent.span_id for s in served) == sorted(a.context.span_id for a in attempts)
+    assert sorted(parent_id(s) for s in served) == sorted(a.context.span_id for a in attempts)
     for span in served:
-        attributes = dict(span.attributes or {})
+        attributes = attributes_of(span)
         assert 0 < attributes["aio_client.request.timeout"] <= 5.0
         assert attributes["aio_client.request.priority"] == "high"
         assert attributes["aio_client.server.outcome"] == "ok"
@@ -215,7 +227,7 @@ async def test_a_hedged_call_marks_the_losing_attempt(telemetry: Telemetry) -> N
         released.set()
     (call,) = telemetry.finished(SpanKind.INTERNAL)
     by_kind = {
-        span.attributes["aio_client.attempt.kind"]: span
+        attributes_of(span)["aio_client.attempt.kind"]: span
         for span in telemetry.finished(SpanKind.CLIENT)
     }
     loser, winner = by_kind["first"], by_kind["hedge"]
@@ -237,13 +249,13 @@ async def test_a_hedged_call_marks_the_losing_attempt(telemetry: Telemetry) -> N
             "http.response.status_code": 200,
         }.items()
     )
-    assert loser.parent.span_id == winner.parent.span_id == call.context.span_id
+    assert parent_id(loser) == parent_id(winner) == call.context.span_id
     assert loser.end_time is not None
     assert call.end_time is not None
     assert loser.end_time <= call.end_time
     # The winning attempt carried its own span's context.
     assert response.text.split("-")[2] == format(winner.context.span_id, "016x")
-    assert call.attributes["aio_client.call.attempts"] == 2
+    assert attributes_of(call)["aio_client.call.attempts"] == 2
     hedges = {
         a["aio_client.hedge.result"]: p.value
         for a, p in telemetry.points("aio_client.client.hedges")

@@ -161,7 +161,12 @@ async def test_repeated_request_headers_arrive_in_order(
 
 async def test_json_body_arrives_intact(transport: Transport, app: AppServer) -> None:
     """json= is serialised once, sent as UTF-8 with its content type."""
-    document = {"name": "Zoë", "tags": ["a", "b"], "n": 1.5, "none": None}
+    document: dict[str, str | float | list[str] | None] = {
+        "name": "Zoë",
+        "tags": ["a", "b"],
+        "n": 1.5,
+        "none": None,
+    }
     echo = _echo(await _client(transport, app.url).request(ac.post("echo", json=document)))
     assert json.loads(str(echo["body"]).encode("latin-1")) == document
     assert _echoed_headers(echo)["content-type"] == ["application/json"]
@@ -169,7 +174,13 @@ async def test_json_body_arrives_intact(transport: Transport, app: AppServer) ->
 
 async def test_query_arrives_as_given(transport: Transport, app: AppServer) -> None:
     """Reserved characters, repeats, booleans and non-ASCII survive the query string."""
-    query = {"q": "a b&c=d/e?f#g+h", "multi": ["1", "2"], "flag": True, "empty": "", "u": "é"}
+    query: dict[str, str | bool | list[str]] = {
+        "q": "a b&c=d/e?f#g+h",
+        "multi": ["1", "2"],
+        "flag": True,
+        "empty": "",
+        "u": "é",
+    }
     echo = _echo(await _client(transport, app.url).request(ac.get("echo", query=query)))
     assert echo["query_pairs"] == [
         ["q", "a b&c=d/e?f#g+h"],

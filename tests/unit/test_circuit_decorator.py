@@ -291,4 +291,4 @@ def test_circuit_refuses_a_foreign_cls_and_sync_functions() -> None:
     with pytest.raises(ac.ConfigError, match="cls"):
         circuit(cls=dict)  # type: ignore[arg-type]
     with pytest.raises(ac.ConfigError, match="async"):
-        circuit(lambda: None)  # type: ignore[arg-type, call-overload]
+        circuit(lambda: None)  # type: ignore[arg-type, return-value]  # deliberately sync

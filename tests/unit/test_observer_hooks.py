@@ -15,7 +15,7 @@ class Recorder:
     """An observer that writes down everything it sees."""
 
     def __init__(self) -> None:
-        self.events: list[object] = []
+        self.events: list[tuple[object, ...]] = []
 
     @property
     def call_stage(self) -> ac.Stage:

@@ -390,7 +390,7 @@ async def test_a_hedge_failing_at_once_is_retried_from_its_task() -> None:
 
 
 def unavailable(retry_after: str) -> ac.Response:
-    return ac.Response(503, headers={"Retry-After": retry_after})
+    return ac.Response(503, ac.Headers({"Retry-After": retry_after}))
 
 
 async def test_retry_after_holds_back_the_next_attempt() -> None:

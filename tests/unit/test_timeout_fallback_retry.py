@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 import pytest
 
@@ -142,12 +144,13 @@ async def test_fallback_callable_gets_the_same_arguments() -> None:
     async def async_maker(item: int, *, tag: str) -> str:
         return f"async {item} {tag}"
 
-    for maker, expected in (
+    cases: tuple[tuple[Callable[..., str | Awaitable[str]], str], ...] = (
         (lambda item, *, tag: f"sync {item} {tag}", "sync 3 x"),
         (async_maker, "async 3 x"),
-    ):
-
-        @Fallback(maker)
+    )
+    for maker, expected in cases:
+        # Fallback[str] spelled out: from a callable substitute alone mypy infers Fallback[Never].
+        @Fallback[str](maker)
         async def fetch(item: int, *, tag: str) -> str:
             raise RuntimeError("down")
 
@@ -156,7 +159,7 @@ async def test_fallback_callable_gets_the_same_arguments() -> None:
 
 async def test_fallback_never_replaces_cancellation() -> None:
     """Even with on=Exception, a cancelled call stays cancelled."""
-    fallback: Fallback[str] = Fallback("substitute")
+    fallback: Fallback[str | None] = Fallback("substitute")
     with anyio.move_on_after(0.1) as scope:
         await fallback.call(anyio.sleep, 10.0)
     assert scope.cancelled_caught
