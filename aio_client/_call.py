@@ -26,7 +26,7 @@ from ._deadline import (
     set_ambient,
 )
 from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
-from ._models import Request, Response, bind_request
+from ._models import Request, Response
 from ._priority import PRIORITY_HEADER, Priority
 
 if TYPE_CHECKING:
@@ -72,14 +72,12 @@ def _record(
     fields: tuple[int, AttemptKind, str, float, int | None, str | None, bool],
 ) -> AttemptRecord:
     # AttemptRecord(...) without the named tuple's Python-level __new__: every
-    # successful call makes one, and all seven fields are given here anyway.
+    # successful call makes one, all seven fields are given here anyway, and the
+    # difference shows in benchmarks/instructions.py.
     return _tuple_new(AttemptRecord, fields)
 
 
 _tuple_new = tuple.__new__
-
-# Attempt numbers as header values, made once (strategies allow at most 100 attempts).
-_NUMBERS: Final = tuple(str(number) for number in range(101))
 
 _ATTEMPT: ContextVar[AttemptInfo | None] = ContextVar("aio_client_attempt", default=None)
 
@@ -236,14 +234,13 @@ class Call:
                 AttemptRecord(number, kind, url, 0.0, None, "DeadlineExceededError", False)
             )
             return error
-        bound = bind_request(
-            request,
+        bound = request._bound(
             url,
             request.headers._with(
                 (
                     (TIMEOUT_HEADER, format_timeout_header(budget)),
-                    (PRIORITY_HEADER, self.priority._value_),
-                    (ATTEMPT_HEADER, _NUMBERS[number] if number < 101 else str(number)),
+                    (PRIORITY_HEADER, str(self.priority)),
+                    (ATTEMPT_HEADER, str(number)),
                 )
             ),
         )

@@ -6,7 +6,7 @@ import codecs
 import json as jsonlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final, final
 from urllib.parse import quote
 
@@ -42,6 +42,9 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
+# Sets one slot of an instance, bypassing the frozen dataclass's __setattr__.
+_SlotSetter = Callable[[object, object], None]
+
 
 @final
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,20 @@ class Request:
     def idempotent_by_method(self) -> bool:
         """Whether the method is safe to repeat (RFC 9110 section 9.2.2)."""
         return self.method in _IDEMPOTENT_METHODS
+
+    # Hot-path trick, kept to this method: every attempt binds a request, and
+    # setting the slots through their own descriptors (_REQUEST_SLOTS) skips
+    # the frozen dataclass's per-field object.__setattr__.
+    def _bound(self, url: str, headers: Headers) -> Request:
+        """This request with an absolute ``url`` and the attempt's ``headers`` (internal)."""
+        new = _new(Request)
+        set_method, set_url, set_headers, set_content, set_route = _REQUEST_SLOTS
+        set_method(new, self.method)
+        set_url(new, url)
+        set_headers(new, headers)
+        set_content(new, self.content)
+        set_route(new, self.route)
+        return new
 
 
 @final
@@ -131,20 +148,23 @@ class Response:
                 return charset
         return "utf-8"
 
+    # Hot-path tricks, kept to _received() and with_attempt(): every call builds
+    # a response, so these fill the slots through their own descriptors
+    # (_RESPONSE_SLOTS), skipping the frozen dataclass's per-field
+    # object.__setattr__, and a response fresh from a transport, which nobody
+    # else holds yet, is stamped in place instead of copied. It is recognised by
+    # the identity of its elapsed time, _UNSTAMPED.
     @classmethod
     def _received(cls, status: int, headers: Headers, content: bytes, url: str) -> Response:
-        """A response a transport just read (internal, hot path).
-
-        Nobody else holds it yet, so the attempt that sent it stamps it in place
-        (see :meth:`with_attempt`) instead of copying it.
-        """
+        """A response a transport just read, not yet stamped (internal, hot path)."""
         new = _new(cls)
-        _set_status(new, status)
-        _set_response_headers(new, headers)
-        _set_response_content(new, content)
-        _set_response_url(new, url)
-        _set_elapsed(new, _UNSTAMPED)
-        _set_attempt(new, 1)
+        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt = _RESPONSE_SLOTS
+        set_status(new, status)
+        set_headers(new, headers)
+        set_content(new, content)
+        set_url(new, url)
+        set_elapsed(new, _UNSTAMPED)
+        set_attempt(new, 1)
         return new
 
     def with_attempt(self, attempt: int, elapsed: float, url: str) -> Response:
@@ -153,54 +173,36 @@ class Response:
         A response fresh from a transport is stamped in place; any other (a
         handler's or a stage's, perhaps shared) is copied.
         """
+        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt = _RESPONSE_SLOTS
         if self.elapsed is _UNSTAMPED:
-            _set_elapsed(self, elapsed)
-            _set_attempt(self, attempt)
+            set_elapsed(self, elapsed)
+            set_attempt(self, attempt)
             return self
-        # Every call pays for this copy: the slots are filled directly, skipping
-        # the frozen dataclass's per-field object.__setattr__ (0.35 µs, not 0.75).
         new = _new(Response)
-        _set_status(new, self.status)
-        _set_response_headers(new, self.headers)
-        _set_response_content(new, self.content)
-        _set_response_url(new, self.url or url)
-        _set_elapsed(new, elapsed)
-        _set_attempt(new, attempt)
+        set_status(new, self.status)
+        set_headers(new, self.headers)
+        set_content(new, self.content)
+        set_url(new, self.url or url)
+        set_elapsed(new, elapsed)
+        set_attempt(new, attempt)
         return new
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
-    setter: Callable[[object, object], None] = cls.__dict__[name].__set__
-    return setter
-
-
-# Direct slot setters for the hot-path copies above and in bind_request().
+# For the hot paths of the classes above (module globals are the cheapest
+# lookup): the slots exist only once the dataclasses are built.
 _new = object.__new__
+
+
+def _slot_setters(cls: type) -> tuple[_SlotSetter, ...]:
+    """The setters of a slotted dataclass's slots, in field order (for the hot paths)."""
+    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
+
+
+_REQUEST_SLOTS: Final = _slot_setters(Request)
+_RESPONSE_SLOTS: Final = _slot_setters(Response)
 # The elapsed time of a response no attempt has stamped yet: told apart by
 # identity, so no value a caller passes can be mistaken for it.
 _UNSTAMPED: Final = float("0")
-_set_status = _slot_setter(Response, "status")
-_set_response_headers = _slot_setter(Response, "headers")
-_set_response_content = _slot_setter(Response, "content")
-_set_response_url = _slot_setter(Response, "url")
-_set_elapsed = _slot_setter(Response, "elapsed")
-_set_attempt = _slot_setter(Response, "attempt")
-_set_method = _slot_setter(Request, "method")
-_set_request_url = _slot_setter(Request, "url")
-_set_request_headers = _slot_setter(Request, "headers")
-_set_request_content = _slot_setter(Request, "content")
-_set_route = _slot_setter(Request, "route")
-
-
-def bind_request(request: Request, url: str, headers: Headers) -> Request:
-    """``request`` with an absolute ``url`` and the attempt's ``headers`` (internal, hot path)."""
-    new = _new(Request)
-    _set_method(new, request.method)
-    _set_request_url(new, url)
-    _set_request_headers(new, headers)
-    _set_request_content(new, request.content)
-    _set_route(new, request.route)
-    return new
 
 
 def request(

@@ -1,8 +1,8 @@
 """Call deadlines on asyncio: many calls, one armed event-loop timer.
 
 ``asyncio.timeout_at`` costs a ``Timeout`` object, a ``TimerHandle`` pushed on
-the loop's heap and cancelled again, and two coroutine frames: about 3.7 µs of
-every call on the machines we measure on, the largest single cost of a call.
+the loop's heap and cancelled again, and two coroutine frames: when measured,
+the largest single cost of a call (see ``benchmarks/README.md``).
 A client's calls share one :class:`DeadlineTimer` instead: starting a call
 pushes a small entry on the timer's own heap, finishing it marks the entry
 done, and the loop timer is re-armed only when a call's deadline is nearer
@@ -130,7 +130,7 @@ class DeadlineTimer:
         call ended with.
         """
         state = entry[_STATE]
-        if state is _DONE:
+        if state == _DONE:
             return False
         task: asyncio.Task[object] = entry[_TASK]
         entry[_STATE] = _DONE
@@ -140,9 +140,9 @@ class DeadlineTimer:
         if not self._pending:
             heap.clear()  # everything left is finished; the armed timer fires harmlessly
         elif len(heap) > 2 * self._pending + _COMPACT_SLACK:
-            heap[:] = [item for item in heap if item[_STATE] is not _DONE]
+            heap[:] = [item for item in heap if item[_STATE] != _DONE]
             heapify(heap)
-        if state is not _FIRED:
+        if state != _FIRED:
             return False
         # Withdraw the deadline's cancellations; they were the only ones unless
         # somebody else cancelled the task too.
@@ -178,7 +178,7 @@ class DeadlineTimer:
         due: list[Callable[[], object]] = []
         while heap and heap[0][_AT] <= now:
             entry = heappop(heap)
-            if entry[_STATE] is not _PENDING:
+            if entry[_STATE] != _PENDING:
                 continue
             if entry[_CANCELLING] == _CALLBACK:
                 entry[_STATE] = _DONE
@@ -189,7 +189,7 @@ class DeadlineTimer:
                 entry[_STATE] = _FIRED
                 self._cancel(entry, now)
                 self._expired.append(entry)
-        while heap and heap[0][_STATE] is _DONE:
+        while heap and heap[0][_STATE] == _DONE:
             heappop(heap)  # finished early: no reason to wake the loop for them
         if heap:
             self._arm(heap[0][_AT])
@@ -217,7 +217,7 @@ class DeadlineTimer:
         # again until it ends and finish() forgets it (see the module docstring).
         self._refire = None
         now = self.loop.time()
-        expired = self._expired = [entry for entry in self._expired if entry[_STATE] is _FIRED]
+        expired = self._expired = [entry for entry in self._expired if entry[_STATE] == _FIRED]
         for entry in expired:
             task = entry[_TASK]
             if task.done():

@@ -18,7 +18,9 @@ from ._delays import Delays, exponential_delays
 
 __all__ = ["SequentialStrategy", "sequential_strategy"]
 
-# Looked up once: enum members cost a class attribute lookup each time.
+# Looked up once: on Python 3.11 every attribute lookup on an enum class goes
+# through the slow hook EnumType.__getattr__ installs; worth keeping while 3.11 is
+# supported (benchmarks/instructions.py shows the difference).
 _FIRST: Final = AttemptKind.FIRST
 _RETRY: Final = AttemptKind.RETRY
 _RETRY_VERDICT: Final = Verdict.RETRY
