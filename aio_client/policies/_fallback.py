@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar, cast, final
+from typing import Any, Generic, ParamSpec, TypeVar, cast, final, overload
 
 from ._settings import ExceptionTypes, exception_types
 
@@ -34,6 +34,22 @@ class Fallback(Generic[_T]):
 
     __slots__ = ("_call_it", "_on", "_value")
 
+    # The substitute's type is inferred from what is passed: an async maker's
+    # result, a sync maker's result, or the value itself.
+    @overload
+    def __init__(
+        self, value_or_callable: Callable[..., Awaitable[_T]], *, on: ExceptionTypes = ...
+    ) -> None: ...
+    @overload
+    def __init__(
+        self, value_or_callable: Callable[..., _T], *, on: ExceptionTypes = ...
+    ) -> None: ...
+    @overload
+    def __init__(
+        self, value_or_callable: Callable[..., _T | Awaitable[_T]], *, on: ExceptionTypes = ...
+    ) -> None: ...
+    @overload
+    def __init__(self, value_or_callable: _T, *, on: ExceptionTypes = ...) -> None: ...
     def __init__(
         self,
         value_or_callable: _T | Callable[..., _T | Awaitable[_T]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Never, assert_type
 
 import anyio
 import pytest
@@ -149,12 +150,36 @@ async def test_fallback_callable_gets_the_same_arguments() -> None:
         (async_maker, "async 3 x"),
     )
     for maker, expected in cases:
-        # Fallback[str] spelled out: from a callable substitute alone mypy infers Fallback[Never].
+        # Fallback[str] spelled out: the cases mix sync and async makers.
         @Fallback[str](maker)
         async def fetch(item: int, *, tag: str) -> str:
             raise RuntimeError("down")
 
         assert await fetch(3, tag="x") == expected
+
+
+async def test_fallback_infers_the_substitutes_type() -> None:
+    """Fallback(async maker), Fallback(sync maker) and Fallback(value) type as the result's type
+    (checked by mypy --strict over the tests), and each substitutes at run time."""
+
+    async def async_maker() -> str:
+        return "async"
+
+    def sync_maker() -> int:
+        return 2
+
+    by_async = Fallback(async_maker)
+    by_sync = Fallback(sync_maker)
+    by_value = Fallback(1.5)
+    assert_type(by_async, Fallback[str])
+    assert_type(by_sync, Fallback[int])
+    assert_type(by_value, Fallback[float])
+
+    async def down() -> Never:
+        raise RuntimeError("down")
+
+    assert (await by_async.call(down), await by_sync.call(down)) == ("async", 2)
+    assert await by_value.call(down) == 1.5
 
 
 async def test_fallback_never_replaces_cancellation() -> None:
