@@ -3,18 +3,21 @@
 How a hedged call runs on asyncio, where nearly every call ends with attempt 1:
 
 - Attempt 1 runs inline, in the caller's task, exactly as a sequential call's
-  does. One loop timer (``call_at``) is armed for the hedge delay and disarmed
-  when attempt 1 answers first: that timer is all the common case pays for.
-- When the timer fires, the next attempt starts as a task of its own; only
-  from then on is there anything concurrent to manage.
+  does. The hedge delay is one entry on the client's shared
+  :class:`~aio_client._timer.DeadlineTimer`, withdrawn when attempt 1 answers
+  first: that entry is all the common case pays for.
+- When the delay passes, the next attempt starts as a task of its own, in
+  the caller's context; only from then on is there anything concurrent to
+  manage.
 - When an attempt running in a task wins while the caller's task is still in
   its own attempt, that attempt is interrupted by cancelling the caller's
   task, and the race withdraws its cancellation with ``Task.uncancel()`` (the
   protocol ``asyncio.timeout`` follows). Any other cancellation arriving
   meanwhile, the call's deadline included, is kept and propagates.
-- Losers are cancelled and awaited before :meth:`ParallelStrategy.execute`
-  returns or raises; a cancellation arriving while they are awaited is
-  raised once they are gone.
+- Losers are cancelled once and awaited before
+  :meth:`ParallelStrategy.execute` returns or raises; a cancellation of the
+  caller arriving while they are awaited cancels them again, and is raised
+  once they are gone.
 
 On any other event loop (trio, through anyio) every attempt runs in a task
 group and the timer is a sleeping task: slower, with the same decisions,
