@@ -33,3 +33,5 @@ class AttemptRecord(NamedTuple):
     error: str | None = None
     #: Whether the request may have reached the server on this attempt.
     sent: bool = True
+    #: The base URL (endpoint) the attempt went to.
+    endpoint: str = ""

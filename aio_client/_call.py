@@ -26,6 +26,13 @@ from ._deadline import (
     set_ambient,
 )
 from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
+from ._events import (
+    AttemptFinished,
+    AttemptStarted,
+    CallWatcher,
+    ExtraAttemptRefused,
+    hook_failed,
+)
 from ._models import Request, Response
 from ._priority import PRIORITY_HEADER, Priority
 
@@ -35,10 +42,9 @@ if TYPE_CHECKING:
     from ._classifier import Classifier
     from ._pipeline import Handler
     from ._timer import DeadlineTimer
-    from .metrics._observer import Observer
     from .strategies._budget import RetryBudget
 
-__all__ = ["ATTEMPT_HEADER", "AttemptInfo", "Call", "Outcome", "current_attempt"]
+__all__ = ["ATTEMPT_HEADER", "AttemptInfo", "Call", "CallSettings", "Outcome", "current_attempt"]
 
 #: Header carrying the 1-based attempt number, so servers can spot duplicates.
 ATTEMPT_HEADER: Final = "x-request-attempt"
@@ -69,10 +75,10 @@ class AttemptInfo:
 
 
 def _record(
-    fields: tuple[int, AttemptKind, str, float, int | None, str | None, bool],
+    fields: tuple[int, AttemptKind, str, float, int | None, str | None, bool, str],
 ) -> AttemptRecord:
     # AttemptRecord(...) without the named tuple's Python-level __new__: every
-    # successful call makes one, all seven fields are given here anyway, and the
+    # successful call makes one, all eight fields are given here anyway, and the
     # difference shows in benchmarks/instructions.py.
     return _tuple_new(AttemptRecord, fields)
 
@@ -88,6 +94,25 @@ def current_attempt() -> AttemptInfo | None:
 
 
 @final
+class CallSettings:
+    """What every call of one client shares: made once, when the client is built."""
+
+    __slots__ = ("budget", "classifier", "low_timeout", "send")
+
+    def __init__(
+        self, send: Handler, classifier: Classifier, budget: RetryBudget, low_timeout: float
+    ) -> None:
+        #: The folded attempt stages over the transport.
+        self.send = send
+        #: Decides what each outcome means.
+        self.classifier = classifier
+        #: The client's shared retry/hedge budget.
+        self.budget = budget
+        #: Below this many seconds left, no attempt is sent.
+        self.low_timeout = low_timeout
+
+
+@final
 class Call:
     """The state of one logical call; made by the client, driven by a strategy."""
 
@@ -97,17 +122,18 @@ class Call:
         "_offset",
         "_refused",
         "_send",
+        "_starts",
         "budget",
         "classifier",
         "deadline",
         "history",
         "low_timeout",
-        "observers",
         "priority",
         "request",
         "retries_allowed",
         "task",
         "timer",
+        "watchers",
     )
 
     def __init__(
@@ -117,12 +143,8 @@ class Call:
         priority: Priority,
         endpoints: tuple[str, ...],
         offset: int,
-        send: Handler,
-        classifier: Classifier,
-        budget: RetryBudget,
         retries_allowed: bool,
-        low_timeout: float,
-        observers: tuple[Observer, ...] = (),
+        settings: CallSettings,
         now: Callable[[], float] = _clock.now,
     ) -> None:
         #: The request as the call stages left it (relative URL).
@@ -131,28 +153,40 @@ class Call:
         self.deadline = deadline
         #: The call's effective priority.
         self.priority = priority
-        #: Decides what each outcome means.
-        self.classifier = classifier
-        #: The client's shared retry/hedge budget.
-        self.budget = budget
         #: Whether the request may be repeated (idempotent, or opted in).
         self.retries_allowed = retries_allowed
+        #: Decides what each outcome means.
+        self.classifier = settings.classifier
+        #: The client's shared retry/hedge budget.
+        self.budget = settings.budget
         #: Below this many seconds left, no attempt is sent.
-        self.low_timeout = low_timeout
-        #: Sinks told about refused extra attempts.
-        self.observers = observers
+        self.low_timeout = settings.low_timeout
         #: Every attempt so far, in start order.
         self.history: list[AttemptRecord] = []
+        #: The observers' watchers of this call (see :mod:`aio_client._events`).
+        self.watchers: tuple[CallWatcher, ...] = ()
+        # Those of them that hear attempts start.
+        self._starts: tuple[CallWatcher, ...] = ()
         self._endpoints = endpoints
         self._offset = offset
         # Endpoints whose circuit breaker refused an attempt of this call.
         self._refused: set[str] | None = None
-        self._send = send
+        self._send = settings.send
         self._now = now
         #: On asyncio: the task running the call, and the client's loop timer,
         #: on which strategies schedule their own timers. ``None`` elsewhere.
         self.task: asyncio.Task[object] | None = None
         self.timer: DeadlineTimer | None = None
+
+    def watch(self, watchers: tuple[CallWatcher, ...]) -> None:
+        """Hand this call's attempt events to ``watchers``."""
+        self.watchers = watchers
+        starts = []
+        for watcher in watchers:
+            if type(watcher).attempt_started is not CallWatcher.attempt_started:
+                starts.append(watcher)
+        if starts:
+            self._starts = tuple(starts)
 
     def classify(self, outcome: Outcome) -> Verdict:
         """The classifier's verdict on ``outcome``.
@@ -231,19 +265,18 @@ class Call:
                 may_have_reached_server=False,
             )
             history.append(
-                AttemptRecord(number, kind, url, 0.0, None, "DeadlineExceededError", False)
+                AttemptRecord(number, kind, url, 0.0, None, "DeadlineExceededError", False, base)
             )
             return error
-        bound = request._bound(
-            url,
-            request.headers._with(
-                (
-                    (TIMEOUT_HEADER, format_timeout_header(budget)),
-                    (PRIORITY_HEADER, str(self.priority)),
-                    (ATTEMPT_HEADER, str(number)),
-                )
-            ),
+        stamped: tuple[tuple[str, str], ...] = (
+            (TIMEOUT_HEADER, format_timeout_header(budget)),
+            (PRIORITY_HEADER, str(self.priority)),
+            (ATTEMPT_HEADER, str(number)),
         )
+        watchers = self.watchers
+        if self._starts:
+            stamped += self._attempt_started(number, kind, base, url, budget)
+        bound = request._bound(url, request.headers._with(stamped))
         outcome: Outcome
         if attempt_at < call_at:
             capped = Deadline._trusted(attempt_at)
@@ -260,16 +293,21 @@ class Call:
             outcome = exc
         except BaseException as exc:
             # Cancelled (or a bug): record the attempt, never swallow.
+            elapsed = now() - start
             history.append(
-                AttemptRecord(number, kind, url, now() - start, None, type(exc).__name__)
+                AttemptRecord(number, kind, url, elapsed, None, type(exc).__name__, True, base)
             )
+            if watchers:
+                self._attempt_finished(number, kind, base, elapsed, None, exc)
             raise
         finally:
             _ATTEMPT.reset(attempt_token)
         elapsed = now() - start
         if type(outcome) is Response:
             outcome = outcome.with_attempt(number, elapsed, url)
-            history.append(_record((number, kind, url, elapsed, outcome.status, None, True)))
+            history.append(_record((number, kind, url, elapsed, outcome.status, None, True, base)))
+            if watchers:
+                self._attempt_finished(number, kind, base, elapsed, outcome.status, None)
             return outcome
         if isinstance(outcome, CircuitOpenError):
             if self._refused is None:
@@ -288,9 +326,47 @@ class Call:
                 None,
                 type(outcome).__name__,
                 outcome.may_have_reached_server,
+                base,
             )
         )
+        if watchers:
+            self._attempt_finished(number, kind, base, elapsed, None, outcome)
         return outcome
+
+    def _attempt_started(
+        self, number: int, kind: AttemptKind, endpoint: str, url: str, budget: float
+    ) -> tuple[tuple[str, str], ...]:
+        request = self.request
+        event = AttemptStarted(number, kind, request.method, request.route, endpoint, url, budget)
+        added: tuple[tuple[str, str], ...] = ()
+        for watcher in self._starts:
+            try:
+                headers = watcher.attempt_started(event)
+            except Exception:
+                hook_failed(watcher.attempt_started)
+                continue
+            if headers:
+                added += tuple((name.lower(), value) for name, value in headers)
+        return added
+
+    def _attempt_finished(
+        self,
+        number: int,
+        kind: AttemptKind,
+        endpoint: str,
+        elapsed: float,
+        status: int | None,
+        error: BaseException | None,
+    ) -> None:
+        request = self.request
+        event = AttemptFinished(
+            number, kind, request.method, request.route, endpoint, elapsed, status, error
+        )
+        for watcher in self.watchers:
+            try:
+                watcher.attempt_finished(event)
+            except Exception:
+                hook_failed(watcher.attempt_finished)
 
     async def _send_capped(self, request: Request, deadline: Deadline, number: int) -> Outcome:
         token = set_ambient(deadline, self.priority)
@@ -310,8 +386,17 @@ class Call:
         """
         if self.budget.try_withdraw():
             return True
-        for observer in self.observers:
-            observer.extra_attempt_refused(self.request, kind)
+        if self.watchers:
+            request = self.request
+            history = self.history
+            # An inline first attempt is recorded when it ends: it may still run.
+            first = history[0].endpoint if history else self.endpoint_for(1)
+            event = ExtraAttemptRefused(kind, request.method, request.route, first)
+            for watcher in self.watchers:
+                try:
+                    watcher.extra_attempt_refused(event)
+                except Exception:
+                    hook_failed(watcher.extra_attempt_refused)
         return False
 
     def result(self, outcome: Outcome) -> Response:

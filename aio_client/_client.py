@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from asyncio import CancelledError, _get_running_loop, current_task
+from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import _clock
-from ._call import Call
+from ._call import Call, CallSettings
 from ._classifier import Classifier, default_classifier
 from ._deadline import (
     Deadline,
@@ -23,13 +23,21 @@ from ._deadline import (
     validate_timeout,
 )
 from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
+from ._events import (
+    BreakerChanged,
+    CallFinished,
+    CallStarted,
+    CallWatcher,
+    Observer,
+    hook_failed,
+    overrides,
+)
 from ._headers import HeadersInput
 from ._models import JSON, QueryInput, Request, Response
 from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
 from ._timer import DeadlineTimer
-from .metrics._observer import Observer
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
 from .strategies._budget import RetryBudget
@@ -38,6 +46,7 @@ from .strategies._sequential import sequential_strategy
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._circuit_state import CircuitState, NamedBreaker
     from .strategies._base import Strategy
     from .transports._base import Transport
 
@@ -108,15 +117,14 @@ class Client:
       the template of one breaker per endpoint; each attempt passes through the
       breaker of the endpoint it goes to, and a refusal moves the next attempt
       to another endpoint (or ends the call when every endpoint refused).
-    - ``observers``: metrics and tracing sinks (:class:`aio_client.metrics.Observer`);
-      their stages run outermost, before yours.
+    - ``observers``: metrics, tracing and logging sinks (:class:`aio_client.metrics.Observer`):
+      each hears every call's events (start, attempts, refused retries and hedges,
+      end) and the circuit breakers' state changes.
     - ``low_timeout``: below this budget an attempt is not sent (5 ms).
     """
 
     __slots__ = (
-        "_budget",
         "_call_pipeline",
-        "_classifier",
         "_closed",
         "_endpoints",
         "_low_timeout",
@@ -124,7 +132,7 @@ class Client:
         "_priority",
         "_provider",
         "_rotation",
-        "_send_attempt",
+        "_settings",
         "_strategy",
         "_timeout",
         "_timer",
@@ -169,22 +177,20 @@ class Client:
             raise ConfigError(f"strategy must have an async execute(call); got {strategy!r}")
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigError(f"budget must be a RetryBudget; got {budget!r}")
-        self._budget = budget if budget is not None else RetryBudget()
         if not callable(classifier):
             raise ConfigError(f"classifier must be callable; got {classifier!r}")
-        self._classifier = classifier
         self._low_timeout = validate_timeout(low_timeout, "low_timeout")
         self._rotation = itertools.count()
         self._closed = False
         self._timer: DeadlineTimer | None = None
-        self._observers = tuple(observers)
-        for observer in self._observers:
+        for observer in observers:
             if not isinstance(observer, Observer):
                 raise ConfigError(
-                    f"observers must implement aio_client.metrics.Observer; got {observer!r}"
+                    f"observers must be aio_client.metrics.Observer instances; got {observer!r}"
                 )
-        watching = [o.attempt_stage for o in self._observers if o.attempt_stage is not None]
-        inner: list[Stage] = [*watching, *attempt_stages]
+        # Only observers that watch calls are asked at each call's start.
+        self._observers = tuple(o for o in observers if overrides(o, Observer, "call_started"))
+        inner: list[Stage] = list(attempt_stages)
         if circuit_breaker is not None:
             if not isinstance(circuit_breaker, CircuitBreaker):
                 raise ConfigError(
@@ -193,12 +199,16 @@ class Client:
             # Innermost: it judges exactly what the transport did, and the
             # caller's attempt stages still see its refusals.
             inner.append(CircuitBreakerStage(circuit_breaker))
-            for observer in self._observers:
-                circuit_breaker.add_listener(observer.breaker_state_changed)
-        self._send_attempt = compose(inner, transport.send)
-        outer = [o.call_stage for o in self._observers if o.call_stage is not None]
-        call_stages = [*outer, *stages]
-        self._call_pipeline = compose(call_stages, self._run_strategy) if call_stages else None
+            listening = tuple(o for o in observers if overrides(o, Observer, "breaker_changed"))
+            if listening:
+                circuit_breaker.add_listener(_BreakerRelay(listening))
+        self._settings = CallSettings(
+            compose(inner, transport.send),
+            classifier,
+            budget if budget is not None else RetryBudget(),
+            self._low_timeout,
+        )
+        self._call_pipeline = compose(stages, self._run_strategy) if stages else None
 
     # -- public API --------------------------------------------------------
 
@@ -298,7 +308,7 @@ class Client:
     @property
     def budget(self) -> RetryBudget:
         """The retry budget shared by this client's calls."""
-        return self._budget
+        return self._settings.budget
 
     # -- the call ------------------------------------------------------------
 
@@ -311,6 +321,8 @@ class Client:
         strategy: Strategy | None,
         idempotent: bool | None,
     ) -> Response:
+        # The steps of ARCHITECTURE.md's diagram: deadline, priority, (observers),
+        # call stages and strategy; the attempts' steps live in Call.attempt.
         if self._closed:
             raise RuntimeError("the client is closed")
         if not isinstance(request, Request):
@@ -320,21 +332,7 @@ class Client:
         loop = _get_running_loop()
         now = _clock.now() if loop is None else loop.time()
         inherited = _ambient.get()
-        at = now + self._timeout
-        if timeout is not None:
-            at = min(at, now + validate_timeout(timeout))
-        if deadline is not None:
-            if not isinstance(deadline, Deadline):
-                raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
-            at = min(at, deadline.at)
-        inherited_deadline = inherited.deadline
-        if inherited_deadline is not None and inherited_deadline.at < at:
-            at = inherited_deadline.at
-        if at - now < self._low_timeout:
-            raise DeadlineExceededError(
-                f"not sent: {max(at - now, 0.0) * 1000:.1f} ms left of the deadline",
-                may_have_reached_server=False,
-            )
+        at = self._deadline_at(now, timeout, deadline, inherited.deadline)
         if priority is not None:
             prio = Priority.coerce(priority)
         else:
@@ -343,24 +341,52 @@ class Client:
             retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
         else:
             retries_allowed = bool(idempotent)
-        effective = Deadline._trusted(at)
         call = Call(
             request,
-            effective,
+            Deadline._trusted(at),
             prio,
             self._endpoints or await self._resolve_endpoints(),
             next(self._rotation),
-            self._send_attempt,
-            self._classifier,
-            self._budget,
             retries_allowed,
-            self._low_timeout,
-            self._observers,
+            self._settings,
             _clock.now if loop is None else loop.time,
         )
-        self._budget.deposit()
+        self._settings.budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
-        token = set_ambient(effective, prio)
+        if self._observers:
+            return await self._observed(call, chosen, loop, now)
+        return await self._enforced(call, chosen, loop)
+
+    def _deadline_at(
+        self,
+        now: float,
+        timeout: float | None,
+        deadline: Deadline | None,
+        inherited: Deadline | None,
+    ) -> float:
+        """The call's deadline: the nearest of the explicit, inherited and default ones."""
+        at = now + self._timeout
+        if timeout is not None:
+            at = min(at, now + validate_timeout(timeout))
+        if deadline is not None:
+            if not isinstance(deadline, Deadline):
+                raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
+            at = min(at, deadline.at)
+        if inherited is not None and inherited.at < at:
+            at = inherited.at
+        if at - now < self._low_timeout:
+            raise DeadlineExceededError(
+                f"not sent: {max(at - now, 0.0) * 1000:.1f} ms left of the deadline",
+                may_have_reached_server=False,
+            )
+        return at
+
+    async def _enforced(
+        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None
+    ) -> Response:
+        """Run the call under its deadline, as the ambient deadline of everything inside."""
+        at = call.deadline.at
+        token = set_ambient(call.deadline, call.priority)
         try:
             if loop is not None:
                 # On asyncio, one timer per client enforces every call's deadline
@@ -376,7 +402,7 @@ class Client:
                 call.task = task
                 call.timer = timer
                 try:
-                    return await self._execute(call, chosen)
+                    return await self._execute(call, strategy)
                 except CancelledError:
                     if timer.finish(entry):
                         raise call.deadline_error() from None
@@ -384,12 +410,41 @@ class Client:
                 finally:
                     timer.finish(entry)
             with anyio.CancelScope(deadline=at) as scope:
-                return await self._execute(call, chosen)
+                return await self._execute(call, strategy)
         finally:
             reset_ambient(token)
         if scope.cancelled_caught:  # pragma: no branch
             raise call.deadline_error()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _observed(
+        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None, start: float
+    ) -> Response:
+        """:meth:`_enforced`, with the observers told of the call's start and end."""
+        request = call.request
+        started = CallStarted(
+            request.method, request.route, call.deadline.at - start, call.priority
+        )
+        watchers: list[CallWatcher] = []
+        for observer in self._observers:
+            try:
+                watcher = observer.call_started(started)
+            except Exception:
+                hook_failed(observer.call_started)
+                continue
+            if watcher is not None:
+                watchers.append(watcher)
+        if not watchers:
+            return await self._enforced(call, strategy, loop)
+        call.watch(tuple(watchers))
+        now = _clock.now if loop is None else loop.time
+        try:
+            response = await self._enforced(call, strategy, loop)
+        except BaseException as exc:
+            _call_finished(call, request, now() - start, None, exc)
+            raise
+        _call_finished(call, request, now() - start, response, None)
+        return response
 
     def _execute(self, call: Call, strategy: Strategy) -> Awaitable[Response]:
         # A plain function returning the awaitable: no extra coroutine frame per call.
@@ -465,6 +520,50 @@ class RequestContext:
     ) -> None:
         # The body is already read and the connection released: nothing to close.
         return None
+
+
+def _call_finished(
+    call: Call,
+    request: Request,
+    elapsed: float,
+    response: Response | None,
+    error: BaseException | None,
+) -> None:
+    history = tuple(call.history)
+    event = CallFinished(
+        request.method,
+        request.route,
+        history[0].endpoint if history else None,
+        elapsed,
+        response.status if response is not None else None,
+        error,
+        history,
+        response.attempt if response is not None else 0,
+    )
+    # Last watcher first, as nested context managers exit.
+    for watcher in reversed(call.watchers):
+        try:
+            watcher.call_finished(event)
+        except Exception:
+            hook_failed(watcher.call_finished)
+
+
+@final
+class _BreakerRelay:
+    """A circuit breaker listener telling observers of its state changes."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self, observers: tuple[Observer, ...]) -> None:
+        self._observers = observers
+
+    def __call__(self, breaker: NamedBreaker, old: CircuitState, new: CircuitState) -> None:
+        event = BreakerChanged(breaker.name, old, new)
+        for observer in self._observers:
+            try:
+                observer.breaker_changed(event)
+            except Exception:
+                hook_failed(observer.breaker_changed)
 
 
 def _validate_endpoint(endpoint: object) -> str:

@@ -48,6 +48,9 @@ _HERE: Final = Path(__file__).resolve().parent
 _WARMUP: Final = 200
 _CONCURRENCY: Final = 32
 _INPROCESS: Final = ("aio_client", "aio_request")
+# In process, what the metrics sinks add: ours over the no-op OpenTelemetry API and
+# a fresh Prometheus registry, aio-request's with its metrics switched off.
+_METRICS: Final = ("aio_client_prometheus", "aio_client_otel_api", "aio_request_no_metrics")
 _LOOPBACK: Final = (
     "raw_aiohttp",
     "raw_aiohttp_no_timer",
@@ -76,7 +79,7 @@ async def _child(variant: str, port: int, requests: int) -> None:
 
     send, close = await _sender(variant, port, in_memory_aio_request)
     try:
-        if variant in _INPROCESS:
+        if variant in _INPROCESS or variant in _METRICS:
             for _ in range(requests):  # one at a time: nothing to overlap in memory
                 await send()
         else:
@@ -101,21 +104,25 @@ async def _sender(
     async def nothing() -> None:
         return None
 
-    if variant == "aio_client":
+    if variant.startswith("aio_client") and variant != "aio_client_aiohttp":
         prebuilt = aio_client.Response(200)
 
         async def handler(_: aio_client.Request, /) -> aio_client.Response:
             return prebuilt
 
-        memory = aio_client.Client(MemoryTransport(handler), "http://bench.invalid")
+        memory = aio_client.Client(
+            MemoryTransport(handler), "http://bench.invalid", observers=_observers(variant)
+        )
 
         async def in_memory() -> None:
             await memory.request(request)
 
         return in_memory, memory.aclose
-    if variant in ("aio_request", "aio_request_aiohttp"):
-        if variant == "aio_request":
+    if variant in ("aio_request", "aio_request_no_metrics", "aio_request_aiohttp"):
+        if variant != "aio_request_aiohttp":
             theirs = in_memory_aio_request("http://bench.invalid/")
+            if variant == "aio_request_no_metrics":
+                _aio_request_metrics_off()
             close = nothing
         else:
             session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
@@ -152,6 +159,34 @@ async def _sender(
     return raw, session.close
 
 
+def _observers(variant: str) -> list[Any]:
+    if variant == "aio_client_prometheus":
+        from prometheus_client import CollectorRegistry
+
+        from aio_client.metrics import PrometheusMetrics
+
+        return [PrometheusMetrics(CollectorRegistry())]
+    if variant == "aio_client_otel_api":
+        from opentelemetry.metrics import NoOpMeterProvider
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from aio_client.metrics import OpenTelemetryInstrumentation
+
+        return [OpenTelemetryInstrumentation(NoOpMeterProvider(), NoOpTracerProvider())]
+    return []
+
+
+def _aio_request_metrics_off() -> None:
+    import aio_request.client
+    import aio_request.pipeline
+
+    def noop(**_: object) -> None:
+        return None
+
+    aio_request.client.capture_metrics = noop  # type: ignore[attr-defined]
+    aio_request.pipeline.capture_metrics = noop  # type: ignore[attr-defined]
+
+
 # --- the parent ---------------------------------------------------------------------
 
 
@@ -184,14 +219,20 @@ def _per_request(variant: str, port: int, requests: int) -> float:
 
 
 def _report(counts: dict[str, float], requests: int) -> dict[str, Any]:
-    ratios = {
-        "aio_client_inprocess_vs_aio_request": counts["aio_client"] / counts["aio_request"],
+    ratios = {"aio_client_inprocess_vs_aio_request": counts["aio_client"] / counts["aio_request"]}
+    if "raw_aiohttp" in counts:
         # Throughput goes as the inverse of the cost per request.
-        "aio_client_aiohttp_vs_raw": counts["raw_aiohttp"] / counts["aio_client_aiohttp"],
-        "aio_request_aiohttp_vs_raw": counts["raw_aiohttp"] / counts["aio_request_aiohttp"],
-    }
+        ratios["aio_client_aiohttp_vs_raw"] = counts["raw_aiohttp"] / counts["aio_client_aiohttp"]
+        ratios["aio_request_aiohttp_vs_raw"] = counts["raw_aiohttp"] / counts["aio_request_aiohttp"]
+    if "aio_request_no_metrics" in counts:
+        theirs = counts["aio_request"] - counts["aio_request_no_metrics"]
+        for sink in ("prometheus", "otel_api"):
+            ours = counts[f"aio_client_{sink}"] - counts["aio_client"]
+            ratios[f"{sink}_vs_aio_request_metrics"] = ours / theirs
     met = {}
     for name, (sense, bound) in _TARGETS.items():
+        if name not in ratios:
+            continue
         met[name] = ratios[name] <= bound if sense == "<=" else ratios[name] >= bound
     return {
         "benchmark": "instructions",
@@ -237,6 +278,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="300 requests per variant")
     parser.add_argument("--requests", type=int, default=2000, help="requests per variant")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="in process only, with the metrics sinks: what each adds per call",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -258,9 +304,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     requests = 300 if args.quick else args.requests
     counts: dict[str, float] = {}
-    for variant in _INPROCESS:
+    for variant in _INPROCESS + _METRICS if args.metrics else _INPROCESS:
         print(f"... {variant}", file=sys.stderr)
         counts[variant] = _per_request(variant, 0, requests)
+    if args.metrics:
+        report = _report(counts, requests)
+        for name, value in report["instructions_per_request"].items():
+            print(f"   {name:44s} {value:>10,.0f}")
+        for name, ratio in report["ratios"].items():
+            print(f"   {name:44s} {ratio:>10.3f}")
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     with loopback_server(use_uvloop=_uvloop_available()) as port:
         for variant in _LOOPBACK:
             print(f"... {variant}", file=sys.stderr)

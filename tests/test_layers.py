@@ -9,10 +9,9 @@ import aio_client
 
 PACKAGE = Path(aio_client.__file__).parent
 FORBIDDEN_IN_METRICS = ("aio_client.server", "aio_client.policies")
-# The Observer protocol must name CircuitBreaker, for type checkers only: an
-# observer annotating its breaker parameter so must still satisfy it. Goes
-# away when sinks get a frozen breaker-change event instead of the breaker.
-TYPE_ONLY_EXCEPTIONS = {("_observer.py", "aio_client.policies._breaker.CircuitBreaker")}
+# The client's core hands observers events (aio_client._events); it never
+# imports a sink.
+CORE = ("_client.py", "_call.py", "_events.py", "strategies")
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -46,30 +45,45 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
-def _forbidden(name: str) -> bool:
-    return any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN_IN_METRICS)
+def _forbidden(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == bad or name.startswith(bad + ".") for bad in packages)
 
 
 def test_metrics_imports_neither_server_nor_policies() -> None:
-    """No module of aio_client.metrics imports aio_client.server or aio_client.policies."""
+    """No module of aio_client.metrics imports aio_client.server or aio_client.policies,
+    not even for type checkers only."""
     files = sorted((PACKAGE / "metrics").glob("*.py"))
     assert files
     offending = {
-        (path.name, name, type_only)
+        (path.name, name)
         for path in files
-        for name, type_only in _imports(path)
-        if _forbidden(name)
+        for name, _ in _imports(path)
+        if _forbidden(name, FORBIDDEN_IN_METRICS)
     }
-    allowed = {(file, name, True) for file, name in TYPE_ONLY_EXCEPTIONS}
-    allowed |= {(file, name.rsplit(".", 1)[0], True) for file, name in TYPE_ONLY_EXCEPTIONS}
-    assert offending <= allowed
-    runtime = {entry for entry in offending if not entry[2]}
-    assert runtime == set()
+    assert offending == set()
+
+
+def test_the_client_core_imports_no_sink() -> None:
+    """The client, the call, the events and the strategies import nothing of aio_client.metrics."""
+    files = [
+        path
+        for entry in CORE
+        for path in sorted(
+            (PACKAGE / entry).glob("*.py") if entry == "strategies" else [PACKAGE / entry]
+        )
+    ]
+    offending = {
+        (path.name, name)
+        for path in files
+        for name, _ in _imports(path)
+        if _forbidden(name, ("aio_client.metrics",))
+    }
+    assert offending == set()
 
 
 def test_import_reader_resolves_relative_and_type_only_imports() -> None:
     """The reader resolves relative imports in metrics/ and flags TYPE_CHECKING ones."""
-    imports = dict(_imports(PACKAGE / "metrics" / "_observer.py"))
-    assert imports["aio_client._circuit_state.CircuitState"] is True
-    assert imports["aio_client.policies._breaker"] is True
+    imports = dict(_imports(PACKAGE / "metrics" / "_prometheus.py"))
+    assert imports["aio_client._events.CallWatcher"] is False
+    assert imports["aio_client._events.CallFinished"] is True
     assert imports["typing"] is False

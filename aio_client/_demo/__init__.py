@@ -17,7 +17,7 @@ import anyio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from ..metrics._observer import Observer
+from .._events import Observer
 from ..metrics._prometheus import PrometheusMetrics
 from ._output import ProgressBar, render_html, render_table
 from ._phases import PHASES, PhaseResult

@@ -25,7 +25,7 @@ from .._cancel import current_token
 from .._client import Client
 from .._deadline import current_deadline, current_priority
 from .._errors import AioClientError, CircuitOpenError, DeadlineExceededError
-from ..metrics._observer import Observer
+from .._events import Observer
 from ..policies._breaker import CircuitBreaker, CircuitState
 from ..server._aiohttp import aiohttp_middleware
 from ..server._asgi import DeadlineMiddleware

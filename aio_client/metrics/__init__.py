@@ -1,6 +1,11 @@
-"""Observability: the observer interface and its Prometheus and OpenTelemetry sinks.
+"""Observability: the observer interface, its events, and the sinks that implement it.
 
-- :class:`Observer`: what a client's ``observers=[...]`` accept.
+- :class:`Observer` and :class:`CallWatcher`: what a client's ``observers=[...]``
+  accept, and the hooks they implement; the client computes each fact once
+  and hands them immutable events (:class:`CallStarted`, :class:`AttemptStarted`,
+  :class:`AttemptFinished`, :class:`ExtraAttemptRefused`, :class:`CallFinished`,
+  :class:`BreakerChanged`).
+- :class:`LoggingObserver`: one structured log line per call (standard ``logging``).
 - :class:`PrometheusMetrics`: client and server metrics in a Prometheus registry
   (needs ``prometheus-client``: the ``prometheus`` extra).
 - :class:`OpenTelemetryInstrumentation`: HTTP semantic-convention metrics,
@@ -16,7 +21,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._observer import Observer
+from .._events import (
+    AttemptFinished,
+    AttemptStarted,
+    BreakerChanged,
+    CallFinished,
+    CallStarted,
+    CallWatcher,
+    ExtraAttemptRefused,
+    Observer,
+)
+from ._logging import LoggingObserver
 
 if TYPE_CHECKING:
     from ._labels import DEFAULT_BUCKETS
@@ -25,6 +40,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "AttemptFinished",
+    "AttemptStarted",
+    "BreakerChanged",
+    "CallFinished",
+    "CallStarted",
+    "CallWatcher",
+    "ExtraAttemptRefused",
+    "LoggingObserver",
     "Observer",
     "OpenTelemetryInstrumentation",
     "OpenTelemetryServerObserver",

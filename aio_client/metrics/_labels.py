@@ -30,6 +30,7 @@ __all__ = [
     "EndpointLabels",
     "error_kind",
     "method_label",
+    "outcome_label",
     "status_class",
     "validate_limit",
 ]
@@ -85,6 +86,13 @@ def status_class(status: int) -> str:
     """``"2xx"``, ``"5xx"``...; ``"other"`` outside 100-599."""
     index = status // 100 - 1
     return _STATUS_CLASSES[index] if 0 <= index < 5 else "other"
+
+
+def outcome_label(status: int | None, error: BaseException | None) -> str:
+    """The status class of a response, else the error kind (``"error"`` for neither)."""
+    if status is not None:
+        return status_class(status)
+    return error_kind(error) if error is not None else "error"
 
 
 def error_kind(exc: BaseException) -> str:

@@ -20,7 +20,6 @@ known which attempt won.
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, final
 
 from opentelemetry import context as otel_context
@@ -28,12 +27,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .. import __version__, _clock
+from .. import __version__
 from .._attempts import AttemptKind
-from .._call import current_attempt
-from .._deadline import current_deadline, current_priority
-from .._errors import AioClientError, ConfigError
-from .._models import Request
+from .._errors import ConfigError
+from .._events import CallWatcher, Observer
 from .._server_events import UNMATCHED_ROUTE, ServerOutcomeKind
 from ._labels import (
     BREAKER_STATE_VALUES,
@@ -49,13 +46,20 @@ from ._labels import (
 )
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.metrics import Counter, Histogram, MeterProvider, UpDownCounter
     from opentelemetry.trace import Span, TracerProvider
     from opentelemetry.util.types import AttributeValue
 
-    from .._circuit_state import CircuitState, NamedBreaker
-    from .._models import Response
-    from .._pipeline import Handler, Stage
+    from .._events import (
+        AddedHeaders,
+        AttemptFinished,
+        AttemptStarted,
+        BreakerChanged,
+        CallFinished,
+        CallStarted,
+        ExtraAttemptRefused,
+    )
     from .._server_events import Admission, ServerOutcome
 
 __all__ = ["OpenTelemetryInstrumentation", "OpenTelemetryServerObserver"]
@@ -92,19 +96,7 @@ _ERROR: Final = Status(StatusCode.ERROR)
 
 
 @final
-class _CallState:
-    """What the attempt stage hands the call stage about one call."""
-
-    __slots__ = ("attempts", "endpoint")
-
-    def __init__(self) -> None:
-        self.endpoint: Endpoint | None = None
-        # (span, number, kind, endpoint, end time in ns), in the order they ended.
-        self.attempts: list[tuple[Span, int, AttemptKind, Endpoint, int]] = []
-
-
-@final
-class OpenTelemetryInstrumentation:
+class OpenTelemetryInstrumentation(Observer):
     """Metrics and traces through the OpenTelemetry API, for clients and servers.
 
     ``OpenTelemetryInstrumentation(meter_provider=None, tracer_provider=None, *,
@@ -134,10 +126,11 @@ class OpenTelemetryInstrumentation:
         "_endpoints",
         "_hedges",
         "_names",
+        "_recorder",
         "_routes",
         "_server_observer",
-        "_state",
         "_tracer",
+        "_tracing",
     )
 
     def __init__(
@@ -156,14 +149,15 @@ class OpenTelemetryInstrumentation:
         limit = validate_limit(max_label_values, "max_label_values")
         meter = metrics.get_meter("aio_client", __version__, meter_provider)
         self._tracer = trace.get_tracer("aio_client", __version__, tracer_provider)
+        # A no-op tracer never records: calls are then watched for metrics only,
+        # by one shared watcher. (The global proxy tracer may start recording later.)
+        self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
+        self._recorder = _Recorder(self)
         self._endpoints = EndpointLabels(limit)
         self._routes = BoundedValues(limit)
-        self._state: ContextVar[_CallState | None] = ContextVar(
-            "aio_client_otel_call", default=None
-        )
         self._names: dict[tuple[str, str], str] = {}
-        self._client_attrs: dict[tuple[str, str, str, object], _Attributes] = {}
-        self._call_attrs: dict[tuple[str, str, str, object], _Attributes] = {}
+        self._client_attrs: dict[tuple[object, ...], _Attributes] = {}
+        self._call_attrs: dict[tuple[object, ...], _Attributes] = {}
         buckets = list(DEFAULT_BUCKETS)
         self._client_duration = meter.create_histogram(
             "http.client.request.duration",
@@ -233,235 +227,112 @@ class OpenTelemetryInstrumentation:
             routes=BoundedValues(limit),
         )
 
-    # -- the Observer protocol ------------------------------------------------
-
-    @property
-    def call_stage(self) -> Stage:
-        """Runs once per call: the call span and ``aio_client.client.call.duration``."""
-        return self._observe_call
-
-    @property
-    def attempt_stage(self) -> Stage:
-        """Runs once per attempt: its CLIENT span and ``traceparent``, the request duration."""
-        return self._observe_attempt
-
     @property
     def server_observer(self) -> OpenTelemetryServerObserver:
         """Pass as the server middleware's ``observer=``."""
         return self._server_observer
 
-    def extra_attempt_refused(self, request: Request, kind: AttemptKind, /) -> None:
-        """A retry or hedge was not sent: the budget was empty."""
+    # -- the Observer hooks -------------------------------------------------------
+
+    def call_started(self, event: CallStarted, /) -> CallWatcher:
+        """Opens the call's span (when tracing) and watches the call."""
+        if not self._tracing:
+            return self._recorder
+        route = self._route(event.route)
         attributes: _Attributes = {
-            ATTEMPT_KIND: kind.value,
-            METHOD: method_label(request.method),
+            METHOD: method_label(event.method),
+            REQUEST_TIMEOUT: event.timeout,
+            REQUEST_PRIORITY: event.priority.value,
         }
-        route = self._route(request.route)
         if route is not None:
             attributes[URL_TEMPLATE] = route
-        self._budget_exhausted.add(1, attributes)
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.add_event("aio_client.budget_exhausted", {ATTEMPT_KIND: kind.value})
+        span = self._tracer.start_span(
+            self._span_name(event.method, route), kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        return _TracedCall(self, span, route)
 
-    def breaker_state_changed(
-        self, breaker: NamedBreaker, old: CircuitState, new: CircuitState, /
-    ) -> None:
+    def breaker_changed(self, event: BreakerChanged, /) -> None:
         """A breaker (named after its endpoint key) changed state."""
-        endpoint = self._endpoints.key(breaker.name)
-        self._breaker_state.set(BREAKER_STATE_VALUES[new], {ENDPOINT: endpoint})
+        endpoint = self._endpoints.key(event.name)
+        old, new = event.old.value, event.new.value
+        self._breaker_state.set(BREAKER_STATE_VALUES[event.new], {ENDPOINT: endpoint})
         self._breaker_transitions.add(
-            1, {ENDPOINT: endpoint, BREAKER_PREVIOUS_STATE: old.value, BREAKER_STATE: new.value}
+            1, {ENDPOINT: endpoint, BREAKER_PREVIOUS_STATE: old, BREAKER_STATE: new}
         )
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event(
                 "aio_client.breaker.state_change",
-                {ENDPOINT: endpoint, BREAKER_PREVIOUS_STATE: old.value, BREAKER_STATE: new.value},
+                {ENDPOINT: endpoint, BREAKER_PREVIOUS_STATE: old, BREAKER_STATE: new},
             )
 
-    # -- stages ----------------------------------------------------------------
+    # -- recording (shared by both watchers) --------------------------------------
 
-    async def _observe_call(self, request: Request, call_next: Handler) -> Response:
-        method = request.method
-        route = self._route(request.route)
-        attributes: _Attributes = {METHOD: method_label(method)}
+    def record_attempt(self, event: AttemptFinished) -> None:
+        """``http.client.request.duration`` of one attempt."""
+        outcome = _outcome(event.status, event.error)
+        self._client_duration.record(
+            event.duration,
+            self._client_attributes(event.method, event.endpoint, event.kind, outcome),
+        )
+
+    def record_call(self, event: CallFinished) -> None:
+        """``aio_client.client.call.duration`` and the hedge results of one call."""
+        outcome = _outcome(event.status, event.error)
+        self._call_duration.record(
+            event.duration,
+            self._call_attributes(event.method, event.route, event.endpoint, outcome),
+        )
+        attempts = event.attempts
+        if len(attempts) > 1:
+            winner = event.winner
+            for record in attempts:
+                if record.kind is AttemptKind.HEDGE:
+                    self._hedges.add(
+                        1,
+                        {
+                            ENDPOINT: self._endpoints(record.endpoint).key,
+                            HEDGE_RESULT: "won" if record.number == winner else "lost",
+                        },
+                    )
+
+    def record_refusal(self, event: ExtraAttemptRefused) -> None:
+        """``aio_client.client.budget_exhausted``, and an event on the current span."""
+        kind = event.kind.value
+        attributes: _Attributes = {ATTEMPT_KIND: kind, METHOD: method_label(event.method)}
+        route = self._route(event.route)
         if route is not None:
             attributes[URL_TEMPLATE] = route
-        deadline = current_deadline()
-        if deadline is not None:
-            attributes[REQUEST_TIMEOUT] = deadline.remaining()
-        priority = current_priority()
-        if priority is not None:
-            attributes[REQUEST_PRIORITY] = priority.value
-        span = self._tracer.start_span(
-            self._span_name(method, route), kind=SpanKind.INTERNAL, attributes=attributes
-        )
-        state = _CallState()
-        state_token = self._state.set(state)
-        # An invalid span (no SDK) must not hide the caller's current span.
-        context_token = (
-            otel_context.attach(trace.set_span_in_context(span))
-            if span.get_span_context().is_valid
-            else None
-        )
-        start = _clock.now()
-        try:
-            response = await call_next(request)
-        except BaseException as exc:
-            self._call_done(span, state, request, route, _clock.now() - start, None, exc)
-            raise
-        finally:
-            if context_token is not None:
-                otel_context.detach(context_token)
-            self._state.reset(state_token)
-        self._call_done(span, state, request, route, _clock.now() - start, response, None)
-        return response
+        self._budget_exhausted.add(1, attributes)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event("aio_client.budget_exhausted", {ATTEMPT_KIND: kind})
 
-    async def _observe_attempt(self, request: Request, call_next: Handler) -> Response:
-        info = current_attempt()
-        if info is None:  # an attempt stage run outside a client: nothing to say
-            return await call_next(request)
-        endpoint = self._endpoints(info.endpoint)
-        state = self._state.get()
-        if state is not None and state.endpoint is None:
-            state.endpoint = endpoint
-        number = info.number
-        kind = info.kind
-        method = request.method
-        route = self._route(request.route)
+    def start_attempt_span(
+        self, event: AttemptStarted, route: str | None, parent: Context
+    ) -> tuple[Span, Endpoint]:
+        """The CLIENT span of one attempt, a child of the call's span."""
+        endpoint = self._endpoints(event.endpoint)
+        number = event.number
         # What samplers may look at: the conventions' attributes known at the start.
         attributes: _Attributes = {
-            METHOD: method_label(method),
+            METHOD: method_label(event.method),
             SERVER_ADDRESS: endpoint.host,
             SERVER_PORT: endpoint.port,
-            URL_FULL: endpoint.base + _path_of(request.url, info.endpoint),
-            ATTEMPT_KIND: kind.value,
+            URL_FULL: endpoint.base + _path_of(event.url, event.endpoint),
+            ATTEMPT_KIND: event.kind.value,
         }
         if route is not None:
             attributes[URL_TEMPLATE] = route
         if number > 1:
             attributes[RESEND_COUNT] = number - 1
         span = self._tracer.start_span(
-            self._span_name(method, route), kind=SpanKind.CLIENT, attributes=attributes
+            self._span_name(event.method, route),
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
         )
-        context_token = None
-        if span.get_span_context().is_valid:
-            span_context = trace.set_span_in_context(span)
-            carrier: dict[str, str] = {}
-            inject(carrier, context=span_context)
-            if carrier:
-                request = Request(
-                    method,
-                    request.url,
-                    request.headers.replace({k.lower(): v for k, v in carrier.items()}),
-                    request.content,
-                    request.route,
-                )
-            # Current while the transport runs: an instrumented transport nests under it.
-            context_token = otel_context.attach(span_context)
-        start = _clock.now()
-        try:
-            response = await call_next(request)
-        except BaseException as exc:
-            elapsed = _clock.now() - start
-            if context_token is not None:
-                otel_context.detach(context_token)
-            outcome = type(exc).__qualname__
-            cancelled = _is_cancellation(exc)
-            if span.is_recording():
-                if cancelled:  # a lost hedge, or a caller giving up: not an error
-                    span.set_attributes({ERROR_TYPE: outcome, ATTEMPT_CANCELLED: True})
-                else:
-                    span.set_attribute(ERROR_TYPE, outcome)
-                    span.set_status(Status(StatusCode.ERROR, outcome))
-            self._client_duration.record(
-                elapsed, self._client_attributes(method, endpoint, kind, outcome)
-            )
-            self._attempt_done(state, span, number, kind, endpoint)
-            raise
-        elapsed = _clock.now() - start
-        if context_token is not None:
-            otel_context.detach(context_token)
-        status = response.status
-        if span.is_recording():
-            if status < 400:
-                span.set_attribute(STATUS_CODE, status)
-            else:
-                span.set_attributes({STATUS_CODE: status, ERROR_TYPE: str(status)})
-                span.set_status(_ERROR)
-        self._client_duration.record(
-            elapsed, self._client_attributes(method, endpoint, kind, status)
-        )
-        self._attempt_done(state, span, number, kind, endpoint)
-        return response
-
-    # -- recording ---------------------------------------------------------------
-
-    @staticmethod
-    def _attempt_done(
-        state: _CallState | None, span: Span, number: int, kind: AttemptKind, endpoint: Endpoint
-    ) -> None:
-        if state is None:
-            span.end()
-        else:
-            # Ended by the call stage once it knows which attempt won.
-            state.attempts.append((span, number, kind, endpoint, time.time_ns()))
-
-    def _call_done(
-        self,
-        span: Span,
-        state: _CallState,
-        request: Request,
-        route: str | None,
-        elapsed: float,
-        response: Response | None,
-        error: BaseException | None,
-    ) -> None:
-        winner = response.attempt if response is not None else 0
-        for attempt_span, number, kind, endpoint, ended_at in state.attempts:
-            won = number == winner
-            attempt_span.set_attribute(ATTEMPT_WON, won)
-            attempt_span.end(end_time=ended_at)
-            if kind is AttemptKind.HEDGE:
-                self._hedges.add(
-                    1, {ENDPOINT: endpoint.key, HEDGE_RESULT: "won" if won else "lost"}
-                )
-        endpoint = state.endpoint or self._endpoint_of_error(error)
-        outcome: int | str
-        if response is not None:
-            outcome = status = response.status
-            if span.is_recording():
-                if status < 400:
-                    span.set_attributes({STATUS_CODE: status, CALL_ATTEMPTS: len(state.attempts)})
-                else:
-                    span.set_attributes(
-                        {
-                            STATUS_CODE: status,
-                            CALL_ATTEMPTS: len(state.attempts),
-                            ERROR_TYPE: str(status),
-                        }
-                    )
-                    span.set_status(_ERROR)
-        else:
-            assert error is not None
-            outcome = type(error).__qualname__
-            if span.is_recording():
-                attempts = error.attempts if isinstance(error, AioClientError) else ()
-                span.set_attributes(
-                    {CALL_ATTEMPTS: len(attempts) or len(state.attempts), ERROR_TYPE: outcome}
-                )
-                if not _is_cancellation(error):
-                    span.set_status(Status(StatusCode.ERROR, outcome))
-        span.end()
-        self._call_duration.record(
-            elapsed, self._call_attributes(request.method, route, endpoint, outcome)
-        )
-
-    def _endpoint_of_error(self, error: BaseException | None) -> Endpoint:
-        if isinstance(error, AioClientError) and error.attempts:
-            return self._endpoints.of_url(error.attempts[0].url)
-        return NO_ENDPOINT
+        return span, endpoint
 
     def _route(self, route: str) -> str | None:
         # A route past the limit (or none) is left out rather than folded:
@@ -483,12 +354,14 @@ class OpenTelemetryInstrumentation:
         return name
 
     def _client_attributes(
-        self, method: str, endpoint: Endpoint, kind: AttemptKind, outcome: int | str
+        self, method: str, base: str, kind: AttemptKind, outcome: int | str
     ) -> _Attributes:
-        key = (method, endpoint.key, kind.value, outcome)
+        # Cached by the events' raw values: a call pays one dict lookup.
+        key = (method, base, kind, outcome)
         found = self._client_attrs.get(key)
         if found is not None:
             return found
+        endpoint = self._endpoints(base)
         attributes: _Attributes = {
             METHOD: method_label(method),
             SERVER_ADDRESS: endpoint.host if endpoint.key is not OTHER else OTHER,
@@ -501,12 +374,14 @@ class OpenTelemetryInstrumentation:
         return attributes
 
     def _call_attributes(
-        self, method: str, route: str | None, endpoint: Endpoint, outcome: int | str
+        self, method: str, raw_route: str, base: str | None, outcome: int | str
     ) -> _Attributes:
-        key = (method, route or "", endpoint.key, outcome)
+        key = (method, raw_route, base, outcome)
         found = self._call_attrs.get(key)
         if found is not None:
             return found
+        route = self._route(raw_route)
+        endpoint = self._endpoints(base) if base else NO_ENDPOINT
         attributes: _Attributes = {METHOD: method_label(method)}
         if endpoint.host:
             attributes[SERVER_ADDRESS] = endpoint.host if endpoint.key is not OTHER else OTHER
@@ -520,6 +395,118 @@ class OpenTelemetryInstrumentation:
 
     def __repr__(self) -> str:
         return f"OpenTelemetryInstrumentation(tracer={self._tracer!r})"
+
+
+@final
+class _Recorder(CallWatcher):
+    """Watches calls for metrics only (no tracing): one, shared by every call."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: OpenTelemetryInstrumentation) -> None:
+        self._sink = sink
+
+    def attempt_finished(self, event: AttemptFinished, /) -> None:
+        self._sink.record_attempt(event)
+
+    def extra_attempt_refused(self, event: ExtraAttemptRefused, /) -> None:
+        self._sink.record_refusal(event)
+
+    def call_finished(self, event: CallFinished, /) -> None:
+        self._sink.record_call(event)
+
+
+@final
+class _TracedCall(CallWatcher):
+    """Watches one call: its span, its attempts' spans and trace context, and the metrics.
+
+    Attempt spans end when their attempt did, but are handed to the exporter
+    when the call ends, once it is known which attempt won.
+    """
+
+    __slots__ = ("_context", "_ended", "_route", "_running", "_sink", "_span", "_token")
+
+    def __init__(self, sink: OpenTelemetryInstrumentation, span: Span, route: str | None) -> None:
+        self._sink = sink
+        self._span = span
+        self._route = route
+        self._context = trace.set_span_in_context(span)
+        # Current while the call runs (in the caller's task: call_finished runs
+        # there too); an invalid span (no SDK) must not hide the caller's span.
+        self._token = (
+            otel_context.attach(self._context) if span.get_span_context().is_valid else None
+        )
+        # Attempt number -> (span, context token), while the attempt runs.
+        self._running: dict[int, tuple[Span, object | None]] = {}
+        # (span, number, end time in ns) of each ended attempt.
+        self._ended: list[tuple[Span, int, int]] = []
+
+    def attempt_started(self, event: AttemptStarted, /) -> AddedHeaders | None:
+        span, _ = self._sink.start_attempt_span(event, self._route, self._context)
+        if not span.get_span_context().is_valid:
+            self._running[event.number] = (span, None)
+            return None
+        span_context = trace.set_span_in_context(span)
+        carrier: dict[str, str] = {}
+        inject(carrier, context=span_context)
+        # Current while the transport runs: an instrumented transport nests under it.
+        self._running[event.number] = (span, otel_context.attach(span_context))
+        return list(carrier.items())
+
+    def attempt_finished(self, event: AttemptFinished, /) -> None:
+        self._sink.record_attempt(event)
+        running = self._running.pop(event.number, None)
+        if running is None:
+            return
+        span, token = running
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        if span.is_recording():
+            status = event.status
+            if status is not None:
+                if status < 400:
+                    span.set_attribute(STATUS_CODE, status)
+                else:
+                    span.set_attributes({STATUS_CODE: status, ERROR_TYPE: str(status)})
+                    span.set_status(_ERROR)
+            else:
+                outcome = type(event.error).__qualname__
+                if _is_cancellation(event.error):  # a lost hedge, or a caller giving up
+                    span.set_attributes({ERROR_TYPE: outcome, ATTEMPT_CANCELLED: True})
+                else:
+                    span.set_attribute(ERROR_TYPE, outcome)
+                    span.set_status(Status(StatusCode.ERROR, outcome))
+        self._ended.append((span, event.number, time.time_ns()))
+
+    def extra_attempt_refused(self, event: ExtraAttemptRefused, /) -> None:
+        self._sink.record_refusal(event)
+
+    def call_finished(self, event: CallFinished, /) -> None:
+        winner = event.winner
+        for attempt_span, number, ended_at in self._ended:
+            attempt_span.set_attribute(ATTEMPT_WON, number == winner)
+            attempt_span.end(end_time=ended_at)
+        span = self._span
+        if span.is_recording():
+            attempts = len(event.attempts)
+            status = event.status
+            if status is not None:
+                if status < 400:
+                    span.set_attributes({STATUS_CODE: status, CALL_ATTEMPTS: attempts})
+                else:
+                    span.set_attributes(
+                        {STATUS_CODE: status, CALL_ATTEMPTS: attempts, ERROR_TYPE: str(status)}
+                    )
+                    span.set_status(_ERROR)
+            else:
+                outcome = type(event.error).__qualname__
+                span.set_attributes({CALL_ATTEMPTS: attempts, ERROR_TYPE: outcome})
+                if not _is_cancellation(event.error):
+                    span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)
+        self._sink.record_call(event)
 
 
 @final
@@ -678,5 +665,10 @@ def _path_of(url: str, base: str) -> str:
     return path
 
 
-def _is_cancellation(exc: BaseException) -> bool:
-    return error_kind(exc) == "cancelled"
+def _outcome(status: int | None, error: BaseException | None) -> int | str:
+    # The status code, or the error's class name (the conventions' error.type).
+    return status if status is not None else type(error).__qualname__
+
+
+def _is_cancellation(exc: BaseException | None) -> bool:
+    return exc is not None and error_kind(exc) == "cancelled"

@@ -18,36 +18,37 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from .. import _clock
 from .._attempts import AttemptKind
-from .._call import current_attempt
-from .._errors import AioClientError, ConfigError
+from .._errors import ConfigError
+from .._events import CallWatcher, Observer
 from .._server_events import ServerOutcomeKind
 from ._labels import (
     BREAKER_STATE_VALUES,
     DEFAULT_BUCKETS,
-    NO_ENDPOINT,
     NONE,
     OTHER,
     BoundedValues,
     EndpointLabels,
-    error_kind,
     method_label,
+    outcome_label,
     status_class,
     validate_limit,
 )
 
 if TYPE_CHECKING:
-    from .._circuit_state import CircuitState, NamedBreaker
-    from .._models import Request, Response
-    from .._pipeline import Handler, Stage
+    from .._events import (
+        AttemptFinished,
+        BreakerChanged,
+        CallFinished,
+        CallStarted,
+        ExtraAttemptRefused,
+    )
     from .._server_events import Admission, ServerOutcome
 
 __all__ = ["PrometheusMetrics", "PrometheusServerObserver"]
@@ -61,20 +62,7 @@ _M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
 @final
-class _CallState:
-    """What the attempt stage tells the call stage about one call."""
-
-    __slots__ = ("endpoint", "hedges")
-
-    def __init__(self) -> None:
-        # Endpoint key of the call's first attempt.
-        self.endpoint: str | None = None
-        # (number, endpoint key) of each hedge sent.
-        self.hedges: list[tuple[int, str]] | None = None
-
-
-@final
-class PrometheusMetrics:
+class PrometheusMetrics(Observer, CallWatcher):
     """Client and server metrics in a Prometheus registry.
 
     ``PrometheusMetrics(registry=None, *, namespace="aio_client", buckets=...,
@@ -87,7 +75,9 @@ class PrometheusMetrics:
     - ``max_label_values``: distinct routes, and distinct endpoints, each label
       admits; later ones read as ``<other>``.
 
-    Client side: pass it in ``Client(..., observers=[metrics])``. Server side:
+    Client side: pass it in ``Client(..., observers=[metrics])``; it hears
+    each call's end and each attempt's end (see :class:`~aio_client.metrics.Observer`).
+    Server side:
     pass :attr:`server_observer` as the middleware's ``observer=``. One
     instance may serve many clients and servers of one process; a second
     instance in the same registry and namespace is a :class:`ConfigError`.
@@ -107,7 +97,6 @@ class PrometheusMetrics:
         "_request_duration",
         "_routes",
         "_server_observer",
-        "_state",
         "registry",
     )
 
@@ -136,11 +125,10 @@ class PrometheusMetrics:
         self.registry = registry
         self._endpoints = EndpointLabels(limit)
         self._routes = BoundedValues(limit)
-        self._state: ContextVar[_CallState | None] = ContextVar(
-            "aio_client_prometheus_call", default=None
-        )
-        self._call_cache: dict[tuple[str, str, str, str], Histogram] = {}
-        self._attempt_cache: dict[tuple[str, str, str, str, str], Histogram] = {}
+        # Label children by the events' raw values (endpoint base URL, method,
+        # route, [kind,] status or error class): a call pays a dict lookup each.
+        self._call_cache: dict[tuple[object, ...], Histogram] = {}
+        self._attempt_cache: dict[tuple[object, ...], Histogram] = {}
         with _Registration(registry, namespace) as add:
             call_labels = ("endpoint", "method", "route", "status")
             attempt_labels = ("endpoint", "method", "route", "kind", "status")
@@ -248,140 +236,106 @@ class PrometheusMetrics:
                 routes=BoundedValues(limit),
             )
 
-    # -- the Observer protocol ------------------------------------------------
-
-    @property
-    def call_stage(self) -> Stage:
-        """Runs once per call: the requests counter and duration, hedge results."""
-        return self._observe_call
-
-    @property
-    def attempt_stage(self) -> Stage:
-        """Runs once per physical attempt: the attempts counter and duration."""
-        return self._observe_attempt
+    # -- the Observer hooks -------------------------------------------------------
 
     @property
     def server_observer(self) -> PrometheusServerObserver:
         """Pass as the server middleware's ``observer=``."""
         return self._server_observer
 
-    def extra_attempt_refused(self, request: Request, kind: AttemptKind, /) -> None:
+    def call_started(self, event: CallStarted, /) -> PrometheusMetrics:
+        """Every call is watched, by this object itself: it keeps nothing per call."""
+        return self
+
+    def attempt_finished(self, event: AttemptFinished, /) -> None:
+        """The attempts counter and duration."""
+        status = event.status
+        key = (
+            event.endpoint,
+            event.method,
+            event.route,
+            event.kind,
+            status if status is not None else type(event.error),
+        )
+        child = self._attempt_cache.get(key)
+        if child is None:
+            child = self._child(
+                self._attempt_duration,
+                self._attempt_cache,
+                key,
+                event.endpoint,
+                event.kind.value,
+                outcome_label(status, event.error),
+            )
+        child.observe(event.duration)
+
+    def call_finished(self, event: CallFinished, /) -> None:
+        """The requests counter and duration, and each hedge's result."""
+        status = event.status
+        key = (
+            event.endpoint,
+            event.method,
+            event.route,
+            status if status is not None else type(event.error),
+        )
+        child = self._call_cache.get(key)
+        if child is None:
+            child = self._child(
+                self._request_duration,
+                self._call_cache,
+                key,
+                event.endpoint,
+                outcome_label(status, event.error),
+            )
+        child.observe(event.duration)
+        attempts = event.attempts
+        if len(attempts) > 1:
+            winner = event.winner
+            method = method_label(event.method)
+            route = self._route(event.route)
+            for record in attempts:
+                if record.kind is AttemptKind.HEDGE:
+                    result = "won" if record.number == winner else "lost"
+                    self._hedges.labels(
+                        self._endpoints(record.endpoint).key, method, route, result
+                    ).inc()
+
+    def extra_attempt_refused(self, event: ExtraAttemptRefused, /) -> None:
         """A retry or hedge was not sent: the budget was empty."""
-        state = self._state.get()
-        endpoint = state.endpoint if state is not None and state.endpoint else NONE
         self._budget_exhausted.labels(
-            endpoint, method_label(request.method), self._route(request.route), kind.value
+            self._endpoints(event.endpoint).key,
+            method_label(event.method),
+            self._route(event.route),
+            event.kind.value,
         ).inc()
 
-    def breaker_state_changed(
-        self, breaker: NamedBreaker, old: CircuitState, new: CircuitState, /
-    ) -> None:
+    def breaker_changed(self, event: BreakerChanged, /) -> None:
         """A breaker (named after its endpoint key) changed state."""
-        endpoint = self._endpoints.key(breaker.name)
-        self._breaker_state.labels(endpoint).set(BREAKER_STATE_VALUES[new])
-        self._breaker_transitions.labels(endpoint, old.value, new.value).inc()
-
-    # -- stages ------------------------------------------------------------------
-
-    async def _observe_call(self, request: Request, call_next: Handler) -> Response:
-        state = _CallState()
-        token = self._state.set(state)
-        start = _clock.now()
-        try:
-            response = await call_next(request)
-        except BaseException as exc:
-            self._call_done(request, state, _clock.now() - start, error_kind(exc), None, exc)
-            raise
-        finally:
-            self._state.reset(token)
-        self._call_done(
-            request, state, _clock.now() - start, status_class(response.status), response, None
-        )
-        return response
-
-    async def _observe_attempt(self, request: Request, call_next: Handler) -> Response:
-        info = current_attempt()
-        if info is None:  # an attempt stage run outside a client: nothing to say
-            return await call_next(request)
-        endpoint = self._endpoints(info.endpoint).key
-        kind = info.kind
-        state = self._state.get()
-        if state is not None:
-            if state.endpoint is None:
-                state.endpoint = endpoint
-            if kind is AttemptKind.HEDGE:
-                if state.hedges is None:
-                    state.hedges = []
-                state.hedges.append((info.number, endpoint))
-        start = _clock.now()
-        try:
-            response = await call_next(request)
-        except BaseException as exc:
-            self._attempt_child(
-                endpoint, request.method, request.route, kind.value, error_kind(exc)
-            ).observe(_clock.now() - start)
-            raise
-        self._attempt_child(
-            endpoint, request.method, request.route, kind.value, status_class(response.status)
-        ).observe(_clock.now() - start)
-        return response
+        endpoint = self._endpoints.key(event.name)
+        self._breaker_state.labels(endpoint).set(BREAKER_STATE_VALUES[event.new])
+        self._breaker_transitions.labels(endpoint, event.old.value, event.new.value).inc()
 
     # -- recording ---------------------------------------------------------------
-
-    def _call_done(
-        self,
-        request: Request,
-        state: _CallState,
-        elapsed: float,
-        status: str,
-        response: Response | None,
-        error: BaseException | None,
-    ) -> None:
-        endpoint = state.endpoint
-        if endpoint is None:
-            endpoint = self._endpoint_of_error(error)
-        self._call_child(endpoint, request.method, request.route, status).observe(elapsed)
-        hedges = state.hedges
-        if hedges:
-            winner = response.attempt if response is not None else 0
-            method = method_label(request.method)
-            route = self._route(request.route)
-            for number, hedge_endpoint in hedges:
-                result = "won" if number == winner else "lost"
-                self._hedges.labels(hedge_endpoint, method, route, result).inc()
-
-    def _endpoint_of_error(self, error: BaseException | None) -> str:
-        # No attempt reached the attempt stage (too little budget to send one):
-        # the first recorded attempt still says where the call was going.
-        if isinstance(error, AioClientError) and error.attempts:
-            return self._endpoints.of_url(error.attempts[0].url).key
-        return NO_ENDPOINT.key
 
     def _route(self, route: str) -> str:
         return self._routes(route) if route else NONE
 
-    def _call_child(self, endpoint: str, method: str, route: str, status: str) -> Histogram:
-        key = (endpoint, method, route, status)
-        child = self._call_cache.get(key)
-        if child is None:
-            method_value = method_label(method)
-            route_value = self._route(route)
-            child = self._request_duration.labels(endpoint, method_value, route_value, status)
-            if _cacheable(method, method_value, route_value, len(self._call_cache)):
-                self._call_cache[key] = child
-        return child
-
-    def _attempt_child(
-        self, endpoint: str, method: str, route: str, kind: str, status: str
+    def _child(
+        self,
+        histogram: Histogram,
+        cache: dict[tuple[object, ...], Histogram],
+        key: tuple[object, ...],
+        endpoint: str | None,
+        *last: str,
     ) -> Histogram:
-        key = (endpoint, method, route, kind, status)
-        child = self._attempt_cache.get(key)
-        if child is None:
-            method_value = method_label(method)
-            route_value = self._route(route)
-            child = self._attempt_duration.labels(endpoint, method_value, route_value, kind, status)
-            if _cacheable(method, method_value, route_value, len(self._attempt_cache)):
-                self._attempt_cache[key] = child
+        # key = (endpoint, method, route, ...): the labels are worked out once per key.
+        method, route = str(key[1]), str(key[2])
+        method_value = method_label(method)
+        route_value = self._route(route)
+        endpoint_value = self._endpoints(endpoint).key if endpoint else NONE
+        child = histogram.labels(endpoint_value, method_value, route_value, *last)
+        if _cacheable(method, method_value, route_value, len(cache)):
+            cache[key] = child
         return child
 
     def __repr__(self) -> str:
