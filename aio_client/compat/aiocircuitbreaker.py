@@ -145,7 +145,8 @@ class CircuitBreaker:
         fallback_function: Callable[..., Any] | None = None,
     ) -> None:
         threshold = positive_int(failure_threshold or self.FAILURE_THRESHOLD, "failure_threshold")
-        recovery = positive_seconds(recovery_timeout or self.RECOVERY_TIMEOUT, "recovery_timeout")
+        recovery = recovery_timeout or self.RECOVERY_TIMEOUT
+        break_duration = positive_seconds(recovery, "recovery_timeout")
         expected = exception_types(
             expected_exception or self.EXPECTED_EXCEPTION, "expected_exception"
         )
@@ -163,7 +164,9 @@ class CircuitBreaker:
         self._name = name
         self._failure_count = 0
         self._last_failure: Exception | None = None
-        self._gate = _Gate(failure_threshold=threshold, break_duration=recovery, name=name or None)
+        self._gate = _Gate(
+            failure_threshold=threshold, break_duration=break_duration, name=name or None
+        )
         #: When the breaker last opened (construction until then), on the gate's clock.
         self._opened = self._gate.now()
 
