@@ -155,7 +155,9 @@ class CircuitBreaker:
         fallback = fallback_function or self.FALLBACK_FUNCTION
         if fallback is not None and not callable(fallback):
             raise ConfigError(f"fallback_function must be callable; got {fallback!r}")
-        if not isinstance(name, str):
+        if name is None:  # passed on by code that forwards an optional name
+            name = ""
+        elif not isinstance(name, str):
             raise ConfigError(f"name must be a str; got {name!r}")
         self._failure_threshold = threshold
         self._recovery_timeout = recovery

@@ -206,6 +206,7 @@ async def test_circuit_with_arguments_returns_the_breaker() -> None:
     keyword = circuit(failure_threshold=3, recovery_timeout=10, name="n")
     assert isinstance(positional, CircuitBreaker)
     assert positional.name == keyword.name == "n"
+    assert circuit(name=None).name == ""  # type: ignore[call-overload]  # forwarded optional names
     assert positional.fallback_function is fallback
     await fail(lambda: positional.call(down), 3)
     assert positional.opened
