@@ -267,6 +267,8 @@ class CircuitBreaker:
 
         @functools.wraps(function)
         async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            if self._gate.closed:  # nothing to refuse, no probe slot to hold
+                return await self.call(function, *args, **kwargs)
             if self.opened:
                 return cast(_T, await self._refuse(args, kwargs))
             try:
