@@ -4,6 +4,7 @@ Usage: ``python benchmarks/policies.py [--quick] [--json PATH]``
 
 Runs, in one process and one event loop, side by side: a bare call, our
 ``@circuit`` (consecutive-failure mode), our breaker in failure-ratio mode,
+our aiocircuitbreaker drop-in (``aio_client.compat.aiocircuitbreaker``),
 aiocircuitbreaker's ``@circuit``, aioresilience's ``CircuitBreaker`` and
 purgatory's breaker. Each round times a batch of calls of every variant, in
 an order rotated from round to round (interleaved, so drift in CPU speed hits
@@ -26,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aio_client.compat import aiocircuitbreaker as compat
 from aio_client.policies import CircuitBreaker, circuit
 
 Call = Callable[[], Awaitable[Any]]
@@ -42,6 +44,9 @@ async def build_variants() -> dict[str, Call]:
     variants["aio_client"] = circuit(failure_threshold=5, recovery_timeout=30)(trivial)
     ratio = CircuitBreaker(failure_ratio=0.5, minimum_throughput=20, sampling_duration=10.0)
     variants["aio_client_ratio"] = ratio(trivial)
+    variants["aio_client_compat"] = compat.circuit(failure_threshold=5, recovery_timeout=30)(
+        trivial
+    )
     try:
         import aiocircuitbreaker
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import aio_client
+import aio_client.compat
+import aio_client.compat.aiocircuitbreaker
 import aio_client.metrics
 import aio_client.policies
 import aio_client.server
@@ -15,6 +17,8 @@ import aio_client.transports
 
 PACKAGES = [
     aio_client,
+    aio_client.compat,
+    aio_client.compat.aiocircuitbreaker,
     aio_client.metrics,
     aio_client.policies,
     aio_client.server,
@@ -94,3 +98,19 @@ def test_refused_error_catches_every_local_refusal() -> None:
     assert aio_client.policies.CircuitBreakerError is aio_client.CircuitOpenError
     assert isinstance(refusals[1], RuntimeError)
     assert isinstance(refusals[2], RuntimeError)
+
+
+def test_aiocircuitbreaker_compat_exports_exactly_its_names() -> None:
+    """aio_client.compat.aiocircuitbreaker exports aiocircuitbreaker 2.0's four public names."""
+    compat = aio_client.compat.aiocircuitbreaker
+    assert compat.__all__ == ["CircuitBreaker", "CircuitBreakerError", "State", "circuit"]
+    public = {
+        name
+        for name, value in vars(compat).items()
+        if not name.startswith("_")
+        and not isinstance(value, type(sys))
+        and getattr(value, "__module__", None) == compat.__name__
+    }
+    assert public == set(compat.__all__)
+    assert aio_client.compat.__all__ == []
+    assert issubclass(compat.CircuitBreakerError, aio_client.CircuitOpenError)

@@ -1,13 +1,14 @@
-"""``@circuit``: the aiocircuitbreaker-style decorator, backed by our breaker.
+"""``@circuit``: aiocircuitbreaker's decorator signature over aio_client's breaker and rules.
 
-Code written against aiocircuitbreaker 2.0 runs by changing its import::
-
-    from aio_client.policies import CircuitBreaker, CircuitBreakerError, circuit
-
-The differences are fixes: half-open admits exactly one probe (not every
-caller), cancellation and non-matching exceptions no longer count as
+The README examples of aiocircuitbreaker 2.0 run with ``circuit`` imported
+from here, under aio_client's rules: half-open admits exactly one probe (not
+every caller), cancellation and non-matching exceptions do not count as
 successes, a late success does not close an open breaker, the clock is
-monotonic, and the default name really is the function's (qualified) name.
+monotonic, and the default name is the function's (qualified) name.
+
+For an exact drop-in (aiocircuitbreaker's constructor, ``State``,
+``CircuitBreakerError(breaker)``, counting rules and properties) import from
+:mod:`aio_client.compat.aiocircuitbreaker` instead.
 """
 
 from __future__ import annotations
