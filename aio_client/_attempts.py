@@ -31,7 +31,8 @@ class AttemptRecord(NamedTuple):
     status: int | None = None
     #: Class name of the error, when the attempt failed or was cancelled.
     error: str | None = None
-    #: Whether the request may have reached the server on this attempt.
-    sent: bool = True
+    #: Whether the request may have reached the server on this attempt (the
+    #: same word as :attr:`AioClientError.may_have_reached_server`).
+    may_have_reached_server: bool = True
     #: The base URL (endpoint) the attempt went to.
     endpoint: str = ""

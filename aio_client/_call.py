@@ -407,7 +407,7 @@ class Call:
 
     def deadline_error(self) -> DeadlineExceededError:
         """The error for a call whose own deadline passed, carrying the history."""
-        sent = any(record.sent for record in self.history)
+        sent = any(record.may_have_reached_server for record in self.history)
         error = DeadlineExceededError(
             f"deadline exceeded after {len(self.history)} attempt(s)",
             may_have_reached_server=sent,

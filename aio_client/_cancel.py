@@ -60,7 +60,8 @@ class CancelReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     #: Application code called :meth:`CancelToken.cancel`.
     EXPLICIT = "explicit"
-    #: A parallel (hedged) attempt lost to another one (client side).
+    #: A parallel (hedged) attempt lost to another one (client side): the
+    #: message of the ``CancelledError`` the losing attempt sees, on asyncio.
     HEDGE_LOST = "hedge_lost"
 
 

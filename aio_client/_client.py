@@ -113,7 +113,7 @@ class Client:
     - ``strategy``: default strategy (``sequential_strategy()``: 3 attempts).
     - ``budget``: the retry budget shared by every call of this client.
     - ``classifier``: decides success / retryable / final per outcome.
-    - ``circuit_breaker``: a :class:`~aio_client.policies.CircuitBreaker` used as
+    - ``circuit_breaker``: a :class:`~aio_client.CircuitBreaker` used as
       the template of one breaker per endpoint; each attempt passes through the
       breaker of the endpoint it goes to, and a refusal moves the next attempt
       to another endpoint (or ends the call when every endpoint refused).

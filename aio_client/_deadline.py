@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Final, final
 
@@ -138,8 +139,12 @@ def current_priority() -> Priority | None:
     return _ambient.get().priority
 
 
-@final
-class ambient:  # noqa: N801 - used like a function: ``with ambient(timeout=0.3):``
+def ambient(
+    *,
+    timeout: float | None = None,
+    deadline: Deadline | None = None,
+    priority: Priority | str | None = None,
+) -> AbstractContextManager[Deadline | None]:
     """Set the deadline and priority that calls inside the block inherit.
 
     The deadline is the nearest of ``timeout``/``deadline`` and any inherited
@@ -147,15 +152,20 @@ class ambient:  # noqa: N801 - used like a function: ``with ambient(timeout=0.3)
     started inside the block inherit it too. This sets what outgoing calls
     see; it does not cancel the block's own work (a cancel scope does that).
     """
+    return _AmbientBlock(timeout, deadline, priority)
+
+
+@final
+class _AmbientBlock:
+    """What :func:`ambient` returns: sets the values on entry, restores them on exit."""
 
     __slots__ = ("_new", "_token")
 
     def __init__(
         self,
-        *,
-        timeout: float | None = None,
-        deadline: Deadline | None = None,
-        priority: Priority | str | None = None,
+        timeout: float | None,
+        deadline: Deadline | None,
+        priority: Priority | str | None,
     ) -> None:
         current = _ambient.get()
         nearest = current.deadline

@@ -83,8 +83,10 @@ class AttemptStarted(NamedTuple):
 class AttemptFinished(NamedTuple):
     """A physical attempt ended: a response, an error, or cancellation.
 
-    A hedge that lost is cancelled: ``error`` is then the cancellation
-    exception. Attempts refused by the circuit breaker end here too
+    An attempt that lost the race of a hedged call is cancelled: ``error``
+    is then the cancellation exception, whose message (on asyncio) is
+    :attr:`CancelReason.HEDGE_LOST <aio_client.CancelReason.HEDGE_LOST>`.
+    Attempts refused by the circuit breaker end here too
     (:class:`~aio_client.CircuitOpenError`).
     """
 

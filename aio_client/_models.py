@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import json as jsonlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Final, final
 from urllib.parse import quote
@@ -31,8 +31,10 @@ __all__ = [
 #: A JSON-serialisable value.
 JSON = None | bool | int | float | str | Sequence["JSON"] | Mapping[str, "JSON"]
 _Scalar = str | int | float
-#: Query parameters: a mapping (values may be sequences for repeated keys) or pairs.
-QueryInput = Mapping[str, _Scalar | Sequence[_Scalar]] | Iterable[tuple[str, _Scalar]]
+#: Query parameters: a mapping (values may be sequences for repeated keys) or a
+#: sequence of pairs. (Any iterable of pairs works; a sequence in the type lets
+#: type checkers infer ``{"q": "a", "n": 2}`` as a mapping.)
+QueryInput = Mapping[str, _Scalar | Sequence[_Scalar]] | Sequence[tuple[str, _Scalar]]
 
 _EMPTY_HEADERS: Final = Headers()
 _METHOD: Final = re.compile(r"[A-Z][A-Z0-9_-]{0,31}", re.ASCII)
@@ -87,11 +89,13 @@ class Request:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Response:
     """A fully read HTTP response.
 
     The body is buffered, so a response needs no closing and can be kept.
+    ``Response(status, headers=None, content=b"", url="", elapsed=0.0, attempt=1)``:
+    ``headers`` may be anything :class:`Headers` accepts (a mapping, pairs).
     """
 
     #: HTTP status code.
@@ -107,9 +111,25 @@ class Response:
     #: Number (1-based) of the attempt that produced it.
     attempt: int = 1
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.headers, Headers):
-            object.__setattr__(self, "headers", Headers(self.headers))
+    def __init__(
+        self,
+        status: int,
+        headers: HeadersInput | None = None,
+        content: bytes = b"",
+        url: str = "",
+        elapsed: float = 0.0,
+        attempt: int = 1,
+    ) -> None:
+        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt = _RESPONSE_SLOTS
+        set_status(self, status)
+        if headers is None:
+            set_headers(self, _EMPTY_HEADERS)
+        else:
+            set_headers(self, headers if isinstance(headers, Headers) else Headers(headers))
+        set_content(self, content)
+        set_url(self, url)
+        set_elapsed(self, elapsed)
+        set_attempt(self, attempt)
 
     @property
     def text(self) -> str:

@@ -27,8 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aio_client import CircuitBreaker
 from aio_client.compat import aiocircuitbreaker as compat
-from aio_client.policies import CircuitBreaker, circuit
+from aio_client.policies._circuit import circuit
 
 Call = Callable[[], Awaitable[Any]]
 

@@ -13,7 +13,7 @@ from .. import _models
 from .._client import Client
 from .._errors import AioClientError, DeadlineExceededError
 from .._priority import Priority
-from ..strategies import single_attempt_strategy
+from ..strategies._single import single_attempt_strategy
 from ..transports import AiohttpTransport
 from ._services import STRATEGIES, Services
 

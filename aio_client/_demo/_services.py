@@ -31,15 +31,13 @@ from ..server._aiohttp import aiohttp_middleware
 from ..server._asgi import DeadlineMiddleware
 from ..server._core import ServerOutcome
 from ..server._shedding import PriorityLoadShedder
-from ..strategies import (
-    RetryBudget,
-    Strategy,
-    adaptive_delays,
-    exponential_delays,
-    parallel_strategy,
-    sequential_strategy,
-    single_attempt_strategy,
-)
+from ..strategies._adaptive import adaptive_delays
+from ..strategies._base import Strategy
+from ..strategies._budget import RetryBudget
+from ..strategies._delays import exponential_delays
+from ..strategies._parallel import parallel_strategy
+from ..strategies._sequential import sequential_strategy
+from ..strategies._single import single_attempt_strategy
 from ..transports import AiohttpTransport
 
 __all__ = ["STRATEGIES", "DeadlineReport", "Services", "running_services"]

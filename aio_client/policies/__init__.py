@@ -39,14 +39,11 @@ between ``await``s, so they are exact under any number of tasks on one event
 loop, without locks; they are not thread-safe.
 """
 
-from .._errors import CircuitOpenError
-from ._breaker import BreakerTicket, CircuitBreaker, CircuitState, StateListener
-from ._bulkhead import Bulkhead
-from ._circuit import circuit
-from ._errors import BulkheadFullError, RateLimitedError
-from ._fallback import Fallback
-from ._rate_limit import RateLimiter, parse_rate
-from ._retry import Retry, retry
+import importlib
+from typing import Any
+
+from ._breaker import BreakerTicket, StateListener
+from ._rate_limit import parse_rate
 from ._stage import (
     CircuitBreakerStage,
     Policy,
@@ -55,32 +52,44 @@ from ._stage import (
     default_is_failure,
     endpoint_key,
 )
-from ._timeout import Timeout
-
-#: aiocircuitbreaker's name for the error an open breaker raises.
-CircuitBreakerError = CircuitOpenError
 
 __all__ = [
     "BreakerTicket",
-    "Bulkhead",
-    "BulkheadFullError",
-    "CircuitBreaker",
-    "CircuitBreakerError",
     "CircuitBreakerStage",
-    "CircuitOpenError",
-    "CircuitState",
-    "Fallback",
     "Policy",
     "PolicyStage",
-    "RateLimitedError",
-    "RateLimiter",
-    "Retry",
     "StateListener",
-    "Timeout",
     "as_stage",
-    "circuit",
     "default_is_failure",
     "endpoint_key",
     "parse_rate",
-    "retry",
 ]
+
+# The everyday policy names have their one home in ``aio_client``
+# (``aio_client.CircuitBreaker``...), and aiocircuitbreaker's in
+# ``aio_client.compat.aiocircuitbreaker``; ``__all__`` above lists what lives
+# only here. Code that imports them from here still finds them (name ->
+# module, attribute).
+_ELSEWHERE = {
+    "Bulkhead": ("._bulkhead", "Bulkhead"),
+    "BulkheadFullError": ("._errors", "BulkheadFullError"),
+    "CircuitBreaker": ("._breaker", "CircuitBreaker"),
+    "CircuitBreakerError": ("aio_client._errors", "CircuitOpenError"),
+    "CircuitOpenError": ("aio_client._errors", "CircuitOpenError"),
+    "CircuitState": ("aio_client._circuit_state", "CircuitState"),
+    "Fallback": ("._fallback", "Fallback"),
+    "RateLimitedError": ("._errors", "RateLimitedError"),
+    "RateLimiter": ("._rate_limit", "RateLimiter"),
+    "Retry": ("._retry", "Retry"),
+    "Timeout": ("._timeout", "Timeout"),
+    "circuit": ("._circuit", "circuit"),
+    "retry": ("._retry", "retry"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    found = _ELSEWHERE.get(name)
+    if found is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = found
+    return getattr(importlib.import_module(module, __name__), attribute)

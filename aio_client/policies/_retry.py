@@ -24,7 +24,7 @@ _T = TypeVar("_T")
 class Retry:
     """Retries a call that raised one of ``on``; see :func:`retry`."""
 
-    __slots__ = ("_attempts", "_budget", "_delays", "_min_remaining", "_on")
+    __slots__ = ("_attempts", "_budget", "_delays", "_low_timeout", "_on")
 
     def __init__(
         self,
@@ -32,7 +32,7 @@ class Retry:
         attempts: int,
         delays: Delays,
         budget: RetryBudget | None,
-        min_remaining: float,
+        low_timeout: float,
     ) -> None:
         self._on = exception_types(on, "on")
         self._attempts = positive_int(attempts, "attempts", maximum=100)
@@ -42,7 +42,7 @@ class Retry:
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigError(f"budget must be a RetryBudget; got {budget!r}")
         self._budget = budget
-        self._min_remaining = validate_timeout(min_remaining, "min_remaining")
+        self._low_timeout = validate_timeout(low_timeout, "low_timeout")
 
     async def call(
         self, func: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs
@@ -50,7 +50,7 @@ class Retry:
         """``await func(*args, **kwargs)``, again after a delay while it raises one of ``on``."""
         if not self._room_for(0.0):
             raise DeadlineExceededError(
-                f"not run: less than {self._min_remaining * 1000:.1f} ms left of the deadline",
+                f"not run: less than {self._low_timeout * 1000:.1f} ms left of the deadline",
                 may_have_reached_server=False,
             )
         budget = self._budget
@@ -75,7 +75,7 @@ class Retry:
 
     def _room_for(self, delay: float) -> bool:
         deadline = current_deadline()
-        return deadline is None or deadline.remaining() - delay >= self._min_remaining
+        return deadline is None or deadline.remaining() - delay >= self._low_timeout
 
     def __call__(self, func: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
         """``@retry(...)``: every call of ``func`` is retried."""
@@ -90,7 +90,7 @@ class Retry:
         names = ", ".join(kind.__name__ for kind in self._on)
         return (
             f"retry(on=({names}), attempts={self._attempts}, delays={self._delays!r}, "
-            f"budget={self._budget!r}, min_remaining={self._min_remaining})"
+            f"budget={self._budget!r}, low_timeout={self._low_timeout})"
         )
 
 
@@ -100,7 +100,7 @@ def retry(
     attempts: int = 3,
     delays: Delays | None = None,
     budget: RetryBudget | None = None,
-    min_remaining: float = 0.005,
+    low_timeout: float = 0.005,
 ) -> Retry:
     """Retry a plain async function while it raises one of ``on``.
 
@@ -111,7 +111,7 @@ def retry(
       :class:`~aio_client.exponential_delays` (full jitter, 50 ms base, 2 s cap).
     - ``budget``: a :class:`~aio_client.RetryBudget`; each call deposits and each
       retry withdraws, so retries stop when the budget is empty.
-    - ``min_remaining``: no retry is started when, after its delay, less than
+    - ``low_timeout``: no retry is started when, after its delay, less than
       this many seconds (5 ms) would be left of the ambient deadline
       (:func:`aio_client.current_deadline`); nor the first attempt, which then
       raises :class:`~aio_client.DeadlineExceededError` without running.
@@ -120,5 +120,5 @@ def retry(
     ``retry(on=...).call(func, ...)``, or as a client stage.
     """
     return Retry(
-        on, attempts, delays if delays is not None else exponential_delays(), budget, min_remaining
+        on, attempts, delays if delays is not None else exponential_delays(), budget, low_timeout
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, final
 
 import anyio
@@ -93,7 +94,8 @@ class Timeout:
         tb: TracebackType | None,
     ) -> None:
         scope_of_ambient, scope, deadline, own_at = cast(
-            tuple[ambient, anyio.CancelScope, Deadline, float], pop_entry(self)
+            tuple[AbstractContextManager[Deadline | None], anyio.CancelScope, Deadline, float],
+            pop_entry(self),
         )
         try:
             scope.__exit__(exc_type, exc, tb)

@@ -1,35 +1,51 @@
-"""Strategies: how many attempts a call makes, and when."""
+"""Strategies: how many attempts a call makes, and when.
+
+The strategies, delays and the retry budget have their home in ``aio_client``
+(``aio_client.parallel_strategy(...)``); this package's ``__all__`` lists the
+names for writing your own strategy, delays or classifier.
+"""
+
+import importlib
+from typing import Any
 
 from .._classifier import Classifier, Verdict, default_classifier
-from ._adaptive import AdaptiveDelays, adaptive_delays
-from ._attempt_timeout import AttemptTimeout, pass_deadline_through, split_deadline_between_attempts
-from ._base import Strategy
-from ._budget import RetryBudget
-from ._delays import Delays, constant_delays, exponential_delays, linear_delays
-from ._parallel import HedgeDelays, ParallelStrategy, parallel_strategy
-from ._sequential import SequentialStrategy, sequential_strategy
-from ._single import SingleAttemptStrategy, single_attempt_strategy
+from ._attempt_timeout import AttemptTimeout
+from ._delays import Delays
+from ._parallel import HedgeDelays
 
 __all__ = [
-    "AdaptiveDelays",
     "AttemptTimeout",
     "Classifier",
     "Delays",
     "HedgeDelays",
-    "ParallelStrategy",
-    "RetryBudget",
-    "SequentialStrategy",
-    "SingleAttemptStrategy",
-    "Strategy",
     "Verdict",
-    "adaptive_delays",
-    "constant_delays",
     "default_classifier",
-    "exponential_delays",
-    "linear_delays",
-    "parallel_strategy",
-    "pass_deadline_through",
-    "sequential_strategy",
-    "single_attempt_strategy",
-    "split_deadline_between_attempts",
 ]
+
+# Names whose one home is ``aio_client``, still found here by code that imports
+# them from here (name -> module, attribute).
+_ELSEWHERE = {
+    "AdaptiveDelays": ("._adaptive", "AdaptiveDelays"),
+    "ParallelStrategy": ("._parallel", "ParallelStrategy"),
+    "RetryBudget": ("._budget", "RetryBudget"),
+    "SequentialStrategy": ("._sequential", "SequentialStrategy"),
+    "SingleAttemptStrategy": ("._single", "SingleAttemptStrategy"),
+    "Strategy": ("._base", "Strategy"),
+    "adaptive_delays": ("._adaptive", "adaptive_delays"),
+    "constant_delays": ("._delays", "constant_delays"),
+    "exponential_delays": ("._delays", "exponential_delays"),
+    "linear_delays": ("._delays", "linear_delays"),
+    "parallel_strategy": ("._parallel", "parallel_strategy"),
+    "pass_deadline_through": ("._attempt_timeout", "pass_deadline_through"),
+    "sequential_strategy": ("._sequential", "sequential_strategy"),
+    "single_attempt_strategy": ("._single", "single_attempt_strategy"),
+    "split_deadline_between_attempts": ("._attempt_timeout", "split_deadline_between_attempts"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    found = _ELSEWHERE.get(name)
+    if found is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = found
+    return getattr(importlib.import_module(module, __name__), attribute)

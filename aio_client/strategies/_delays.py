@@ -15,13 +15,40 @@ __all__ = ["Delays", "constant_delays", "exponential_delays", "linear_delays"]
 Delays = Callable[[int], float]
 
 
-@final
-class constant_delays:  # noqa: N801 - a factory-style name, like aio-request's
+def constant_delays(delay: float = 0.05) -> Delays:
     """The same delay before every retry."""
+    return _Constant(delay)
 
+
+def linear_delays(min_delay: float = 0.05, step: float = 0.05, max_delay: float = 5.0) -> Delays:
+    """``min_delay + (n - 1) * step``, capped at ``max_delay``."""
+    return _Linear(min_delay, step, max_delay)
+
+
+def exponential_delays(
+    base: float = 0.05,
+    *,
+    multiplier: float = 2.0,
+    max_delay: float = 2.0,
+    jitter: bool = True,
+    random_fn: Callable[[], float] = random.random,
+) -> Delays:
+    """Exponential backoff with full jitter: uniform in ``[0, min(max_delay, base * m**(n-1))]``.
+
+    ``m`` is ``multiplier``.
+
+    Full jitter spreads retries of many clients apart, which is what keeps a
+    recovering server from being hit by synchronised waves. ``jitter=False``
+    gives the capped exponential itself.
+    """
+    return _Exponential(base, multiplier, max_delay, jitter, random_fn)
+
+
+@final
+class _Constant:
     __slots__ = ("_delay",)
 
-    def __init__(self, delay: float = 0.05) -> None:
+    def __init__(self, delay: float) -> None:
         self._delay = validate_timeout(delay, "delay")
 
     def __call__(self, n: int) -> float:
@@ -32,12 +59,10 @@ class constant_delays:  # noqa: N801 - a factory-style name, like aio-request's
 
 
 @final
-class linear_delays:  # noqa: N801
-    """``min_delay + (n - 1) * step``, capped at ``max_delay``."""
-
+class _Linear:
     __slots__ = ("_max", "_min", "_step")
 
-    def __init__(self, min_delay: float = 0.05, step: float = 0.05, max_delay: float = 5.0) -> None:
+    def __init__(self, min_delay: float, step: float, max_delay: float) -> None:
         self._min = validate_timeout(min_delay, "min_delay")
         self._step = validate_timeout(step, "step")
         self._max = validate_timeout(max_delay, "max_delay")
@@ -52,24 +77,16 @@ class linear_delays:  # noqa: N801
 
 
 @final
-class exponential_delays:  # noqa: N801
-    """Exponential backoff with full jitter: uniform in ``[0, min(max_delay, base * 2**(n-1))]``.
-
-    Full jitter spreads retries of many clients apart, which is what keeps a
-    recovering server from being hit by synchronised waves. ``jitter=False``
-    gives the capped exponential itself.
-    """
-
+class _Exponential:
     __slots__ = ("_base", "_jitter", "_max", "_multiplier", "_random")
 
     def __init__(
         self,
-        base: float = 0.05,
-        *,
-        multiplier: float = 2.0,
-        max_delay: float = 2.0,
-        jitter: bool = True,
-        random_fn: Callable[[], float] = random.random,
+        base: float,
+        multiplier: float,
+        max_delay: float,
+        jitter: bool,
+        random_fn: Callable[[], float],
     ) -> None:
         self._base = validate_timeout(base, "base")
         self._max = validate_timeout(max_delay, "max_delay")

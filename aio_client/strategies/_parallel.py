@@ -39,13 +39,14 @@ from anyio.abc import TaskGroup
 from .. import _clock
 from .._attempts import AttemptKind
 from .._call import Call, Outcome
+from .._cancel import CancelReason
 from .._classifier import Verdict
 from .._deadline import validate_timeout
 from .._errors import ConfigError
 from .._models import Response
 from .._timer import DeadlineTimer, Entry
 from ._adaptive import AdaptiveDelays, DelayKey
-from ._base import provably_unsent, requested_wait
+from ._base import Strategy, provably_unsent, requested_wait
 from ._delays import Delays
 
 __all__ = ["HedgeDelays", "ParallelStrategy", "parallel_strategy"]
@@ -476,7 +477,7 @@ class _AsyncioRace(_Race):
             return
         self._interrupting = True
         self._baseline = task.cancelling()
-        task.cancel()
+        task.cancel(CancelReason.HEDGE_LOST)
 
     def _withdraw_interrupt(self) -> bool:
         """After the caller's task caught a cancellation: ``True`` when it was only
@@ -505,7 +506,7 @@ class _AsyncioRace(_Race):
         tasks = self._tasks or set()
         pending = {task for task in tasks if not task.done()}
         for task in pending:
-            task.cancel()
+            task.cancel(CancelReason.HEDGE_LOST)
         caught: BaseException | None = None
         while pending:
             try:
@@ -630,7 +631,7 @@ def _fixed_delays(delays: HedgeDelays) -> Delays:
 
 def parallel_strategy(
     attempts: int = 3, delays: HedgeDelays = 0.05, *, max_retry_after: float = 30.0
-) -> ParallelStrategy:
+) -> Strategy:
     """Hedged requests: up to ``attempts`` concurrent attempts; the first good answer wins.
 
     Attempt 1 starts at once; attempt ``k + 1`` starts when ``delays`` has

@@ -13,7 +13,7 @@ from .._deadline import validate_timeout
 from .._errors import ConfigError
 from .._models import Response
 from ._attempt_timeout import AttemptTimeout, pass_deadline_through
-from ._base import provably_unsent, requested_wait
+from ._base import Strategy, provably_unsent, requested_wait
 from ._delays import Delays, exponential_delays
 
 __all__ = ["SequentialStrategy", "sequential_strategy"]
@@ -96,7 +96,7 @@ def sequential_strategy(
     *,
     attempt_timeout: AttemptTimeout = pass_deadline_through,
     max_retry_after: float = 30.0,
-) -> SequentialStrategy:
+) -> Strategy:
     """Retry retryable outcomes one after another.
 
     - ``attempts``: most attempts in all (1 to 100); non-idempotent requests get one.

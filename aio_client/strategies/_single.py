@@ -7,6 +7,7 @@ from typing import final
 from .._attempts import AttemptKind
 from .._call import Call
 from .._models import Response
+from ._base import Strategy
 
 __all__ = ["SingleAttemptStrategy", "single_attempt_strategy"]
 
@@ -25,6 +26,6 @@ class SingleAttemptStrategy:
         return "single_attempt_strategy()"
 
 
-def single_attempt_strategy() -> SingleAttemptStrategy:
+def single_attempt_strategy() -> Strategy:
     """A strategy that sends one attempt."""
     return SingleAttemptStrategy()

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from aiohttp import web
 
-from aio_client.policies import Bulkhead, CircuitBreaker, CircuitState, RateLimiter
+from aio_client import Bulkhead, CircuitBreaker, CircuitState, RateLimiter
 from aio_client.server import DeadlineMiddleware, ServerStats, aiohttp_middleware
 from aio_client.server._guards import Guard
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import aio_client as ac
-from aio_client.strategies import Strategy
+from aio_client import Strategy
 from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
 
 from .servers import (
@@ -235,7 +235,7 @@ async def test_connection_refused_is_connect_error(transport: Transport) -> None
         ac.AttemptKind.RETRY,
     ]
     assert {record.error for record in error.attempts} == {"ConnectError"}
-    assert not any(record.sent for record in error.attempts)
+    assert not any(record.may_have_reached_server for record in error.attempts)
     assert {record.url for record in error.attempts} == {f"{url}/x"}
 
 
@@ -249,7 +249,9 @@ async def test_reset_is_network_error_and_retried(transport: Transport) -> None:
         assert server.accepted == 3
     error = caught.value
     assert error.may_have_reached_server is True
-    assert [(record.number, record.error, record.sent) for record in error.attempts] == [
+    assert [
+        (record.number, record.error, record.may_have_reached_server) for record in error.attempts
+    ] == [
         (1, "NetworkError", True),
         (2, "NetworkError", True),
         (3, "NetworkError", True),

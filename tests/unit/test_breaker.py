@@ -10,7 +10,8 @@ import anyio.lowlevel
 import pytest
 
 import aio_client as ac
-from aio_client.policies import CircuitBreaker, CircuitBreakerError, CircuitState
+from aio_client import CircuitBreaker, CircuitState
+from aio_client import CircuitOpenError as CircuitBreakerError
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import aio_client as ac
-from aio_client.policies import Bulkhead, BulkheadFullError
+from aio_client import Bulkhead, BulkheadFullError
 
 
 class Work:

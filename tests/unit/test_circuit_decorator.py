@@ -10,7 +10,9 @@ import anyio
 import pytest
 
 import aio_client as ac
-from aio_client.policies import CircuitBreaker, CircuitBreakerError, circuit
+from aio_client import CircuitBreaker
+from aio_client import CircuitOpenError as CircuitBreakerError
+from aio_client.policies._circuit import circuit
 
 # The examples of aiocircuitbreaker 2.0.0's README, verbatim.
 README_BARE = """

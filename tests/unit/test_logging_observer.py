@@ -7,8 +7,8 @@ import logging
 import pytest
 
 import aio_client as ac
+from aio_client import CircuitBreaker
 from aio_client.metrics import LoggingObserver
-from aio_client.policies import CircuitBreaker
 from aio_client.transports import MemoryTransport
 
 from .helpers import Script, client_for

@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import aio_client as ac
+from aio_client import CircuitBreaker
 from aio_client.metrics import OpenTelemetryInstrumentation, PrometheusMetrics
 from aio_client.metrics._labels import (
     OTHER,
@@ -34,7 +35,6 @@ from aio_client.metrics._labels import (
     method_label,
     status_class,
 )
-from aio_client.policies import CircuitBreaker
 from aio_client.server import DeadlineMiddleware, ServerOutcome
 from aio_client.server._core import Admission, ServerCore, ServerOutcomeKind
 from aio_client.transports import MemoryTransport

@@ -58,7 +58,7 @@ def test_json_body_sets_content_type() -> None:
         (lambda: ac.get("a?b=1"), "query="),
         (lambda: ac.get("a", headers={"x-bad": "v\r\nInjected: 1"}), "CR, LF"),
         (lambda: ac.get("a", headers={"bad name": "v"}), "invalid header name"),
-        (lambda: ac.get("a", query={"k": None}), "float or bool"),  # type: ignore[arg-type]
+        (lambda: ac.get("a", query={"k": None}), "float or bool"),  # type: ignore[dict-item]
         (lambda: ac.post("a", json={"x": float("nan")}), "JSON"),
         (lambda: ac.post("a", json={"a": 1}, content=b"x"), "not both"),
         (lambda: ac.request("GET POST", "a"), "method"),
@@ -84,10 +84,10 @@ def test_headers_case_insensitive_and_multi_valued() -> None:
 
 def test_response_text_json_and_charset() -> None:
     """text decodes with the declared charset; json() parses the body."""
-    resp = ac.Response(200, {"content-type": "text/plain; charset=latin-1"}, "é".encode("latin-1"))  # type: ignore[arg-type]
+    resp = ac.Response(200, {"content-type": "text/plain; charset=latin-1"}, "é".encode("latin-1"))
     assert resp.text == "é"
     assert ac.Response(200, content=b'{"k": [1]}').json() == {"k": [1]}
-    assert ac.Response(200, {"content-type": "text/plain; charset=bogus"}, b"ok").text == "ok"  # type: ignore[arg-type]
+    assert ac.Response(200, {"content-type": "text/plain; charset=bogus"}, b"ok").text == "ok"
 
 
 def test_raise_for_status() -> None:

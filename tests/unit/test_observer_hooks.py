@@ -8,6 +8,7 @@ import logging
 import pytest
 
 import aio_client as ac
+from aio_client import CircuitBreaker
 from aio_client.metrics import (
     AttemptFinished,
     AttemptStarted,
@@ -18,7 +19,6 @@ from aio_client.metrics import (
     ExtraAttemptRefused,
     Observer,
 )
-from aio_client.policies import CircuitBreaker
 from aio_client.transports import MemoryTransport
 
 from .helpers import Script, client_for
@@ -113,7 +113,8 @@ async def test_call_finished_carries_the_error_the_caller_got() -> None:
 
 
 async def test_a_hedged_call_reports_every_attempt_and_the_winner() -> None:
-    """The hedge that answered first is the winner; the lost attempt ends cancelled."""
+    """The hedge that answered first is the winner; the lost attempt ends cancelled,
+    with CancelReason.HEDGE_LOST as the cancellation's message."""
     recorder = Recorder()
     async with client_for(
         Script([1.0, ac.Response(200)]),
@@ -129,6 +130,7 @@ async def test_a_hedged_call_reports_every_attempt_and_the_winner() -> None:
     }
     lost = next(e for e in ended if e.number == 1)
     assert isinstance(lost.error, asyncio.CancelledError)
+    assert lost.error.args == (ac.CancelReason.HEDGE_LOST,)
     finished = recorder.events[-1]
     assert isinstance(finished, CallFinished)
     assert finished.winner == 2

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 import aio_client as ac
-from aio_client.strategies import AdaptiveDelays
+from aio_client.strategies._adaptive import AdaptiveDelays
 from aio_client.transports import MemoryTransport
 
 from .helpers import Script, client_for

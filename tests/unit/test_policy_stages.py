@@ -6,20 +6,18 @@ import anyio
 import pytest
 
 import aio_client as ac
-from aio_client.policies import (
+from aio_client import (
     Bulkhead,
     BulkheadFullError,
     CircuitBreaker,
-    CircuitBreakerStage,
     CircuitState,
     Fallback,
     RateLimitedError,
     RateLimiter,
     Timeout,
-    as_stage,
-    endpoint_key,
     retry,
 )
+from aio_client.policies import CircuitBreakerStage, as_stage, endpoint_key
 from aio_client.transports import MemoryTransport
 
 A, B = "http://a:8080", "http://b:8080"
@@ -77,7 +75,7 @@ async def test_one_breaker_state_per_endpoint() -> None:
     assert handler.seen == {A: 2, B: 3}
     assert info.value.retry_after == pytest.approx(30.0)
     assert info.value.may_have_reached_server is False
-    assert info.value.attempts[0].sent is False
+    assert info.value.attempts[0].may_have_reached_server is False
     breakers = stage.breakers
     assert set(breakers) == {"http://a:8080", "http://b:8080"}
     assert breakers["http://a:8080"].state is CircuitState.OPEN

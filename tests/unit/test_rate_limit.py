@@ -6,7 +6,8 @@ import anyio
 import pytest
 
 import aio_client as ac
-from aio_client.policies import RateLimitedError, RateLimiter, parse_rate
+from aio_client import RateLimitedError, RateLimiter
+from aio_client.policies import parse_rate
 
 
 class FakeClock:

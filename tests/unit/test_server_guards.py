@@ -9,9 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from aio_client import ConfigError
+from aio_client import Bulkhead, CircuitBreaker, CircuitState, ConfigError, RateLimiter
 from aio_client._cancel import CancelReason
-from aio_client.policies import Bulkhead, CircuitBreaker, CircuitState, RateLimiter
 from aio_client.server import PriorityLoadShedder, ServerOutcome, ServerOutcomeKind
 from aio_client.server._core import Admission, Rejection, ServerCore
 from aio_client.server._guards import ClientInfo, forwarded_address

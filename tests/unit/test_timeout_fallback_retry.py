@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import aio_client as ac
-from aio_client.policies import Fallback, Timeout, retry
+from aio_client import Fallback, Timeout, retry
 
 # -- Timeout --------------------------------------------------------------------------
 
@@ -270,7 +270,7 @@ async def test_retry_stops_when_the_budget_is_empty() -> None:
 
 
 async def test_retry_stops_when_the_deadline_leaves_no_room() -> None:
-    """No retry starts if, after its delay, less than min_remaining of the deadline is left."""
+    """No retry starts if, after its delay, less than low_timeout of the deadline is left."""
     flaky = Flaky(*(ConnectionError(str(n)) for n in range(10)))
     policy = retry(on=ConnectionError, attempts=10, delays=ac.constant_delays(0.3))
     with ac.ambient(timeout=1.0), pytest.raises(ConnectionError):
@@ -280,7 +280,7 @@ async def test_retry_stops_when_the_deadline_leaves_no_room() -> None:
 
 
 async def test_retry_does_not_start_with_no_time_left() -> None:
-    """With less than min_remaining left, not even the first attempt runs."""
+    """With less than low_timeout left, not even the first attempt runs."""
     flaky = Flaky()
     with ac.ambient(timeout=0.001), pytest.raises(ac.DeadlineExceededError):
         await retry(on=ConnectionError).call(flaky)
@@ -288,7 +288,7 @@ async def test_retry_does_not_start_with_no_time_left() -> None:
 
 
 def test_retry_settings_are_validated() -> None:
-    """on is required; bad attempts, delays, budget, min_remaining are ConfigErrors."""
+    """on is required; bad attempts, delays, budget, low_timeout are ConfigErrors."""
     with pytest.raises(TypeError):
         retry()  # type: ignore[call-arg]
     for options, name in [
@@ -297,7 +297,7 @@ def test_retry_settings_are_validated() -> None:
         ({"on": ValueError, "attempts": 101}, "attempts"),
         ({"on": ValueError, "delays": 0.1}, "delays"),
         ({"on": ValueError, "budget": 3}, "budget"),
-        ({"on": ValueError, "min_remaining": -1}, "min_remaining"),
+        ({"on": ValueError, "low_timeout": -1}, "low_timeout"),
     ]:
         with pytest.raises(ac.ConfigError, match=name):
             retry(**options)  # type: ignore[arg-type]
