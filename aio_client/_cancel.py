@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
-from ._deadline import Deadline, current_priority, reset_ambient, set_ambient, validate_timeout
+from ._deadline import (
+    Deadline,
+    current_priority,
+    nearest_deadline,
+    reset_ambient,
+    set_ambient,
+    validate_timeout,
+)
 from ._errors import ConfigError
 
 if TYPE_CHECKING:
@@ -109,7 +116,7 @@ class CancelToken:
         if deadline is not None and not isinstance(deadline, Deadline):
             raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
         if timeout is not None:
-            deadline = _nearest(deadline, Deadline.from_timeout(validate_timeout(timeout)))
+            deadline = nearest_deadline(deadline, Deadline.from_timeout(validate_timeout(timeout)))
         self._id = next(_ids)
         self._deadline = deadline
         self._reason: CancelReason | None = None
@@ -251,7 +258,7 @@ class CancelToken:
         Cancelling the child leaves the parent alone.
         """
         child = CancelToken(timeout=timeout, deadline=deadline)
-        child._deadline = _nearest_opt(child._deadline, self._deadline)
+        child._deadline = nearest_deadline(child._deadline, self._deadline)
         child._loop, child._thread = self._loop, self._thread
         if self.cancelled:
             assert self._reason is not None
@@ -514,13 +521,3 @@ def _run_callback(callback: Callable[[], object]) -> None:
         callback()
     except Exception:
         _log.exception("a cancel callback raised; the other callbacks still run")
-
-
-def _nearest(a: Deadline | None, b: Deadline) -> Deadline:
-    return b if a is None or b.at < a.at else a
-
-
-def _nearest_opt(a: Deadline | None, b: Deadline | None) -> Deadline | None:
-    if b is None:
-        return a
-    return _nearest(a, b)

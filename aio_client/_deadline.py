@@ -170,11 +170,11 @@ class _AmbientBlock:
         current = _ambient.get()
         nearest = current.deadline
         if timeout is not None:
-            nearest = _nearest(nearest, Deadline.from_timeout(timeout))
+            nearest = nearest_deadline(nearest, Deadline.from_timeout(timeout))
         if deadline is not None:
             if not isinstance(deadline, Deadline):
                 raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
-            nearest = _nearest(nearest, deadline)
+            nearest = nearest_deadline(nearest, deadline)
         prio = current.priority if priority is None else Priority.coerce(priority)
         self._new = _Ambient(nearest, prio)
         self._token: Token[_Ambient] | None = None
@@ -205,7 +205,10 @@ def reset_ambient(token: Token[_Ambient]) -> None:
     _ambient.reset(token)
 
 
-def _nearest(a: Deadline | None, b: Deadline) -> Deadline:
+def nearest_deadline(a: Deadline | None, b: Deadline | None) -> Deadline | None:
+    """The nearer of two deadlines, either of which may be ``None`` (none)."""
+    if b is None:
+        return a
     return b if a is None or b.at < a.at else a
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .._call import _ATTEMPT
-from .._deadline import _ambient
+from .._call import current_attempt
+from .._deadline import current_deadline
 from .._errors import DeadlineExceededError
 
 if TYPE_CHECKING:
@@ -45,10 +45,10 @@ def backend_timeout() -> float | None:
     deadline has already passed: backends read a zero timeout as "none", so a
     transport must not connect at all then.
     """
-    deadline = _ambient.get().deadline
+    deadline = current_deadline()
     if deadline is None:
         return None
-    attempt = _ATTEMPT.get()
+    attempt = current_attempt()
     if attempt is not None and attempt.deadline.at <= deadline.at:
         return None
     remaining = deadline.remaining()
