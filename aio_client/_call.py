@@ -27,10 +27,13 @@ from ._deadline import (
 )
 from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
 from ._events import (
+    RESPONSE,
     AttemptFinished,
     AttemptStarted,
     CallWatcher,
     ExtraAttemptRefused,
+    ending_of,
+    error_kind,
     hook_failed,
 )
 from ._models import Request, Response
@@ -298,7 +301,8 @@ class Call:
                 AttemptRecord(number, kind, url, elapsed, None, type(exc).__name__, True, base)
             )
             if watchers:
-                self._attempt_finished(number, kind, base, elapsed, None, exc)
+                ending = ending_of(exc, start + elapsed >= attempt_at)
+                self._attempt_finished(number, kind, base, elapsed, None, exc, ending)
             raise
         finally:
             _ATTEMPT.reset(attempt_token)
@@ -307,7 +311,7 @@ class Call:
             outcome = outcome.with_attempt(number, elapsed, url)
             history.append(_record((number, kind, url, elapsed, outcome.status, None, True, base)))
             if watchers:
-                self._attempt_finished(number, kind, base, elapsed, outcome.status, None)
+                self._attempt_finished(number, kind, base, elapsed, outcome.status, None, RESPONSE)
             return outcome
         if isinstance(outcome, CircuitOpenError):
             if self._refused is None:
@@ -330,7 +334,7 @@ class Call:
             )
         )
         if watchers:
-            self._attempt_finished(number, kind, base, elapsed, None, outcome)
+            self._attempt_finished(number, kind, base, elapsed, None, outcome, error_kind(outcome))
         return outcome
 
     def _attempt_started(
@@ -357,10 +361,11 @@ class Call:
         elapsed: float,
         status: int | None,
         error: BaseException | None,
+        ending: str,
     ) -> None:
         request = self.request
         event = AttemptFinished(
-            number, kind, request.method, request.route, endpoint, elapsed, status, error
+            number, kind, request.method, request.route, endpoint, elapsed, status, error, ending
         )
         for watcher in self.watchers:
             try:

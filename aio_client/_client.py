@@ -24,11 +24,13 @@ from ._deadline import (
 )
 from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
 from ._events import (
+    RESPONSE,
     BreakerChanged,
     CallFinished,
     CallStarted,
     CallWatcher,
     Observer,
+    ending_of,
     hook_failed,
     overrides,
 )
@@ -441,9 +443,12 @@ class Client:
         try:
             response = await self._enforced(call, strategy, loop)
         except BaseException as exc:
-            _call_finished(call, request, now() - start, None, exc)
+            end = now()
+            _call_finished(
+                call, request, end - start, None, exc, ending_of(exc, end >= call.deadline.at)
+            )
             raise
-        _call_finished(call, request, now() - start, response, None)
+        _call_finished(call, request, now() - start, response, None, RESPONSE)
         return response
 
     def _execute(self, call: Call, strategy: Strategy) -> Awaitable[Response]:
@@ -528,6 +533,7 @@ def _call_finished(
     elapsed: float,
     response: Response | None,
     error: BaseException | None,
+    ending: str,
 ) -> None:
     history = tuple(call.history)
     event = CallFinished(
@@ -539,6 +545,7 @@ def _call_finished(
         error,
         history,
         response.attempt if response is not None else 0,
+        ending,
     )
     # Last watcher first, as nested context managers exit.
     for watcher in reversed(call.watchers):

@@ -21,17 +21,22 @@ immutable object Python builds (a call with a Prometheus sink makes two).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ._attempts import AttemptKind, AttemptRecord
+from ._cancel import CancelReason
+from ._errors import AioClientError
 
 if TYPE_CHECKING:
     from ._circuit_state import CircuitState
     from ._priority import Priority
 
 __all__ = [
+    "RESPONSE",
     "AttemptFinished",
     "AttemptStarted",
     "BreakerChanged",
@@ -40,12 +45,27 @@ __all__ = [
     "CallWatcher",
     "ExtraAttemptRefused",
     "Observer",
+    "ending_of",
+    "error_kind",
 ]
 
 _log = logging.getLogger("aio_client")
 
 #: Headers an attempt hook adds to its attempt (lower-case names).
 AddedHeaders = Sequence[tuple[str, str]]
+#: How an attempt or call that got a response ended (see ``ending``).
+RESPONSE: Final = "response"
+# Error kinds worded for a dashboard; other aio_client errors get their class
+# name in snake case, and exceptions from outside the library read as "error".
+_ERROR_KINDS: Final = {
+    "DeadlineExceededError": "deadline_exceeded",
+    "CircuitOpenError": "circuit_open",
+    "BulkheadFullError": "bulkhead_full",
+    "RateLimitedError": "rate_limited",
+    "InvalidRequestError": "invalid_request",
+}
+_CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_kinds: dict[type[BaseException], str] = {}
 
 
 class CallStarted(NamedTuple):
@@ -106,6 +126,11 @@ class AttemptFinished(NamedTuple):
     status: int | None
     #: What it failed with, when no response arrived.
     error: BaseException | None
+    #: Why it ended, in one word: ``"response"``, ``"deadline_exceeded"`` (its
+    #: deadline passed, whoever delivered the cancellation), ``"hedge_lost"``,
+    #: ``"cancelled"`` (the caller gave up), or the error's kind
+    #: (``"connect_error"``, ``"circuit_open"``...; see :func:`ending_of`).
+    ending: str
 
 
 class ExtraAttemptRefused(NamedTuple):
@@ -141,6 +166,10 @@ class CallFinished(NamedTuple):
     attempts: tuple[AttemptRecord, ...]
     #: The number of the attempt whose response the caller got; 0 when none.
     winner: int
+    #: Why the call ended, in one word (as :attr:`AttemptFinished.ending`): a call
+    #: cut by a deadline, its own or one inherited from its caller, reads
+    #: ``"deadline_exceeded"`` even when the cancellation came from the caller's scope.
+    ending: str
 
 
 class BreakerChanged(NamedTuple):
@@ -201,6 +230,49 @@ class Observer:
 
     def breaker_changed(self, event: BreakerChanged, /) -> None:
         """One of the client's circuit breakers changed state."""
+
+
+def ending_of(error: BaseException, deadline_passed: bool) -> str:
+    """Why an attempt or call that raised ``error`` ended, in one bounded word.
+
+    A cancellation is ``"deadline_exceeded"`` when the deadline had passed
+    (the deadline's cancellation, whoever delivered it), ``"hedge_lost"`` when
+    a hedged call's race cancelled it, else ``"cancelled"``; any other error
+    reads as its :func:`error_kind`.
+    """
+    kind = error_kind(error)
+    if kind != "cancelled":
+        return kind
+    if deadline_passed:
+        return "deadline_exceeded"
+    if error.args and error.args[0] == CancelReason.HEDGE_LOST:
+        return "hedge_lost"
+    return kind
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, bounded word for an exception.
+
+    ``"cancelled"`` for cancellation, ``"deadline_exceeded"``,
+    ``"connect_error"``, ``"circuit_open"``... for the library's errors,
+    ``"error"`` for anything else (a bug in a stage).
+    """
+    cls = type(exc)
+    kind = _kinds.get(cls)
+    if kind is None:
+        kind = _kinds[cls] = _kind_of(cls)
+    return kind
+
+
+def _kind_of(cls: type[BaseException]) -> str:
+    if issubclass(cls, asyncio.CancelledError) or (
+        cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
+    ):
+        return "cancelled"
+    if not issubclass(cls, AioClientError):
+        return "error"
+    name = cls.__name__
+    return _ERROR_KINDS.get(name) or _CAMEL.sub("_", name).lower()
 
 
 def overrides(obj: object, base: type, name: str) -> bool:

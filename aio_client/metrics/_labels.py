@@ -10,13 +10,11 @@ label: routes are templates, endpoints are ``scheme://host:port``.
 
 from __future__ import annotations
 
-import asyncio
-import re
 from typing import Final, NamedTuple, final
 
 from .._circuit_state import CircuitState
 from .._endpoints import DEFAULT_PORTS, bracketed, format_endpoint, split_endpoint
-from .._errors import AioClientError, ConfigError
+from .._errors import ConfigError
 
 __all__ = [
     "BREAKER_STATE_VALUES",
@@ -28,7 +26,6 @@ __all__ = [
     "BoundedValues",
     "Endpoint",
     "EndpointLabels",
-    "error_kind",
     "method_label",
     "outcome_label",
     "status_class",
@@ -57,17 +54,6 @@ KNOWN_METHODS: Final = frozenset(
 )
 _OTHER_METHOD: Final = "_OTHER"
 _STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-# Error kinds worded for a dashboard; other aio_client errors get their class
-# name in snake case, and exceptions from outside the library read as "error".
-_ERROR_KINDS: Final = {
-    "DeadlineExceededError": "deadline_exceeded",
-    "CircuitOpenError": "circuit_open",
-    "BulkheadFullError": "bulkhead_full",
-    "RateLimitedError": "rate_limited",
-    "InvalidRequestError": "invalid_request",
-}
-_CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_kinds: dict[type[BaseException], str] = {}
 
 
 def validate_limit(value: int, name: str) -> int:
@@ -88,36 +74,9 @@ def status_class(status: int) -> str:
     return _STATUS_CLASSES[index] if 0 <= index < 5 else "other"
 
 
-def outcome_label(status: int | None, error: BaseException | None) -> str:
-    """The status class of a response, else the error kind (``"error"`` for neither)."""
-    if status is not None:
-        return status_class(status)
-    return error_kind(error) if error is not None else "error"
-
-
-def error_kind(exc: BaseException) -> str:
-    """A short, bounded word for how an attempt or call failed.
-
-    ``"cancelled"`` for cancellation (a lost hedge, a caller giving up),
-    ``"deadline_exceeded"``, ``"connect_error"``, ``"circuit_open"``... for the
-    library's errors, ``"error"`` for anything else (a bug in a stage).
-    """
-    cls = type(exc)
-    kind = _kinds.get(cls)
-    if kind is None:
-        kind = _kinds[cls] = _kind_of(cls)
-    return kind
-
-
-def _kind_of(cls: type[BaseException]) -> str:
-    if issubclass(cls, asyncio.CancelledError) or (
-        cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
-    ):
-        return "cancelled"
-    if not issubclass(cls, AioClientError):
-        return "error"
-    name = cls.__name__
-    return _ERROR_KINDS.get(name) or _CAMEL.sub("_", name).lower()
+def outcome_label(status: int | None, ending: str) -> str:
+    """The status class of a response, else why the call or attempt ended."""
+    return status_class(status) if status is not None else ending
 
 
 @final

@@ -72,7 +72,7 @@ class LoggingObserver(Observer, CallWatcher):
             "method": event.method,
             "route": event.route or "-",
             "endpoint": self._endpoints(event.endpoint).base if event.endpoint else "-",
-            "outcome": outcome_label(status, event.error),
+            "outcome": outcome_label(status, event.ending),
             "status": status if status is not None else "-",
             "duration_ms": round(event.duration * 1000, 1),
             "attempts": len(event.attempts),

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import __version__
 from .._attempts import AttemptKind
 from .._errors import ConfigError
-from .._events import CallWatcher, Observer
+from .._events import CallWatcher, Observer, error_kind
 from .._server_events import UNMATCHED_ROUTE, ServerOutcomeKind
 from ._labels import (
     BREAKER_STATE_VALUES,
@@ -40,7 +40,6 @@ from ._labels import (
     BoundedValues,
     Endpoint,
     EndpointLabels,
-    error_kind,
     method_label,
     validate_limit,
 )
@@ -90,9 +89,12 @@ BREAKER_PREVIOUS_STATE: Final = "aio_client.breaker.previous_state"
 SERVER_OUTCOME: Final = "aio_client.server.outcome"
 INVALID_HEADER: Final = "aio_client.request.invalid_header"
 DEADLINE_PHASE: Final = "aio_client.deadline.phase"
+GUARD_REASON: Final = "aio_client.guard.reason"
 
 _MAX_CACHED: Final = 10_000
 _ERROR: Final = Status(StatusCode.ERROR)
+# Endings that say nothing against the upstream: not span errors.
+_NOT_FAILURES: Final = frozenset({"hedge_lost", "cancelled"})
 
 
 @final
@@ -219,6 +221,11 @@ class OpenTelemetryInstrumentation(Observer):
                 unit="{request}",
                 description="Requests refused by the priority load shedder.",
             ),
+            guard_refused=meter.create_counter(
+                "aio_client.server.guard_refused",
+                unit="{request}",
+                description="Requests refused by a server guard (rate limit, bulkhead, breaker).",
+            ),
             invalid_headers=meter.create_counter(
                 "aio_client.server.invalid_headers",
                 unit="{request}",
@@ -270,7 +277,7 @@ class OpenTelemetryInstrumentation(Observer):
 
     def record_attempt(self, event: AttemptFinished) -> None:
         """``http.client.request.duration`` of one attempt."""
-        outcome = _outcome(event.status, event.error)
+        outcome = _outcome(event.status, event.error, event.ending)
         self._client_duration.record(
             event.duration,
             self._client_attributes(event.method, event.endpoint, event.kind, outcome),
@@ -278,7 +285,7 @@ class OpenTelemetryInstrumentation(Observer):
 
     def record_call(self, event: CallFinished) -> None:
         """``aio_client.client.call.duration`` and the hedge results of one call."""
-        outcome = _outcome(event.status, event.error)
+        outcome = _outcome(event.status, event.error, event.ending)
         self._call_duration.record(
             event.duration,
             self._call_attributes(event.method, event.route, event.endpoint, outcome),
@@ -470,8 +477,8 @@ class _TracedCall(CallWatcher):
                     span.set_attributes({STATUS_CODE: status, ERROR_TYPE: str(status)})
                     span.set_status(_ERROR)
             else:
-                outcome = type(event.error).__qualname__
-                if _is_cancellation(event.error):  # a lost hedge, or a caller giving up
+                outcome = str(_outcome(None, event.error, event.ending))
+                if event.ending in _NOT_FAILURES:  # a lost hedge, or a caller giving up
                     span.set_attributes({ERROR_TYPE: outcome, ATTEMPT_CANCELLED: True})
                 else:
                     span.set_attribute(ERROR_TYPE, outcome)
@@ -499,9 +506,9 @@ class _TracedCall(CallWatcher):
                     )
                     span.set_status(_ERROR)
             else:
-                outcome = type(event.error).__qualname__
+                outcome = str(_outcome(None, event.error, event.ending))
                 span.set_attributes({CALL_ATTEMPTS: attempts, ERROR_TYPE: outcome})
-                if not _is_cancellation(event.error):
+                if event.ending not in _NOT_FAILURES:
                     span.set_status(Status(StatusCode.ERROR, outcome))
         span.end()
         if self._token is not None:
@@ -519,6 +526,7 @@ class OpenTelemetryServerObserver:
         "_deadline_exceeded",
         "_disconnected",
         "_duration",
+        "_guard_refused",
         "_invalid_headers",
         "_routes",
         "_shed",
@@ -532,9 +540,11 @@ class OpenTelemetryServerObserver:
         deadline_exceeded: Counter,
         disconnected: Counter,
         shed: Counter,
+        guard_refused: Counter,
         invalid_headers: Counter,
         routes: BoundedValues,
     ) -> None:
+        self._guard_refused = guard_refused
         self._duration = duration
         self._active = active
         self._deadline_exceeded = deadline_exceeded
@@ -579,6 +589,10 @@ class OpenTelemetryServerObserver:
             self._disconnected.add(1, self._routed(outcome))
         elif kind is ServerOutcomeKind.SHED:
             self._shed.add(1, self._routed(outcome))
+        elif kind is ServerOutcomeKind.RATE_LIMITED or kind is ServerOutcomeKind.REFUSED:
+            attributes = self._routed(outcome)
+            attributes[GUARD_REASON] = kind.value
+            self._guard_refused.add(1, attributes)
 
     def _routed(self, outcome: ServerOutcome) -> _Attributes:
         attributes: _Attributes = {
@@ -665,10 +679,11 @@ def _path_of(url: str, base: str) -> str:
     return path
 
 
-def _outcome(status: int | None, error: BaseException | None) -> int | str:
-    # The status code, or the error's class name (the conventions' error.type).
-    return status if status is not None else type(error).__qualname__
-
-
-def _is_cancellation(exc: BaseException | None) -> bool:
-    return exc is not None and error_kind(exc) == "cancelled"
+def _outcome(status: int | None, error: BaseException | None, ending: str) -> int | str:
+    # The status code; else the error's class name (the conventions' error.type),
+    # or, for a cancellation, why it came: deadline_exceeded, hedge_lost, cancelled.
+    if status is not None:
+        return status
+    if error is not None and error_kind(error) != "cancelled":
+        return type(error).__qualname__
+    return ending

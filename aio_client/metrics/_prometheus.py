@@ -220,6 +220,13 @@ class PrometheusMetrics(Observer, CallWatcher):
                     "Requests refused by the priority load shedder (503).",
                     routed,
                 ),
+                guard_refused=add(
+                    Counter,
+                    "server_guard_refused",
+                    "Requests refused by a server guard: rate_limited (429) or refused "
+                    "(a bulkhead or circuit breaker, 503).",
+                    (*routed, "reason"),
+                ),
                 invalid_headers=add(
                     Counter,
                     "server_invalid_headers",
@@ -255,7 +262,7 @@ class PrometheusMetrics(Observer, CallWatcher):
             event.method,
             event.route,
             event.kind,
-            status if status is not None else type(event.error),
+            status if status is not None else event.ending,
         )
         child = self._attempt_cache.get(key)
         if child is None:
@@ -265,7 +272,7 @@ class PrometheusMetrics(Observer, CallWatcher):
                 key,
                 event.endpoint,
                 event.kind.value,
-                outcome_label(status, event.error),
+                outcome_label(status, event.ending),
             )
         child.observe(event.duration)
 
@@ -276,7 +283,7 @@ class PrometheusMetrics(Observer, CallWatcher):
             event.endpoint,
             event.method,
             event.route,
-            status if status is not None else type(event.error),
+            status if status is not None else event.ending,
         )
         child = self._call_cache.get(key)
         if child is None:
@@ -285,7 +292,7 @@ class PrometheusMetrics(Observer, CallWatcher):
                 self._call_cache,
                 key,
                 event.endpoint,
-                outcome_label(status, event.error),
+                outcome_label(status, event.ending),
             )
         child.observe(event.duration)
         attempts = event.attempts
@@ -355,6 +362,7 @@ class PrometheusServerObserver:
         "_deadline_exceeded",
         "_disconnected",
         "_duration",
+        "_guard_refused",
         "_in_flight",
         "_invalid_headers",
         "_routes",
@@ -368,6 +376,7 @@ class PrometheusServerObserver:
         deadline_exceeded: Counter,
         disconnected: Counter,
         shed: Counter,
+        guard_refused: Counter,
         invalid_headers: Counter,
         in_flight: Gauge,
         routes: BoundedValues,
@@ -376,6 +385,7 @@ class PrometheusServerObserver:
         self._deadline_exceeded = deadline_exceeded
         self._disconnected = disconnected
         self._shed = shed
+        self._guard_refused = guard_refused
         self._invalid_headers = invalid_headers
         self._in_flight = in_flight
         self._routes = routes
@@ -419,6 +429,8 @@ class PrometheusServerObserver:
             self._disconnected.labels(method, route, priority).inc()
         elif kind is ServerOutcomeKind.SHED:
             self._shed.labels(method, route, priority).inc()
+        elif kind is ServerOutcomeKind.RATE_LIMITED or kind is ServerOutcomeKind.REFUSED:
+            self._guard_refused.labels(method, route, priority, kind.value).inc()
 
     def __repr__(self) -> str:
         return "PrometheusServerObserver()"

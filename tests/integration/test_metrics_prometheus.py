@@ -112,7 +112,7 @@ async def test_hedge_over_real_sockets_counts_winner_and_cancelled_loser() -> No
     labels = {"endpoint": url, "method": "GET", "route": "work/{id}"}
     assert value(registry, "aio_client_hedges_total", **labels, result="won") == 1
     assert (
-        value(registry, "aio_client_attempts_total", **labels, kind="first", status="cancelled")
+        value(registry, "aio_client_attempts_total", **labels, kind="first", status="hedge_lost")
         == 1
     )
     assert value(registry, "aio_client_attempts_total", **labels, kind="hedge", status="2xx") == 1
@@ -263,3 +263,94 @@ async def test_sanic_routes_are_labelled_by_their_template() -> None:
     labels = {"method": "GET", "route": "/items/<item_id:int>", "priority": "normal"}
     assert value(registry, "aio_client_server_requests_total", **labels, status="2xx") == 2
     assert value(registry, "aio_client_server_requests_total", **labels, status="4xx") == 1
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+async def test_a_call_cut_by_a_propagated_deadline_reads_deadline_exceeded(
+    transport: str,
+) -> None:
+    """A handler behind the middleware calls a hanging upstream with the inherited budget:
+    however the cancellation arrives (the client's timer or the request's own scope), the
+    call and its attempt are counted as deadline_exceeded, never as cancelled."""
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    async with app_server() as upstream:
+        outgoing = ac.Client(
+            TRANSPORTS[transport](),
+            upstream.url,
+            strategy=ac.single_attempt_strategy(),
+            observers=[metrics],
+        )
+
+        async def handler(request: web.Request) -> web.Response:
+            await outgoing.get("hang")
+            return web.Response(text="unreachable")  # pragma: no cover - the upstream hangs
+
+        app = web.Application(middlewares=[aiohttp_middleware()])
+        app.router.add_get("/work", handler)
+        async with serve_aiohttp(app) as url, aiohttp.ClientSession() as session:
+            for _ in range(3):
+                async with session.get(f"{url}/work", headers={"X-Request-Timeout": "0.2"}) as resp:
+                    assert resp.status == 504
+        await outgoing.aclose()
+    common = {"endpoint": upstream.url.replace("http://", "http://"), "method": "GET"}
+    calls = {
+        status: value(registry, "aio_client_requests_total", **common, route="hang", status=status)
+        for status in ("deadline_exceeded", "cancelled")
+    }
+    attempts = {
+        status: value(
+            registry,
+            "aio_client_attempts_total",
+            **common,
+            route="hang",
+            kind="first",
+            status=status,
+        )
+        for status in ("deadline_exceeded", "cancelled")
+    }
+    assert calls == {"deadline_exceeded": 3.0, "cancelled": 0.0}
+    assert attempts == {"deadline_exceeded": 3.0, "cancelled": 0.0}
+
+
+async def test_a_caller_giving_up_reads_cancelled() -> None:
+    """A caller that cancels its own call before any deadline is counted as cancelled."""
+    registry = CollectorRegistry()
+    async with (
+        app_server() as upstream,
+        ac.Client(
+            AiohttpTransport(),
+            upstream.url,
+            strategy=ac.single_attempt_strategy(),
+            observers=[PrometheusMetrics(registry)],
+        ) as client,
+    ):
+        with anyio.move_on_after(0.1):
+            await client.get("hang", timeout=5.0)
+    labels = {"endpoint": upstream.url, "method": "GET", "route": "hang"}
+    assert value(registry, "aio_client_requests_total", **labels, status="cancelled") == 1.0
+    assert value(registry, "aio_client_requests_total", **labels, status="deadline_exceeded") == 0.0
+
+
+async def test_guard_refusals_are_counted() -> None:
+    """A request a rate-limit guard refuses (429) is counted in server_guard_refused."""
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    limiter = ac.RateLimiter((1, 60.0))
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(
+        middlewares=[aiohttp_middleware(guards=[limiter], observer=metrics.server_observer)]
+    )
+    app.router.add_get("/items", ok)
+    async with serve_aiohttp(app) as url, aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in range(2):
+            async with session.get(f"{url}/items") as resp:
+                statuses.append(resp.status)
+    assert statuses == [200, 429]
+    labels = {"method": "GET", "route": "/items", "priority": "normal"}
+    refused = "aio_client_server_guard_refused_total"
+    assert value(registry, refused, **labels, reason="rate_limited") == 1.0

@@ -27,11 +27,11 @@ from starlette.routing import Route
 
 import aio_client as ac
 from aio_client import CircuitBreaker
+from aio_client._events import error_kind
 from aio_client.metrics import OpenTelemetryInstrumentation, PrometheusMetrics
 from aio_client.metrics._labels import (
     OTHER,
     BoundedValues,
-    error_kind,
     method_label,
     status_class,
 )
@@ -280,7 +280,7 @@ async def test_hedge_results_and_durations_follow_virtual_time() -> None:
     assert value(registry, "aio_client_hedges_total", **common, result="won") == 1
     assert value(registry, "aio_client_hedges_total", **common, result="lost") == 0
     assert (
-        value(registry, "aio_client_attempts_total", **common, kind="first", status="cancelled")
+        value(registry, "aio_client_attempts_total", **common, kind="first", status="hedge_lost")
         == 1
     )
     assert value(registry, "aio_client_attempts_total", **common, kind="hedge", status="2xx") == 1
@@ -304,7 +304,7 @@ async def test_a_hedge_that_loses_is_counted_lost() -> None:
     common = {"endpoint": "http://svc:80", "method": "GET", "route": "slow"}
     assert value(registry, "aio_client_hedges_total", **common, result="lost") == 1
     assert (
-        value(registry, "aio_client_attempts_total", **common, kind="hedge", status="cancelled")
+        value(registry, "aio_client_attempts_total", **common, kind="hedge", status="hedge_lost")
         == 1
     )
 
