@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
-from ._deadline import Deadline, current_priority, reset_ambient, set_ambient, validate_timeout
+from ._deadline import Deadline, current_priority, reset_ambient, set_ambient
 from ._errors import ConfigError
+from ._validation import validate_timeout
 
 if TYPE_CHECKING:
     from types import TracebackType

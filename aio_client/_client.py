@@ -8,7 +8,6 @@ from asyncio import CancelledError, _get_running_loop, current_task
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
-from urllib.parse import urlsplit
 
 import anyio
 
@@ -20,7 +19,6 @@ from ._deadline import (
     _ambient,
     reset_ambient,
     set_ambient,
-    validate_timeout,
 )
 from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
 from ._headers import HeadersInput
@@ -29,6 +27,7 @@ from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
 from ._timer import DeadlineTimer
+from ._validation import validate_endpoint, validate_timeout
 from .metrics._observer import Observer
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
@@ -151,7 +150,7 @@ class Client:
             raise ConfigError(f"transport must have an async send(request); got {transport!r}")
         self._transport = transport
         if isinstance(endpoint, str):
-            self._endpoints: tuple[str, ...] = (_validate_endpoint(endpoint),)
+            self._endpoints: tuple[str, ...] = (validate_endpoint(endpoint),)
             self._provider: EndpointProvider | None = None
         elif callable(endpoint):
             self._endpoints = ()
@@ -429,7 +428,7 @@ class Client:
         found = (result,) if isinstance(result, str) else tuple(result)
         if not found:
             raise ConfigError("the endpoint provider returned no endpoints")
-        return tuple(_validate_endpoint(item) for item in found)
+        return tuple(validate_endpoint(item) for item in found)
 
 
 @final
@@ -465,14 +464,3 @@ class RequestContext:
     ) -> None:
         # The body is already read and the connection released: nothing to close.
         return None
-
-
-def _validate_endpoint(endpoint: object) -> str:
-    if not isinstance(endpoint, str):
-        raise ConfigError(f"endpoint must be a str URL; got {endpoint!r}")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise ConfigError(f"endpoint must be an absolute http(s) URL; got {endpoint!r}")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"endpoint must not have a query or fragment; got {endpoint!r}")
-    return endpoint.rstrip("/")

@@ -16,7 +16,8 @@ from typing import Final, NamedTuple, final
 
 from .._circuit_state import CircuitState
 from .._endpoints import DEFAULT_PORTS, bracketed, format_endpoint, split_endpoint
-from .._errors import AioClientError, ConfigError
+from .._errors import AioClientError
+from .._validation import positive_int as validate_limit
 
 __all__ = [
     "BREAKER_STATE_VALUES",
@@ -67,13 +68,6 @@ _ERROR_KINDS: Final = {
 }
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _kinds: dict[type[BaseException], str] = {}
-
-
-def validate_limit(value: int, name: str) -> int:
-    """``value`` if it is an int >= 1, else :class:`ConfigError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1; got {value!r}")
-    return value
 
 
 def method_label(method: str) -> str:

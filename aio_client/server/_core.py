@@ -51,7 +51,6 @@ from .._deadline import (
     parse_timeout_header,
     reset_ambient,
     set_ambient,
-    validate_timeout,
 )
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
@@ -64,6 +63,7 @@ from .._server_events import (
     ServerOutcome,
     ServerOutcomeKind,
 )
+from .._validation import validate_timeout
 from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
 from ._shedding import PriorityLoadShedder
 
