@@ -21,12 +21,14 @@ from ._errors import (
     NetworkError,
     ProtocolError,
     RefusedError,
+    TokenCancelledError,
     TransportError,
 )
 from ._headers import Headers
 from ._models import Request, Response, delete, get, head, options, patch, post, put, request
 from ._pipeline import Handler, Stage
 from ._priority import Priority
+from ._redaction import redact_headers
 from .policies import (
     Bulkhead,
     BulkheadFullError,
@@ -92,6 +94,7 @@ __all__ = [
     "Stage",
     "Strategy",
     "Timeout",
+    "TokenCancelledError",
     "TransportError",
     "adaptive_delays",
     "ambient",
@@ -112,6 +115,7 @@ __all__ = [
     "patch",
     "post",
     "put",
+    "redact_headers",
     "request",
     "retry",
     "sequential_strategy",

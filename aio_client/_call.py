@@ -28,6 +28,7 @@ from ._deadline import (
 from ._errors import AioClientError, CircuitOpenError, DeadlineExceededError
 from ._models import Request, Response
 from ._priority import PRIORITY_HEADER, Priority
+from ._redaction import redacted_url
 
 if TYPE_CHECKING:
     import asyncio
@@ -78,6 +79,7 @@ def _record(
 
 
 _tuple_new = tuple.__new__
+_set_attempts = Response.__dict__["attempts"].__set__
 
 _ATTEMPT: ContextVar[AttemptInfo | None] = ContextVar("aio_client_attempt", default=None)
 
@@ -224,6 +226,8 @@ class Call:
         base = endpoint or self.endpoint_for(number)
         request = self.request
         url = _join(base, request.url)
+        # Records are logged and shown in errors: no query values in them.
+        shown = url if "?" not in url else redacted_url(url)
         history = self.history
         if budget < self.low_timeout:
             error = DeadlineExceededError(
@@ -231,7 +235,7 @@ class Call:
                 may_have_reached_server=False,
             )
             history.append(
-                AttemptRecord(number, kind, url, 0.0, None, "DeadlineExceededError", False)
+                AttemptRecord(number, kind, shown, 0.0, None, "DeadlineExceededError", False)
             )
             return error
         bound = request._bound(
@@ -261,7 +265,7 @@ class Call:
         except BaseException as exc:
             # Cancelled (or a bug): record the attempt, never swallow.
             history.append(
-                AttemptRecord(number, kind, url, now() - start, None, type(exc).__name__)
+                AttemptRecord(number, kind, shown, now() - start, None, type(exc).__name__)
             )
             raise
         finally:
@@ -269,7 +273,7 @@ class Call:
         elapsed = now() - start
         if type(outcome) is Response:
             outcome = outcome.with_attempt(number, elapsed, url)
-            history.append(_record((number, kind, url, elapsed, outcome.status, None, True)))
+            history.append(_record((number, kind, shown, elapsed, outcome.status, None, True)))
             return outcome
         if isinstance(outcome, CircuitOpenError):
             if self._refused is None:
@@ -283,7 +287,7 @@ class Call:
             AttemptRecord(
                 number,
                 kind,
-                url,
+                shown,
                 elapsed,
                 None,
                 type(outcome).__name__,
@@ -317,6 +321,8 @@ class Call:
     def result(self, outcome: Outcome) -> Response:
         """Finish the call: return a response, or raise the error with the history."""
         if isinstance(outcome, Response):
+            # For HTTPStatusError.attempts, should the caller raise_for_status().
+            _set_attempts(outcome, tuple(self.history))
             return outcome
         raise outcome.with_attempts(tuple(self.history))
 

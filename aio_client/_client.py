@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from asyncio import CancelledError, _get_running_loop, current_task
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
 
@@ -55,6 +55,10 @@ _IDEMPOTENCY_KEY: Final = "idempotency-key"
 # What client.get(...) and friends hand to the request builder; the rest go to request().
 _BUILDER_OPTIONS: Final = frozenset({"path_params", "query", "headers", "json", "content"})
 _CALL_OPTIONS: Final = frozenset({"timeout", "deadline", "priority", "strategy", "idempotent"})
+_CALL_NAMES: Final = {
+    method: f"Client.{method.lower()}"
+    for method in ("GET", "HEAD", "OPTIONS", "DELETE", "POST", "PUT", "PATCH")
+}
 
 
 class RequestOptions(TypedDict, total=False):
@@ -227,7 +231,9 @@ class Client:
         :meth:`Response.raise_for_status`); raises a typed error, carrying every
         attempt's history, when no response was had.
         """
-        return RequestContext(self, request, timeout, deadline, priority, strategy, idempotent)
+        return RequestContext(
+            self._send(request, timeout, deadline, priority, strategy, idempotent)
+        )
 
     def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
         """``request(aio_client.get(path, ...), ...)``: the options are the builder's
@@ -273,7 +279,9 @@ class Client:
                     f"{method.lower()}() got an unexpected keyword argument {name!r}; "
                     f"expected some of {sorted(_BUILDER_OPTIONS | _CALL_OPTIONS)}"
                 )
-        return self.request(build_request(method, path, **building), **calling)
+        context = self.request(build_request(method, path, **building), **calling)
+        context._name(f"{_CALL_NAMES[method]}({path!r})")
+        return context
 
     async def aclose(self) -> None:
         """Close the transport (it closes only what it owns)."""
@@ -431,30 +439,36 @@ class Client:
         return tuple(validate_endpoint(item) for item in found)
 
 
+# What a never-awaited client.request(...) is called in Python's warning (a
+# coroutine takes its function's name when made); client.get(...) and friends
+# rename theirs after the call.
+Client._send.__qualname__ = "Client.request"
+
+
 @final
 class RequestContext:
-    """What :meth:`Client.request` returns: awaitable, and an async context manager."""
+    """What :meth:`Client.request` returns: awaitable once, or an async context manager.
 
-    __slots__ = ("_args", "_client")
+    It holds the call's coroutine, made when the call is: nothing is sent until
+    it is awaited (or entered), and one dropped without either warns with
+    Python's ``RuntimeWarning`` "coroutine ... was never awaited", naming the
+    call (``Client.post('users/{id}')``).
+    """
 
-    def __init__(
-        self,
-        client: Client,
-        request: Request,
-        timeout: float | None,
-        deadline: Deadline | None,
-        priority: Priority | str | None,
-        strategy: Strategy | None,
-        idempotent: bool | None,
-    ) -> None:
-        self._client = client
-        self._args = (request, timeout, deadline, priority, strategy, idempotent)
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Coroutine[object, None, Response]) -> None:
+        self._call = call
+
+    def _name(self, name: str) -> None:
+        # What the never-awaited warning shows; tracebacks keep the real function.
+        self._call.__qualname__ = name  # type: ignore[attr-defined]  # set on the object
 
     def __await__(self) -> Generator[object, None, Response]:
-        return self._client._send(*self._args).__await__()
+        return self._call.__await__()
 
     async def __aenter__(self) -> Response:
-        return await self._client._send(*self._args)
+        return await self._call
 
     async def __aexit__(
         self,
