@@ -71,6 +71,13 @@ class Request:
     #: The path template the URL was built from (``"users/{id}"``): a bounded metrics label.
     route: str = ""
 
+    def __repr__(self) -> str:
+        # Logged often: no credential header values and no query values.
+        return (
+            f"Request(method={self.method!r}, url={redacted_url(self.url)!r}, "
+            f"headers={self.headers!r}, content={self.content!r}, route={self.route!r})"
+        )
+
     @property
     def idempotent_by_method(self) -> bool:
         """Whether the method is safe to repeat (RFC 9110 section 9.2.2)."""
@@ -114,6 +121,14 @@ class Response:
     #: Every physical attempt of the call that returned it, in start order
     #: (filled by the client; query values and credentials redacted).
     attempts: tuple[AttemptRecord, ...] = field(default=(), repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        # Logged often: no credential header values and no query values.
+        return (
+            f"Response(status={self.status!r}, headers={self.headers!r}, "
+            f"content={self.content!r}, url={redacted_url(self.url)!r}, "
+            f"elapsed={self.elapsed!r}, attempt={self.attempt!r})"
+        )
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):

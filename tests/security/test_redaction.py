@@ -38,6 +38,15 @@ def test_response_reprs_hide_set_cookie() -> None:
     assert SECRET not in repr(response)
 
 
+def test_reprs_show_query_keys_but_not_their_values() -> None:
+    """repr(Request) and repr(Response) keep query keys and hide their values."""
+    request = ac.get("users", query={"token": SECRET, "page": "2"})
+    response = ac.Response(200, url=f"http://svc/users?token={SECRET}")
+    assert "users?token=<redacted>&page=<redacted>" in repr(request)
+    assert "http://svc/users?token=<redacted>" in repr(response)
+    assert SECRET in request.url  # what is sent is untouched
+
+
 def test_redact_headers_extends_the_set() -> None:
     """Names given to redact_headers() are hidden from then on, in any case."""
     name = "X-Security-Test-Key"
