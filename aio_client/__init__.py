@@ -25,6 +25,7 @@ from ._errors import (
     NetworkError,
     ProtocolError,
     RefusedError,
+    TokenCancelledError,
     TransportError,
 )
 from ._headers import Headers, HeadersInput
@@ -43,6 +44,7 @@ from ._models import (
 )
 from ._pipeline import Handler, Stage
 from ._priority import Priority
+from ._redaction import redact_headers
 from .policies._breaker import CircuitBreaker
 from .policies._bulkhead import Bulkhead
 from .policies._errors import BulkheadFullError, RateLimitedError
@@ -98,6 +100,7 @@ __all__ = [
     "Stage",
     "Strategy",
     "Timeout",
+    "TokenCancelledError",
     "TransportError",
     "adaptive_delays",
     "ambient",
@@ -117,6 +120,7 @@ __all__ = [
     "patch",
     "post",
     "put",
+    "redact_headers",
     "request",
     "retry",
     "sequential_strategy",

@@ -38,6 +38,7 @@ from ._events import (
 )
 from ._models import Request, Response
 from ._priority import PRIORITY_HEADER, Priority
+from ._redaction import redacted_url
 
 if TYPE_CHECKING:
     import asyncio
@@ -87,6 +88,7 @@ def _record(
 
 
 _tuple_new = tuple.__new__
+_set_attempts = Response.__dict__["attempts"].__set__
 
 _ATTEMPT: ContextVar[AttemptInfo | None] = ContextVar("aio_client_attempt", default=None)
 
@@ -261,6 +263,8 @@ class Call:
         base = endpoint or self.endpoint_for(number)
         request = self.request
         url = _join(base, request.url)
+        # Records are logged and shown in errors: no query values in them.
+        shown = url if "?" not in url else redacted_url(url)
         history = self.history
         if budget < self.low_timeout:
             error = DeadlineExceededError(
@@ -268,7 +272,7 @@ class Call:
                 may_have_reached_server=False,
             )
             history.append(
-                AttemptRecord(number, kind, url, 0.0, None, "DeadlineExceededError", False, base)
+                AttemptRecord(number, kind, shown, 0.0, None, "DeadlineExceededError", False, base)
             )
             return error
         stamped: tuple[tuple[str, str], ...] = (
@@ -298,7 +302,7 @@ class Call:
             # Cancelled (or a bug): record the attempt, never swallow.
             elapsed = now() - start
             history.append(
-                AttemptRecord(number, kind, url, elapsed, None, type(exc).__name__, True, base)
+                AttemptRecord(number, kind, shown, elapsed, None, type(exc).__name__, True, base)
             )
             if watchers:
                 ending = ending_of(exc, start + elapsed >= attempt_at)
@@ -309,7 +313,9 @@ class Call:
         elapsed = now() - start
         if type(outcome) is Response:
             outcome = outcome.with_attempt(number, elapsed, url)
-            history.append(_record((number, kind, url, elapsed, outcome.status, None, True, base)))
+            history.append(
+                _record((number, kind, shown, elapsed, outcome.status, None, True, base))
+            )
             if watchers:
                 self._attempt_finished(number, kind, base, elapsed, outcome.status, None, RESPONSE)
             return outcome
@@ -325,7 +331,7 @@ class Call:
             AttemptRecord(
                 number,
                 kind,
-                url,
+                shown,
                 elapsed,
                 None,
                 type(outcome).__name__,
@@ -407,6 +413,8 @@ class Call:
     def result(self, outcome: Outcome) -> Response:
         """Finish the call: return a response, or raise the error with the history."""
         if isinstance(outcome, Response):
+            # For HTTPStatusError.attempts, should the caller raise_for_status().
+            _set_attempts(outcome, tuple(self.history))
             return outcome
         raise outcome.with_attempts(tuple(self.history))
 

@@ -9,7 +9,12 @@ work under a fired token stops with the event loop's ordinary cancellation
 observe in ``finally`` blocks but must never swallow.
 
 Concurrency: a token belongs to one event loop. Every method must be called
-on that loop's thread, except :meth:`CancelToken.cancel_threadsafe`.
+on that loop's thread, except :meth:`CancelToken.cancel_threadsafe` and the
+read-only checks a synchronous handler running in a worker thread needs:
+:attr:`CancelToken.cancelled`, :attr:`CancelToken.reason`,
+:meth:`CancelToken.remaining` and :meth:`CancelToken.raise_if_cancelled`.
+Such code cannot be cancelled from outside (a thread cannot be interrupted),
+so it must look for itself, between steps.
 """
 
 from __future__ import annotations
@@ -27,15 +32,9 @@ from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
-from ._deadline import (
-    Deadline,
-    current_priority,
-    nearest_deadline,
-    reset_ambient,
-    set_ambient,
-    validate_timeout,
-)
-from ._errors import ConfigError
+from ._deadline import Deadline, current_priority, nearest_deadline, reset_ambient, set_ambient
+from ._errors import ConfigError, TokenCancelledError
+from ._validation import validate_timeout
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -137,15 +136,27 @@ class CancelToken:
 
     @property
     def cancelled(self) -> bool:
-        """Whether the token has fired (a passed deadline counts)."""
-        self._refresh()
-        return self._reason is not None
+        """Whether the token has fired (a passed deadline counts); safe from any thread."""
+        return self._refresh() is not None
 
     @property
     def reason(self) -> CancelReason | None:
-        """The reason the token fired with, or ``None`` while it has not."""
-        self._refresh()
-        return self._reason
+        """The reason the token fired with, or ``None`` while it has not; safe from any thread."""
+        return self._refresh()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`TokenCancelledError` if the token has fired; safe from any thread.
+
+        For work the token cannot stop by itself: synchronous handlers (which
+        servers run in worker threads), CPU-bound loops. Call it between
+        steps, before each side effect; behind the server middleware the
+        error is answered like the cancellation (504, 499 or 503).
+        """
+        reason = self._refresh()
+        if reason is not None:
+            raise TokenCancelledError(
+                self._message or f"the work was cancelled ({reason.value})", reason=reason
+            )
 
     @property
     def message(self) -> str | None:
@@ -333,15 +344,26 @@ class CancelToken:
 
     # -- internals ---------------------------------------------------------------
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> CancelReason | None:
         # Level-triggered: a passed deadline or a peer known to be gone counts as
         # fired the moment anyone looks, even between timer or watcher ticks.
-        if self._reason is not None or self._finished:
-            return
+        reason = self._reason
+        if reason is not None or self._finished:
+            return reason
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._thread:
+            # Another thread (a sync handler's worker) only looks: firing runs
+            # scopes and callbacks, which belong to the loop's thread.
+            deadline = self._deadline
+            if deadline is not None and loop.time() >= deadline.at:
+                self.cancel_threadsafe(CancelReason.DEADLINE, "the deadline passed")
+                return CancelReason.DEADLINE
+            return None
         if self._deadline is not None and self._deadline.expired:
             self.cancel(CancelReason.DEADLINE, "the deadline passed")
         elif self._probe is not None and self._probe():
             self.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
+        return self._reason
 
     def _watch_peer(self, gone: Callable[[], bool]) -> None:
         """Let ``gone()`` (cheap, no I/O) report a closed client connection when looked at."""

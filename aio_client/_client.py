@@ -5,10 +5,9 @@ from __future__ import annotations
 import inspect
 import itertools
 from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
-from urllib.parse import urlsplit
 
 import anyio
 
@@ -20,7 +19,6 @@ from ._deadline import (
     _ambient,
     reset_ambient,
     set_ambient,
-    validate_timeout,
 )
 from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
 from ._events import (
@@ -40,6 +38,7 @@ from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
 from ._timer import DeadlineTimer
+from ._validation import validate_endpoint, validate_timeout
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
 from .strategies._budget import RetryBudget
@@ -67,6 +66,10 @@ _IDEMPOTENCY_KEY: Final = "idempotency-key"
 # What client.get(...) and friends hand to the request builder; the rest go to request().
 _BUILDER_OPTIONS: Final = frozenset({"path_params", "query", "headers", "json", "content"})
 _CALL_OPTIONS: Final = frozenset({"timeout", "deadline", "priority", "strategy", "idempotent"})
+_CALL_NAMES: Final = {
+    method: f"Client.{method.lower()}"
+    for method in ("GET", "HEAD", "OPTIONS", "DELETE", "POST", "PUT", "PATCH")
+}
 
 
 class RequestOptions(TypedDict, total=False):
@@ -161,7 +164,7 @@ class Client:
             raise ConfigError(f"transport must have an async send(request); got {transport!r}")
         self._transport = transport
         if isinstance(endpoint, str):
-            self._endpoints: tuple[str, ...] = (_validate_endpoint(endpoint),)
+            self._endpoints: tuple[str, ...] = (validate_endpoint(endpoint),)
             self._provider: EndpointProvider | None = None
         elif callable(endpoint):
             self._endpoints = ()
@@ -240,7 +243,9 @@ class Client:
         :meth:`Response.raise_for_status`); raises a typed error, carrying every
         attempt's history, when no response was had.
         """
-        return RequestContext(self, request, timeout, deadline, priority, strategy, idempotent)
+        return RequestContext(
+            self._send(request, timeout, deadline, priority, strategy, idempotent)
+        )
 
     def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
         """``request(aio_client.get(path, ...), ...)``: the options are the builder's
@@ -286,7 +291,9 @@ class Client:
                     f"{method.lower()}() got an unexpected keyword argument {name!r}; "
                     f"expected some of {sorted(_BUILDER_OPTIONS | _CALL_OPTIONS)}"
                 )
-        return self.request(build_request(method, path, **building), **calling)
+        context = self.request(build_request(method, path, **building), **calling)
+        context._name(f"{_CALL_NAMES[method]}({path!r})")
+        return context
 
     async def aclose(self) -> None:
         """Close the transport (it closes only what it owns)."""
@@ -489,33 +496,39 @@ class Client:
         found = (result,) if isinstance(result, str) else tuple(result)
         if not found:
             raise ConfigError("the endpoint provider returned no endpoints")
-        return tuple(_validate_endpoint(item) for item in found)
+        return tuple(validate_endpoint(item) for item in found)
+
+
+# What a never-awaited client.request(...) is called in Python's warning (a
+# coroutine takes its function's name when made); client.get(...) and friends
+# rename theirs after the call.
+Client._send.__qualname__ = "Client.request"
 
 
 @final
 class RequestContext:
-    """What :meth:`Client.request` returns: awaitable, and an async context manager."""
+    """What :meth:`Client.request` returns: awaitable once, or an async context manager.
 
-    __slots__ = ("_args", "_client")
+    It holds the call's coroutine, made when the call is: nothing is sent until
+    it is awaited (or entered), and one dropped without either warns with
+    Python's ``RuntimeWarning`` "coroutine ... was never awaited", naming the
+    call (``Client.post('users/{id}')``).
+    """
 
-    def __init__(
-        self,
-        client: Client,
-        request: Request,
-        timeout: float | None,
-        deadline: Deadline | None,
-        priority: Priority | str | None,
-        strategy: Strategy | None,
-        idempotent: bool | None,
-    ) -> None:
-        self._client = client
-        self._args = (request, timeout, deadline, priority, strategy, idempotent)
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Coroutine[object, None, Response]) -> None:
+        self._call = call
+
+    def _name(self, name: str) -> None:
+        # What the never-awaited warning shows; tracebacks keep the real function.
+        self._call.__qualname__ = name  # type: ignore[attr-defined]  # set on the object
 
     def __await__(self) -> Generator[object, None, Response]:
-        return self._client._send(*self._args).__await__()
+        return self._call.__await__()
 
     async def __aenter__(self) -> Response:
-        return await self._client._send(*self._args)
+        return await self._call
 
     async def __aexit__(
         self,
@@ -571,14 +584,3 @@ class _BreakerRelay:
                 observer.breaker_changed(event)
             except Exception:
                 hook_failed(observer.breaker_changed)
-
-
-def _validate_endpoint(endpoint: object) -> str:
-    if not isinstance(endpoint, str):
-        raise ConfigError(f"endpoint must be a str URL; got {endpoint!r}")
-    parts = urlsplit(endpoint)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise ConfigError(f"endpoint must be an absolute http(s) URL; got {endpoint!r}")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"endpoint must not have a query or fragment; got {endpoint!r}")
-    return endpoint.rstrip("/")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, final
 from . import _clock
 from ._errors import ConfigError
 from ._priority import Priority
+from ._validation import validate_timeout
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -43,16 +44,6 @@ GRPC_TIMEOUT_HEADER: Final = "grpc-timeout"
 ENVOY_TIMEOUT_HEADER: Final = "x-envoy-expected-rq-timeout-ms"
 #: Longest budget believed from a header (one day); anything longer is absurd.
 MAX_WIRE_TIMEOUT: Final = 86_400.0
-
-
-def validate_timeout(value: float, name: str = "timeout") -> float:
-    """Return ``value`` as a float if it is a finite, non-negative number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number of seconds; got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be finite and >= 0 seconds; got {value!r}")
-    return value
 
 
 @final

@@ -13,7 +13,8 @@ and also from the builtin it resembles, so ``except TimeoutError`` and
     │   ├── NetworkError (ConnectionError)        connection broke mid-exchange
     │   └── ProtocolError                         the server's answer was malformed
     ├── CircuitOpenError                          a breaker refused the call
-    └── HTTPStatusError                           raised by Response.raise_for_status()
+    ├── HTTPStatusError                           raised by Response.raise_for_status()
+    └── TokenCancelledError                       CancelToken.raise_if_cancelled()
 
 ``may_have_reached_server`` tells a caller whether a non-idempotent request
 could have had effects: it is ``False`` only when the library knows the request
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._attempts import AttemptRecord
+    from ._cancel import CancelReason
     from ._models import Response
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "NetworkError",
     "ProtocolError",
     "RefusedError",
+    "TokenCancelledError",
     "TransportError",
 ]
 
@@ -137,3 +140,18 @@ class HTTPStatusError(AioClientError):
         super().__init__(message, may_have_reached_server=True)
         #: The response that carried the error status.
         self.response = response
+
+
+class TokenCancelledError(AioClientError):
+    """Raised by :meth:`CancelToken.raise_if_cancelled` once the token has fired.
+
+    Code that cannot be cancelled from outside (a synchronous handler in a
+    worker thread) raises it to stop; :attr:`reason` says why.
+    """
+
+    may_have_reached_server = False
+
+    def __init__(self, message: str, *, reason: CancelReason) -> None:
+        super().__init__(message, may_have_reached_server=False)
+        #: Why the token fired.
+        self.reason = reason

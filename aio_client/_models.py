@@ -5,13 +5,18 @@ from __future__ import annotations
 import codecs
 import json as jsonlib
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Final, final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Final, final
 from urllib.parse import quote
 
 from ._errors import HTTPStatusError, InvalidRequestError
 from ._headers import Headers, HeadersInput
+from ._redaction import redacted_url
+from ._validation import dot_segment
+
+if TYPE_CHECKING:
+    from ._attempts import AttemptRecord
 
 __all__ = [
     "JSON",
@@ -68,6 +73,13 @@ class Request:
     #: The path template the URL was built from (``"users/{id}"``): a bounded metrics label.
     route: str = ""
 
+    def __repr__(self) -> str:
+        # Logged often: no credential header values and no query values.
+        return (
+            f"Request(method={self.method!r}, url={redacted_url(self.url)!r}, "
+            f"headers={self.headers!r}, content={self.content!r}, route={self.route!r})"
+        )
+
     @property
     def idempotent_by_method(self) -> bool:
         """Whether the method is safe to repeat (RFC 9110 section 9.2.2)."""
@@ -110,6 +122,17 @@ class Response:
     elapsed: float = 0.0
     #: Number (1-based) of the attempt that produced it.
     attempt: int = 1
+    #: Every physical attempt of the call that returned it, in start order
+    #: (filled by the client; query values and credentials redacted).
+    attempts: tuple[AttemptRecord, ...] = field(default=(), repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        # Logged often: no credential header values and no query values.
+        return (
+            f"Response(status={self.status!r}, headers={self.headers!r}, "
+            f"content={self.content!r}, url={redacted_url(self.url)!r}, "
+            f"elapsed={self.elapsed!r}, attempt={self.attempt!r})"
+        )
 
     def __init__(
         self,
@@ -119,8 +142,11 @@ class Response:
         url: str = "",
         elapsed: float = 0.0,
         attempt: int = 1,
+        attempts: tuple[AttemptRecord, ...] = (),
     ) -> None:
-        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt = _RESPONSE_SLOTS
+        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt, set_attempts = (
+            _RESPONSE_SLOTS
+        )
         set_status(self, status)
         if headers is None:
             set_headers(self, _EMPTY_HEADERS)
@@ -130,6 +156,7 @@ class Response:
         set_url(self, url)
         set_elapsed(self, elapsed)
         set_attempt(self, attempt)
+        set_attempts(self, attempts)
 
     @property
     def text(self) -> str:
@@ -150,9 +177,11 @@ class Response:
         """Raise :class:`HTTPStatusError` for a 4xx/5xx status; return ``self`` otherwise."""
         if self.status >= 400:
             kind = "client" if self.status < 500 else "server"
-            raise HTTPStatusError(
-                f"{kind} error {self.status} for {self.url or 'request'}", response=self
+            error = HTTPStatusError(
+                f"{kind} error {self.status} for {redacted_url(self.url) or 'request'}",
+                response=self,
             )
+            raise error.with_attempts(self.attempts)
         return self
 
     def _charset(self) -> str:
@@ -178,13 +207,16 @@ class Response:
     def _received(cls, status: int, headers: Headers, content: bytes, url: str) -> Response:
         """A response a transport just read, not yet stamped (internal, hot path)."""
         new = _new(cls)
-        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt = _RESPONSE_SLOTS
+        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt, set_attempts = (
+            _RESPONSE_SLOTS
+        )
         set_status(new, status)
         set_headers(new, headers)
         set_content(new, content)
         set_url(new, url)
         set_elapsed(new, _UNSTAMPED)
         set_attempt(new, 1)
+        set_attempts(new, ())
         return new
 
     def with_attempt(self, attempt: int, elapsed: float, url: str) -> Response:
@@ -193,7 +225,9 @@ class Response:
         A response fresh from a transport is stamped in place; any other (a
         handler's or a stage's, perhaps shared) is copied.
         """
-        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt = _RESPONSE_SLOTS
+        set_status, set_headers, set_content, set_url, set_elapsed, set_attempt, set_attempts = (
+            _RESPONSE_SLOTS
+        )
         if self.elapsed is _UNSTAMPED:
             set_elapsed(self, elapsed)
             set_attempt(self, attempt)
@@ -205,6 +239,7 @@ class Response:
         set_url(new, self.url or url)
         set_elapsed(new, elapsed)
         set_attempt(new, attempt)
+        set_attempts(new, ())
         return new
 
 
@@ -246,8 +281,10 @@ def request(
         raise InvalidRequestError(f"method must be an HTTP method name; got {method!r}")
     method = method.upper()
     url = _expand_path(path, path_params)
-    if query:
-        url = f"{url}?{_encode_query(query)}"
+    if query is not None:
+        encoded = _encode_query(query)
+        if encoded:
+            url = f"{url}?{encoded}"
     built_headers = Headers(headers) if headers else _EMPTY_HEADERS
     body = b""
     if json is not None:
@@ -396,6 +433,12 @@ def _expand_path(template: str, params: Mapping[str, str | int] | None) -> str:
     extra = sorted(set(given) - set(names))
     if extra:
         raise InvalidRequestError(f"path_params {extra} do not appear in path {template!r}")
+    dots = dot_segment(template)
+    if dots is not None:
+        raise InvalidRequestError(
+            f"path {template!r} has the segment {dots!r}: '.' and '..' segments (also "
+            "percent-encoded) are refused, so a request cannot leave the endpoint's base path"
+        )
     if not names:
         return quote(template, safe=_PATH_SAFE)
     parts: list[str] = []
@@ -405,7 +448,15 @@ def _expand_path(template: str, params: Mapping[str, str | int] | None) -> str:
         parts.append(_escape_segment(match.group(1), given[match.group(1)]))
         last = match.end()
     parts.append(quote(template[last:], safe=_PATH_SAFE))
-    return "".join(parts)
+    path = "".join(parts)
+    dots = dot_segment(path)
+    if dots is not None:
+        # A literal '%' next to a value ("%{x}" with x="2E") can still spell one.
+        raise InvalidRequestError(
+            f"path {template!r} with these path_params makes the segment {dots!r}, which "
+            "would leave the endpoint's base path"
+        )
+    return path
 
 
 def _escape_segment(name: str, value: object) -> str:
@@ -415,15 +466,31 @@ def _escape_segment(name: str, value: object) -> str:
     if not text:
         raise InvalidRequestError(f"path_params[{name!r}] must not be empty")
     if text in {".", ".."}:
-        # Dot segments would be collapsed by servers and proxies: path traversal.
-        return "%2E" * len(text)
+        # Even sent as %2E, normalising proxies turn it back into a dot segment.
+        raise InvalidRequestError(
+            f"path_params[{name!r}] must not be '.' or '..': it would leave the "
+            "endpoint's base path"
+        )
     return quote(text, safe="")
 
 
 def _encode_query(query: QueryInput) -> str:
-    pairs = query.items() if isinstance(query, Mapping) else query
+    if isinstance(query, Mapping):
+        pairs: Iterable[object] = query.items()
+    elif isinstance(query, Iterable) and not isinstance(query, (str, bytes)):
+        pairs = query
+    else:
+        raise InvalidRequestError(
+            "query must be a mapping of keys to values or (key, value) pairs; "
+            f"got {type(query).__name__}"
+        )
     out: list[str] = []
-    for key, value in pairs:
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidRequestError(
+                f"query pairs must be (key, value) tuples; got {type(pair).__name__}"
+            )
+        key, value = pair
         if not isinstance(key, str):
             raise InvalidRequestError(f"query keys must be str; got {key!r}")
         values = value if isinstance(value, (list, tuple)) else (value,)
@@ -437,4 +504,6 @@ def _query_value(key: str, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise InvalidRequestError(f"query[{key!r}] must be str, int, float or bool; got {value!r}")
+    raise InvalidRequestError(
+        f"query[{key!r}] must be str, int, float or bool; got {type(value).__name__}"
+    )

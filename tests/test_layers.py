@@ -22,7 +22,8 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
     """``(absolute name, type-only)`` of every module and name ``path`` imports."""
-    package = "aio_client." + path.parent.relative_to(PACKAGE).as_posix().replace("/", ".")
+    relative = path.parent.relative_to(PACKAGE).as_posix()
+    package = "aio_client" if relative == "." else "aio_client." + relative.replace("/", ".")
     tree = ast.parse(path.read_text(encoding="utf-8"))
     type_only = {
         id(node)
@@ -87,3 +88,13 @@ def test_import_reader_resolves_relative_and_type_only_imports() -> None:
     assert imports["aio_client._events.CallWatcher"] is False
     assert imports["aio_client._events.CallFinished"] is True
     assert imports["typing"] is False
+
+
+def test_validation_imports_only_the_error_tree_and_the_standard_library() -> None:
+    """aio_client._validation, used by every layer, imports nothing of ours but _errors."""
+    ours = {
+        name
+        for name, _ in _imports(PACKAGE / "_validation.py")
+        if name.startswith("aio_client") and not name.startswith("aio_client._errors")
+    }
+    assert ours == set()

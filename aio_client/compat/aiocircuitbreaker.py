@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, TypeVar, ca
 
 from .._circuit_state import CircuitState
 from .._errors import CircuitOpenError, ConfigError
+from .._validation import exception_types, positive_int, positive_seconds
 from ..policies._breaker import CircuitBreaker as _Breaker
-from ..policies._settings import exception_types, positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from types import TracebackType

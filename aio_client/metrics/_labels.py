@@ -14,7 +14,7 @@ from typing import Final, NamedTuple, final
 
 from .._circuit_state import CircuitState
 from .._endpoints import DEFAULT_PORTS, bracketed, format_endpoint, split_endpoint
-from .._errors import ConfigError
+from .._validation import positive_int as validate_limit
 
 __all__ = [
     "BREAKER_STATE_VALUES",
@@ -54,13 +54,6 @@ KNOWN_METHODS: Final = frozenset(
 )
 _OTHER_METHOD: Final = "_OTHER"
 _STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-def validate_limit(value: int, name: str) -> int:
-    """``value`` if it is an int >= 1, else :class:`ConfigError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1; got {value!r}")
-    return value
 
 
 def method_label(method: str) -> str:

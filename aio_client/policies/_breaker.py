@@ -41,10 +41,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from .. import _clock
 from .._circuit_state import CircuitState
-from .._deadline import current_deadline, validate_timeout
+from .._deadline import current_deadline
 from .._errors import CircuitOpenError, ConfigError, DeadlineExceededError
+from .._validation import (
+    ExceptionTypes,
+    exception_types,
+    positive_int,
+    positive_seconds,
+    ratio,
+    validate_timeout,
+)
 from ._entries import pop_entry, push_entry
-from ._settings import ExceptionTypes, exception_types, positive_int, positive_seconds, ratio
 from ._window import RollingWindow
 
 if TYPE_CHECKING:

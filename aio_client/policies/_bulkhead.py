@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final
 import anyio
 
 from .._errors import ConfigError
+from .._validation import non_negative_int, positive_int, positive_seconds
 from ._errors import BulkheadFullError
-from ._settings import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -62,9 +62,7 @@ class Bulkhead:
         name: str = "",
     ) -> None:
         self._max = positive_int(max_concurrent, "max_concurrent")
-        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0:
-            raise ConfigError(f"max_waiting must be an int >= 0; got {max_waiting!r}")
-        self._max_waiting = max_waiting
+        self._max_waiting = non_negative_int(max_waiting, "max_waiting")
         self._wait_timeout = (
             None if wait_timeout is None else positive_seconds(wait_timeout, "wait_timeout")
         )

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .._errors import ConfigError
+from .._validation import ExceptionTypes
 from ._breaker import CircuitBreaker
-from ._settings import ExceptionTypes
 
 __all__ = ["circuit"]
 

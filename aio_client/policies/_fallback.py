@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeVar, cast, final, overload
 
-from ._settings import ExceptionTypes, exception_types
+from .._validation import ExceptionTypes, exception_types
 
 __all__ = ["Fallback"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
@@ -14,8 +13,8 @@ import anyio
 from .. import _clock
 from .._deadline import current_deadline
 from .._errors import ConfigError
+from .._validation import positive_int, positive_seconds, validate_timeout
 from ._errors import RateLimitedError
-from ._settings import positive_int, positive_seconds
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -116,11 +115,7 @@ class RateLimiter:
         self._count, self._period = parse_rate(rate)
         self._per_second = self._count / self._period
         self._capacity = float(self._count if burst is None else positive_int(burst, "burst"))
-        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
-            raise ConfigError(f"max_wait must be a number of seconds; got {max_wait!r}")
-        if not math.isfinite(max_wait) or max_wait < 0:
-            raise ConfigError(f"max_wait must be finite and >= 0 seconds; got {max_wait!r}")
-        self._max_wait = float(max_wait)
+        self._max_wait = validate_timeout(max_wait, "max_wait")
         if key is not None and not callable(key):
             raise ConfigError(f"key must be a function of the call's arguments; got {key!r}")
         self._key = key

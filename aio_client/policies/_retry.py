@@ -8,11 +8,11 @@ from typing import Any, ParamSpec, TypeVar, final
 
 import anyio
 
-from .._deadline import current_deadline, validate_timeout
+from .._deadline import current_deadline
 from .._errors import ConfigError, DeadlineExceededError
+from .._validation import ExceptionTypes, exception_types, positive_int, validate_timeout
 from ..strategies._budget import RetryBudget
 from ..strategies._delays import Delays, exponential_delays
-from ._settings import ExceptionTypes, exception_types, positive_int
 
 __all__ = ["Retry", "retry"]
 

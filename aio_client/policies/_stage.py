@@ -19,12 +19,12 @@ from .._endpoints import format_endpoint, split_endpoint
 from .._errors import ConfigError, DeadlineExceededError, TransportError
 from .._models import Request, Response
 from .._pipeline import Handler, Stage
+from .._validation import positive_int
 from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._fallback import Fallback
 from ._rate_limit import RateLimiter
 from ._retry import Retry
-from ._settings import positive_int
 from ._timeout import Timeout
 
 __all__ = [

@@ -12,8 +12,8 @@ import anyio
 from .. import _clock
 from .._deadline import Deadline, ambient
 from .._errors import DeadlineExceededError
+from .._validation import positive_seconds
 from ._entries import pop_entry, push_entry
-from ._settings import positive_seconds
 
 if TYPE_CHECKING:
     from types import TracebackType

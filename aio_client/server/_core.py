@@ -51,7 +51,6 @@ from .._deadline import (
     parse_timeout_header,
     reset_ambient,
     set_ambient,
-    validate_timeout,
 )
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
@@ -64,10 +63,12 @@ from .._server_events import (
     ServerOutcome,
     ServerOutcomeKind,
 )
+from .._validation import validate_timeout
 from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
 from ._shedding import PriorityLoadShedder
 
 __all__ = [
+    "DEFAULT_MAX_TIMEOUT",
     "MAX_TIMEOUT_ATTRIBUTE",
     "UNMATCHED_ROUTE",
     "Admission",
@@ -86,6 +87,9 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _log: Final = logging.getLogger("aio_client.server")
+#: The ceiling on a request's budget when the server sets no ``max_timeout``
+#: (seconds): a caller's header cannot hold a handler longer than this.
+DEFAULT_MAX_TIMEOUT: Final = 60.0
 #: Attribute :func:`max_timeout` sets on a handler.
 MAX_TIMEOUT_ATTRIBUTE: Final = "__aio_client_max_timeout__"
 _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
@@ -213,8 +217,10 @@ class ServerCore:
     Options (keyword-only; seconds are floats):
 
     - ``timeout``: budget of a request that carries no valid deadline header (20 s).
-    - ``max_timeout``: the most any request gets, whatever its header says
-      (``None``: only the header's one-day sanity limit).
+    - ``max_timeout``: the most any request gets, whatever its header says.
+      ``None`` (the default) means 60 s, or ``timeout`` when that is longer:
+      an inbound header may shorten a request's budget freely, but lengthen
+      it only up to this ceiling.
     - ``low_timeout``: a request arriving with less budget than this gets
       504 without running the handler (5 ms).
     - ``priority``: priority of a request without a valid priority header.
@@ -268,8 +274,11 @@ class ServerCore:
         self.timeout = validate_timeout(timeout, "timeout")
         if self.timeout == 0:
             raise ConfigError("timeout must be > 0 seconds")
+        #: The ceiling on any request's budget, header or not (seconds).
         self.max_timeout = (
-            None if max_timeout is None else validate_timeout(max_timeout, "max_timeout")
+            max(DEFAULT_MAX_TIMEOUT, self.timeout)
+            if max_timeout is None
+            else validate_timeout(max_timeout, "max_timeout")
         )
         if self.max_timeout == 0:
             raise ConfigError("max_timeout must be > 0 seconds or None")
@@ -347,9 +356,10 @@ class ServerCore:
                     priority = parsed
         if budget is None:
             budget = self.timeout
-        for limit in (self.max_timeout, route_max):
-            if limit is not None and limit < budget:
-                budget = limit
+        if self.max_timeout < budget:
+            budget = self.max_timeout
+        if route_max is not None and route_max < budget:
+            budget = route_max
         priority = priority or self.priority
         shedder = self.load_shedder
         refusal: tuple[ServerOutcomeKind, CancelReason | None, Rejection] | None = None

@@ -12,8 +12,9 @@ from typing import Annotated
 from fastapi import Depends, params
 
 from .._cancel import CancelToken, current_token
-from .._deadline import Deadline, ambient, validate_timeout
+from .._deadline import Deadline, ambient
 from .._errors import ConfigError
+from .._validation import validate_timeout
 from ._core import current_admission
 
 __all__ = ["CancelTokenDep", "fastapi_max_timeout", "get_cancel_token"]

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Final, final
 
 from .. import _clock
-from .._deadline import validate_timeout
 from .._errors import ConfigError
+from .._validation import positive_int, validate_timeout
 
 __all__ = ["AdaptiveDelays", "LatencyWindow", "adaptive_delays"]
 
@@ -162,11 +162,8 @@ class AdaptiveDelays:
         self._window = validate_timeout(window, "window")
         if self._window == 0.0:
             raise ConfigError("window must be > 0 seconds")
-        for name, value in (("min_samples", min_samples), ("max_keys", max_keys)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1; got {value!r}")
-        self._min_samples = min_samples
-        self._max_keys = max_keys
+        self._min_samples = positive_int(min_samples, "min_samples")
+        self._max_keys = positive_int(max_keys, "max_keys")
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a function returning seconds; got {clock!r}")
         self._clock = clock or _clock.now

@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable
 from typing import final
 
-from .._deadline import validate_timeout
 from .._errors import ConfigError
+from .._validation import validate_timeout
 
 __all__ = ["Delays", "constant_delays", "exponential_delays", "linear_delays"]
 

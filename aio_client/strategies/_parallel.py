@@ -41,10 +41,10 @@ from .._attempts import AttemptKind
 from .._call import Call, Outcome
 from .._cancel import CancelReason
 from .._classifier import Verdict
-from .._deadline import validate_timeout
 from .._errors import ConfigError
 from .._models import Response
 from .._timer import DeadlineTimer, Entry
+from .._validation import positive_int, validate_timeout
 from ._adaptive import AdaptiveDelays, DelayKey
 from ._base import Strategy, provably_unsent, requested_wait
 from ._delays import Delays
@@ -83,9 +83,7 @@ class ParallelStrategy:
     __slots__ = ("_adaptive", "_attempts", "_delays", "_max_retry_after")
 
     def __init__(self, attempts: int, delays: HedgeDelays, max_retry_after: float = 30.0) -> None:
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10:
-            raise ConfigError(f"attempts must be an int from 1 to 10; got {attempts!r}")
-        self._attempts = attempts
+        self._attempts = positive_int(attempts, "attempts", maximum=10)
         self._adaptive = delays if isinstance(delays, AdaptiveDelays) else None
         self._delays = _fixed_delays(delays) if self._adaptive is None else None
         self._max_retry_after = validate_timeout(max_retry_after, "max_retry_after")

@@ -9,9 +9,9 @@ import anyio
 from .._attempts import AttemptKind
 from .._call import Call, Outcome
 from .._classifier import Verdict
-from .._deadline import validate_timeout
 from .._errors import ConfigError
 from .._models import Response
+from .._validation import positive_int, validate_timeout
 from ._attempt_timeout import AttemptTimeout, pass_deadline_through
 from ._base import Strategy, provably_unsent, requested_wait
 from ._delays import Delays, exponential_delays
@@ -39,8 +39,7 @@ class SequentialStrategy:
         attempt_timeout: AttemptTimeout,
         max_retry_after: float,
     ) -> None:
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
-            raise ConfigError(f"attempts must be an int from 1 to 100; got {attempts!r}")
+        positive_int(attempts, "attempts", maximum=100)
         if not callable(delays):
             raise ConfigError(f"delays must be a delay provider; got {delays!r}")
         if not callable(attempt_timeout):

@@ -19,6 +19,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
+from .._validation import positive_int
 from ._base import backend_timeout
 
 __all__ = ["AiohttpTransport"]
@@ -51,11 +52,9 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession | None = None, *, limit: int = 100) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise ConfigError(f"session must be an aiohttp.ClientSession; got {session!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(f"limit must be an int >= 1; got {limit!r}")
         self._session = session
         self._owns = session is None
-        self._limit = limit
+        self._limit = positive_int(limit, "limit")
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session

@@ -22,6 +22,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
+from .._validation import positive_int
 from ._base import backend_timeout
 
 __all__ = ["HttpxTransport"]
@@ -57,10 +58,8 @@ class HttpxTransport:
     def __init__(self, client: httpx.AsyncClient | None = None, *, limit: int = 100) -> None:
         if client is not None and not isinstance(client, httpx.AsyncClient):
             raise ConfigError(f"client must be an httpx.AsyncClient; got {client!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(f"limit must be an int >= 1; got {limit!r}")
         self._owns = client is None
-        self._limit = limit
+        self._limit = positive_int(limit, "limit")
         self._client: httpx.AsyncClient | None = (
             client if client is not None else self._new_client()
         )

@@ -173,7 +173,8 @@ class AppServer:
         """The aiohttp application serving these routes."""
         app = web.Application()
         app.router.add_route("*", "/echo", self.echo)
-        app.router.add_route("*", "/echo/{tail:.*}", self.echo)
+        # Any tail, newlines included (a decoded %0A): every target is echoed.
+        app.router.add_route("*", r"/echo/{tail:[\s\S]*}", self.echo)
         app.router.add_get("/status/{code:[0-9]{3}}", self.status)
         app.router.add_get("/json", self.json)
         app.router.add_get("/text", self.text)

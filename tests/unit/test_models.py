@@ -19,10 +19,11 @@ def test_path_params_are_escaped_into_one_segment() -> None:
     assert req.route == "users/{id}/items"
 
 
-@pytest.mark.parametrize(("value", "expected"), [(".", "%2E"), ("..", "%2E%2E")])
-def test_dot_segments_cannot_traverse(value: str, expected: str) -> None:
-    """'.' and '..' as parameters are escaped so servers cannot collapse them."""
-    assert ac.get("files/{name}", path_params={"name": value}).url == f"files/{expected}"
+@pytest.mark.parametrize("value", [".", ".."])
+def test_dot_segments_cannot_traverse(value: str) -> None:
+    """'.' and '..' as parameters are refused: normalising proxies would collapse even %2E."""
+    with pytest.raises(ac.InvalidRequestError, match=r"path_params\['name'\]"):
+        ac.get("files/{name}", path_params={"name": value})
 
 
 def test_query_encoding_repeats_and_escapes() -> None:
@@ -56,7 +57,7 @@ def test_json_body_sets_content_type() -> None:
         (lambda: ac.get("users/{id}", path_params={"id": ""}), "must not be empty"),
         (lambda: ac.get("users/{id}", path_params={"id": True}), "str or int"),
         (lambda: ac.get("a?b=1"), "query="),
-        (lambda: ac.get("a", headers={"x-bad": "v\r\nInjected: 1"}), "CR, LF"),
+        (lambda: ac.get("a", headers={"x-bad": "v\r\nInjected: 1"}), "control character"),
         (lambda: ac.get("a", headers={"bad name": "v"}), "invalid header name"),
         (lambda: ac.get("a", query={"k": None}), "float or bool"),  # type: ignore[dict-item]
         (lambda: ac.post("a", json={"x": float("nan")}), "JSON"),
