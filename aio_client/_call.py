@@ -193,6 +193,10 @@ class Call:
         if starts:
             self._starts = tuple(starts)
 
+    def now(self) -> float:
+        """The clock the call is timed with (the event loop's, on asyncio)."""
+        return self._now()
+
     def classify(self, outcome: Outcome) -> Verdict:
         """The classifier's verdict on ``outcome``.
 

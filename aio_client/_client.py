@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
+from asyncio import CancelledError, _get_running_loop, current_task
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
@@ -362,9 +362,45 @@ class Client:
         )
         self._settings.budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
-        if self._observers:
-            return await self._observed(call, chosen, loop, now)
-        return await self._enforced(call, chosen, loop)
+        watchers = self._call_started(call, now) if self._observers else None
+        # Enforcement stays inline (no coroutine frame of its own on every call):
+        # the call's deadline is the ambient deadline of everything inside, and
+        # on asyncio one timer per client cancels the task natively at it (see
+        # _timer.py), which anyio's task groups and scopes inside honour.
+        token = set_ambient(call.deadline, prio)
+        try:
+            if loop is not None:
+                timer = self._timer
+                if timer is None or timer.loop is not loop:
+                    timer = self._timer = DeadlineTimer(loop)
+                task = current_task(loop)
+                if task is None:
+                    raise RuntimeError("aio_client needs to run inside a task")
+                entry = timer.start(at, task)
+                call.task = task
+                call.timer = timer
+                try:
+                    response = await self._execute(call, chosen)
+                except CancelledError:
+                    if timer.finish(entry):
+                        raise call.deadline_error() from None
+                    raise
+                finally:
+                    timer.finish(entry)
+            else:
+                with anyio.CancelScope(deadline=at) as scope:
+                    response = await self._execute(call, chosen)
+                if scope.cancelled_caught:
+                    raise call.deadline_error()
+        except BaseException as exc:
+            if watchers:
+                _call_finished(call, watchers, now, None, exc)
+            raise
+        finally:
+            reset_ambient(token)
+        if watchers:
+            _call_finished(call, watchers, now, response, None)
+        return response
 
     def _deadline_at(
         self,
@@ -390,73 +426,23 @@ class Client:
             )
         return at
 
-    async def _enforced(
-        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None
-    ) -> Response:
-        """Run the call under its deadline, as the ambient deadline of everything inside."""
-        at = call.deadline.at
-        token = set_ambient(call.deadline, call.priority)
-        try:
-            if loop is not None:
-                # On asyncio, one timer per client enforces every call's deadline
-                # (see _timer.py); it cancels the task natively, which anyio's
-                # task groups and scopes inside honour.
-                timer = self._timer
-                if timer is None or timer.loop is not loop:
-                    timer = self._timer = DeadlineTimer(loop)
-                task = current_task(loop)
-                if task is None:
-                    raise RuntimeError("aio_client needs to run inside a task")
-                entry = timer.start(at, task)
-                call.task = task
-                call.timer = timer
-                try:
-                    return await self._execute(call, strategy)
-                except CancelledError:
-                    if timer.finish(entry):
-                        raise call.deadline_error() from None
-                    raise
-                finally:
-                    timer.finish(entry)
-            with anyio.CancelScope(deadline=at) as scope:
-                return await self._execute(call, strategy)
-        finally:
-            reset_ambient(token)
-        if scope.cancelled_caught:  # pragma: no branch
-            raise call.deadline_error()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _observed(
-        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None, start: float
-    ) -> Response:
-        """:meth:`_enforced`, with the observers told of the call's start and end."""
+    def _call_started(self, call: Call, now: float) -> tuple[CallWatcher, ...] | None:
+        """Tell the observers a call starts; the watchers of its further events."""
         request = call.request
-        started = CallStarted(
-            request.method, request.route, call.deadline.at - start, call.priority
-        )
-        watchers: list[CallWatcher] = []
+        event = CallStarted(request.method, request.route, call.deadline.at - now, call.priority)
+        watchers: tuple[CallWatcher, ...] = ()
         for observer in self._observers:
             try:
-                watcher = observer.call_started(started)
+                watcher = observer.call_started(event)
             except Exception:
                 hook_failed(observer.call_started)
                 continue
             if watcher is not None:
-                watchers.append(watcher)
+                watchers += (watcher,)
         if not watchers:
-            return await self._enforced(call, strategy, loop)
-        call.watch(tuple(watchers))
-        now = _clock.now if loop is None else loop.time
-        try:
-            response = await self._enforced(call, strategy, loop)
-        except BaseException as exc:
-            end = now()
-            _call_finished(
-                call, request, end - start, None, exc, ending_of(exc, end >= call.deadline.at)
-            )
-            raise
-        _call_finished(call, request, now() - start, response, None, RESPONSE)
-        return response
+            return None
+        call.watch(watchers)
+        return watchers
 
     def _execute(self, call: Call, strategy: Strategy) -> Awaitable[Response]:
         # A plain function returning the awaitable: no extra coroutine frame per call.
@@ -542,26 +528,37 @@ class RequestContext:
 
 def _call_finished(
     call: Call,
-    request: Request,
-    elapsed: float,
+    watchers: tuple[CallWatcher, ...],
+    start: float,
     response: Response | None,
     error: BaseException | None,
-    ending: str,
 ) -> None:
+    """Tell the call's watchers how it ended, last watcher first (as nested
+    context managers exit)."""
+    end = call.now()
+    if response is not None:
+        status: int | None = response.status
+        winner = response.attempt
+        ending = RESPONSE
+    else:
+        assert error is not None
+        status = None
+        winner = 0
+        ending = ending_of(error, end >= call.deadline.at)
     history = tuple(call.history)
+    request = call.request
     event = CallFinished(
         request.method,
         request.route,
         history[0].endpoint if history else None,
-        elapsed,
-        response.status if response is not None else None,
+        end - start,
+        status,
         error,
         history,
-        response.attempt if response is not None else 0,
+        winner,
         ending,
     )
-    # Last watcher first, as nested context managers exit.
-    for watcher in reversed(call.watchers):
+    for watcher in reversed(watchers):
         try:
             watcher.call_finished(event)
         except Exception:
