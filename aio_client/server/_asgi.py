@@ -6,6 +6,7 @@ handler would not see the ambient deadline, priority and token set here.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, MutableMapping, Sequence
 from typing import Any, Final, final
@@ -15,6 +16,8 @@ import anyio.lowlevel
 
 from .._cancel import CancelReason, CancelToken
 from .._priority import Priority
+from .._server_events import Admission
+from .._timer import DeadlineTimer, Entry
 from ._core import Rejection, RouteResolver, ServerCore, ServerOutcome, ServerStats
 from ._guards import ClientInfo, Guard
 from ._shedding import PriorityLoadShedder
@@ -33,6 +36,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+# Seconds after its arrival a request still running gets a watcher for client
+# hang-ups (sooner ones end without one), and between looks while the app reads.
+_WATCH_AFTER: Final = 0.04
+_WATCH_AGAIN: Final = 0.02
 
 
 @final
@@ -128,13 +135,14 @@ class DeadlineMiddleware:
             for name, value in scope.get("headers", ())
         ]
         app = self.app
+        core = self.core
         route: RouteResolver | None = None
-        if self.core.observer is not None:
+        if core.observer is not None:
 
             def route() -> str | None:
                 return _route_template(scope, app)
 
-        decision = self.core.admit(
+        decision = core.admit(
             headers,
             method=scope.get("method", ""),
             scheme=scope.get("scheme", "http"),
@@ -144,7 +152,32 @@ class DeadlineMiddleware:
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
             return
-        exchange = _Exchange(receive, send, decision.token)
+        timer = core.loop_timer()
+        exchange = _Exchange(receive, send, decision.token, timer)
+        try:
+            if timer is not None:
+                exchange.watch_from(decision.arrived_at + _WATCH_AFTER)
+                result = await core.run(
+                    decision,
+                    lambda: app(scope, exchange.receive, exchange.send),
+                    started=lambda: exchange.started,
+                    status_of=lambda _: exchange.status,
+                    disconnected=lambda: exchange.disconnected,
+                )
+            else:
+                result = await self._relayed(decision, scope, exchange)
+        finally:
+            await exchange.close()
+        if isinstance(result, Rejection) and result.deliverable:
+            await _send_rejection(send, result)
+        # Otherwise the client is gone, or the response had started: returning
+        # without completing it makes the server break the connection.
+
+    async def _relayed(
+        self, decision: Admission, scope: Scope, exchange: _Exchange
+    ) -> Rejection | None:
+        # Not on asyncio (trio): the relay reads from the start, in a task group.
+        app = self.app
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(exchange.pump)
@@ -161,30 +194,40 @@ class DeadlineMiddleware:
             # receive), so the group holds one exception: raise it as it was.
             inner = _single(group)
             raise inner from inner.__cause__
-        if isinstance(result, Rejection) and result.deliverable:
-            await _send_rejection(send, result)
-        # Otherwise the client is gone, or the response had started: returning
-        # without completing it makes the server break the connection.
+        return result
 
 
 @final
 class _Exchange:
-    """One request's relayed ``receive`` and observed ``send``.
+    """One request's ``receive`` and ``send``, watched for the end of the response and a hang-up.
 
-    ``pump`` is the only reader of the server's ``receive``; the app reads
-    through :meth:`receive`. While more body is coming the pump holds at most
-    one chunk, so uploads keep their back-pressure; after the last chunk the
-    next event can only be ``http.disconnect``, which fires the token unless
-    the response is already complete.
+    The app reads the server's ``receive`` directly, and a disconnect it reads
+    fires the token. A client can also hang up while the app is not reading
+    (a trivial GET handler never reads): so a request still running
+    :data:`_WATCH_AFTER` seconds after it arrived gets a relay task, ``pump``,
+    which from then on is the only reader of the server's ``receive`` (the app
+    reads through it). While more body is coming the pump holds at most one
+    chunk, so uploads keep their back-pressure; after the last chunk the next
+    event can only be ``http.disconnect``, which fires the token unless the
+    response is already complete. Requests that end sooner, the common case,
+    cost no task. The pump starts only while nobody is reading (a read in
+    progress sees the disconnect itself), and is cancelled and awaited when
+    the request ends.
     """
 
     __slots__ = (
+        "_body_done",
         "_changed",
         "_pending",
+        "_pump",
+        "_readers",
         "_receive",
+        "_relay",
         "_send",
+        "_timer",
         "_token",
         "_trailers",
+        "_watch",
         "complete",
         "disconnected",
         "error",
@@ -192,12 +235,20 @@ class _Exchange:
         "status",
     )
 
-    def __init__(self, receive: Receive, send: Send, token: CancelToken) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, token: CancelToken, timer: DeadlineTimer | None
+    ) -> None:
         self._receive = receive
         self._send = send
         self._token = token
+        self._timer = timer
         self._pending: deque[Message] = deque()
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None
+        self._relay = False
+        self._pump: asyncio.Task[None] | None = None
+        self._watch: Entry | None = None
+        self._readers = 0
+        self._body_done = False
         self._trailers = False
         self.started = False
         self.complete = False
@@ -205,25 +256,69 @@ class _Exchange:
         self.error: Exception | None = None
         self.status = 500
 
+    # -- the watcher -------------------------------------------------------------------
+
+    def watch_from(self, at: float) -> None:
+        """Start the relay at loop time ``at`` if the request is still running then."""
+        assert self._timer is not None
+        self._watch = self._timer.call_at(at, self._start_watching)
+
+    def _start_watching(self) -> None:
+        self._watch = None
+        timer = self._timer
+        if self.complete or self.disconnected or self._relay or timer is None:
+            return
+        if self._readers:
+            # A read in progress will see a disconnect itself; look again later.
+            self.watch_from(timer.loop.time() + _WATCH_AGAIN)
+            return
+        self._relay = True
+        self._pump = timer.loop.create_task(self.pump())
+
+    async def close(self) -> None:
+        """Stop watching: the request has ended."""
+        if self._watch is not None:
+            assert self._timer is not None
+            self._timer.finish(self._watch)
+            self._watch = None
+        pump = self._pump
+        if pump is None:
+            return
+        self._pump = None
+        if not pump.done():
+            pump.cancel()
+            # It ends at its next step (it only ever waits on the server's receive).
+            await asyncio.wait((pump,))
+
+    # -- receive -----------------------------------------------------------------------
+
     def _wake(self) -> None:
         changed = self._changed
-        self._changed = anyio.Event()
-        changed.set()
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _hung_up(self) -> None:
+        self.disconnected = True
+        if not self.complete:
+            self._token.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
 
     async def pump(self) -> None:
-        body_done = False
+        """Read the server's ``receive`` for the app (see the class docstring)."""
+        self._relay = True
         try:
             while True:
                 message = await self._receive()
                 if message.get("type") == "http.disconnect":
-                    self.disconnected = True
-                    if not self.complete:
-                        self._token.cancel(
-                            CancelReason.CLIENT_DISCONNECTED, "the client closed the connection"
-                        )
+                    self._hung_up()
                     self._wake()
                     return
-                if body_done:
+                if self._body_done:
                     # ASGI allows only a disconnect after the last body chunk; drop
                     # anything else rather than queue it (and never spin).
                     await anyio.lowlevel.checkpoint()
@@ -232,25 +327,42 @@ class _Exchange:
                 self._wake()
                 if message.get("more_body", False):
                     while self._pending:
-                        await self._changed.wait()
+                        await self._wait()
                 else:
-                    body_done = True
+                    self._body_done = True
         except Exception as exc:  # handed to the app's next receive()
             self.error = exc
             self._wake()
 
     async def receive(self) -> Message:
+        """The app's ``receive``."""
+        if not self._relay:
+            self._readers += 1
+            try:
+                message = await self._receive()
+            finally:
+                self._readers -= 1
+            kind = message.get("type")
+            if kind == "http.request":
+                if not message.get("more_body", False):
+                    self._body_done = True
+            elif kind == "http.disconnect":
+                self._hung_up()
+            return message
         while not self._pending:
             if self.error is not None:
                 raise self.error
             if self.disconnected:
                 return dict(_DISCONNECT)
-            await self._changed.wait()
+            await self._wait()
         message = self._pending.popleft()
         self._wake()
         return message
 
+    # -- send --------------------------------------------------------------------------
+
     async def send(self, message: Message) -> None:
+        """The app's ``send``: notes the status, and when the response is complete."""
         kind = message.get("type")
         if kind == "http.response.start":
             self.started = True
@@ -259,6 +371,10 @@ class _Exchange:
         elif _ends_response(kind, message, trailers=self._trailers):
             self.complete = True
             self._token._finish()
+            if self._watch is not None:
+                assert self._timer is not None
+                self._timer.finish(self._watch)
+                self._watch = None
         await self._send(message)
 
 

@@ -28,6 +28,7 @@ template (for the ``observer``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -39,7 +40,7 @@ from typing import Any, Final, TypeVar, cast, final
 import anyio
 
 from .. import _clock
-from .._cancel import CancelReason, CancelToken
+from .._cancel import CancelReason, CancelScopeHandle, CancelToken
 from .._classifier import DO_NOT_RETRY_HEADER
 from .._deadline import (
     ENVOY_TIMEOUT_HEADER,
@@ -64,7 +65,9 @@ from .._server_events import (
     ServerOutcome,
     ServerOutcomeKind,
 )
+from .._timer import DeadlineTimer
 from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
+from ._request_scope import RequestScope
 from ._shedding import PriorityLoadShedder
 
 __all__ = [
@@ -242,6 +245,7 @@ class ServerCore:
         "_in_flight",
         "_shutting_down",
         "_started",
+        "_timer",
         "guards",
         "load_shedder",
         "low_timeout",
@@ -292,6 +296,8 @@ class ServerCore:
         self.stats = ServerStats()
         self._in_flight: set[CancelToken] = set()
         self._shutting_down = False
+        # One deadline timer per event loop for every request (see _request_scope.py).
+        self._timer: DeadlineTimer | None = None
 
     # -- arrival -----------------------------------------------------------------
 
@@ -457,9 +463,8 @@ class ServerCore:
         failed: bool | None = None
         settle = False
         try:
-            scope = token.scope()
             try:
-                with scope:
+                with self._scope(token):
                     guards = self.guards
                     if guards is not None:
                         entry = await guards.enter(admission.client or ClientInfo(None))
@@ -538,6 +543,25 @@ class ServerCore:
                         invalid_header=admission.invalid_header,
                     )
                 )
+
+    def loop_timer(self) -> DeadlineTimer | None:
+        """The deadline timer of the running event loop, or ``None`` when it is not asyncio's."""
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            return None
+        timer = self._timer
+        if timer is None or timer.loop is not loop:
+            timer = self._timer = DeadlineTimer(loop)
+        return timer
+
+    def _scope(self, token: CancelToken) -> RequestScope | CancelScopeHandle:
+        timer = self.loop_timer()
+        if timer is None:
+            return token.scope()  # not asyncio (trio): an anyio cancel scope does it
+        task = asyncio.current_task(timer.loop)
+        if task is None:  # pragma: no cover - servers run handlers in tasks
+            raise RuntimeError("the server core needs to run inside a task")
+        return RequestScope(token, timer, task)
 
     # -- shutdown -----------------------------------------------------------------
 

@@ -1,0 +1,195 @@
+"""The scope a request's handler runs in on asyncio: one timer per loop, native cancellation.
+
+``CancelToken.scope()`` opens an anyio cancel scope with the request's deadline
+and arms a loop timer of the token's own: measured, about 15 µs of every
+request (``benchmarks/server_overhead.py``), most of the middleware's cost
+next to a trivial handler. On asyncio the server core opens a
+:class:`RequestScope` instead. The deadline is an entry on the server's
+:class:`~aio_client._timer.DeadlineTimer`, one per event loop (about 0.5 µs,
+and no loop timer at all for a request that ends first), and when the token
+fires, for any reason, the scope cancels the handler's task natively, the way
+``asyncio.timeout`` does. When the handler ends the scope withdraws its
+cancellations with ``Task.uncancel()`` and absorbs the ``CancelledError``
+only when nobody else cancelled the task meanwhile; a cancellation from
+outside (the server stopping the task) passes through untouched.
+
+The token sees the scope as one of its own scopes: it calls :meth:`RequestScope.cancel`
+when it fires and sets :attr:`RequestScope.deadline` when its deadline moves
+(``tighten``) or its work completes (``math.inf``: work after the response,
+such as background tasks, is no longer bound by the deadline).
+
+As with anyio's scopes, the cancellation is level-triggered: a handler that
+loses it (an ``except`` that swallows it, a scope inside that takes it for
+its own) is cancelled again, at once when the loss is visible (the task's
+cancellation count dropped) and otherwise every :data:`_GRACE` seconds,
+until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from contextvars import Token
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+from .._cancel import CancelReason, CancelToken, _current
+from .._timer import DeadlineTimer, Entry
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["RequestScope"]
+
+# Seconds between looks at a cancelled handler that still runs, and between
+# cancellations of one whose cancellation was not visibly lost.
+_CHECK_EVERY: Final = 0.005
+_GRACE: Final = 0.1
+
+
+@final
+class RequestScope:
+    """``with RequestScope(token, timer, task):`` runs a handler under ``token`` on asyncio.
+
+    Like ``token.scope()``: inside, :func:`~aio_client.current_token` is the
+    token; the block ends early when the token fires or its deadline passes,
+    and only that cancellation is absorbed. Not reentrant.
+    """
+
+    __slots__ = (
+        "_baseline",
+        "_cancels",
+        "_check",
+        "_context",
+        "_deadline",
+        "_entry",
+        "_last",
+        "_open",
+        "_task",
+        "_timer",
+        "_token",
+        "cancelled_caught",
+    )
+
+    def __init__(self, token: CancelToken, timer: DeadlineTimer, task: asyncio.Task[Any]) -> None:
+        self._token = token
+        self._timer = timer
+        self._task = task
+        self._baseline = task.cancelling()
+        self._cancels = 0
+        self._last = 0.0
+        self._open = False
+        self._deadline = math.inf
+        self._entry: Entry | None = None
+        self._check: Entry | None = None
+        self._context: Token[CancelToken | None] | None = None
+        #: Whether the block was ended by the token (set when the block exits).
+        self.cancelled_caught = False
+
+    # -- what the token calls ------------------------------------------------------
+
+    @property
+    def deadline(self) -> float:
+        """Loop time at which the token fires with ``DEADLINE`` (``inf``: none)."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, at: float) -> None:
+        self._deadline = at
+        if self._entry is not None:
+            self._timer.finish(self._entry)
+            self._entry = None
+        if self._open and at != math.inf:
+            self._entry = self._timer.call_at(at, self._expire)
+
+    def cancel(self) -> None:
+        """The token fired: cancel the handler's task (soon, if it is the one running)."""
+        if not self._open:
+            return
+        if asyncio.current_task(self._timer.loop) is self._task:
+            # A task cannot be cancelled at a point of its own choosing: the
+            # cancellation would hit its next await, wherever that is. Deliver it
+            # from the loop instead, while the task waits inside the block.
+            self._schedule_check(0.0)
+        else:
+            self._deliver()
+
+    # -- the block -----------------------------------------------------------------
+
+    def __enter__(self) -> RequestScope:
+        if self._open or self._context is not None:
+            raise RuntimeError("a request scope is not reentrant")
+        token = self._token
+        token._bind_loop()
+        self._open = True
+        self._context = _current.set(token)
+        if token.cancelled:
+            self.cancel()  # level-triggered: a fired token stops new work at once
+        elif not token._finished:
+            # The token drives every member of its scope set through cancel() and
+            # the deadline attribute, which is all this class offers it.
+            token._scopes.add(cast(Any, self))
+            if token.deadline is not None:
+                self.deadline = token.deadline.at
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        token = self._token
+        self._open = False
+        if self._context is not None:
+            _current.reset(self._context)
+        token._scopes.discard(cast(Any, self))
+        timer = self._timer
+        if self._entry is not None:
+            timer.finish(self._entry)
+            self._entry = None
+        if self._check is not None:
+            timer.finish(self._check)
+            self._check = None
+        if not self._cancels:
+            return False
+        # Withdraw this scope's cancellations; they were the only ones unless
+        # somebody else cancelled the task too (then it stays cancelled).
+        task = self._task
+        for _ in range(self._cancels):
+            if task.cancelling() <= self._baseline:
+                break  # something inside withdrew one already
+            task.uncancel()
+        ours = task.cancelling() <= self._baseline
+        if ours and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self.cancelled_caught = True
+            return True
+        return False
+
+    # -- delivery --------------------------------------------------------------------
+
+    def _expire(self) -> None:
+        self._entry = None
+        token = self._token
+        if token._reason is None and not token._finished:
+            token.cancel(CancelReason.DEADLINE, "the deadline passed")
+
+    def _deliver(self) -> None:
+        self._cancels += 1
+        self._last = self._timer.loop.time()
+        self._task.cancel()
+        self._schedule_check(_CHECK_EVERY)
+
+    def _schedule_check(self, delay: float) -> None:
+        if self._check is None:
+            timer = self._timer
+            self._check = timer.call_at(timer.loop.time() + delay, self._recheck)
+
+    def _recheck(self) -> None:
+        self._check = None
+        if not self._open or self._task.done():
+            return
+        lost = self._task.cancelling() <= self._baseline + self._cancels - 1
+        if not self._cancels or lost or self._timer.loop.time() - self._last >= _GRACE:
+            self._deliver()
+        else:
+            self._schedule_check(_CHECK_EVERY)
