@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Hashable, Sequence
-from typing import ClassVar, Final, final
+from typing import ClassVar, final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._cancel import CancelReason, CancelToken
 from .._errors import DeadlineExceededError
 from .._priority import Priority
 from ._core import (
@@ -24,11 +22,6 @@ from ._guards import ClientInfo, Guard
 from ._shedding import PriorityLoadShedder
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
-
-# aiohttp tells a handler nothing when its client hangs up (unless the server
-# runs with handler_cancellation=True), so connections in use are checked
-# this often, all with one timer.
-_DISCONNECT_CHECK_INTERVAL: Final = 0.02
 
 
 def aiohttp_middleware(
@@ -84,12 +77,11 @@ class AiohttpDeadlineMiddleware:
     """
 
     __middleware_version__: ClassVar[int] = 1
-    __slots__ = ("_watch", "core")
+    __slots__ = ("core",)
 
     def __init__(self, core: ServerCore) -> None:
         #: The shared core (its options and counters).
         self.core = core
-        self._watch = _DisconnectWatch()
 
     @property
     def stats(self) -> ServerStats:
@@ -105,36 +97,37 @@ class AiohttpDeadlineMiddleware:
         self.core.shutdown()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        core = self.core
         route: RouteResolver | None = None
-        if self.core.observer is not None:
+        scheme = "http"
+        if core.observer is not None:
+            scheme = request.scheme
 
             def route() -> str | None:
                 return _route_template(request)
 
-        decision = self.core.admit(
-            request.headers.items(),
+        headers = request.headers
+        decision = core.admit(
+            headers.items()
+            if core.wants_all_headers
+            else [
+                (name, value)
+                for name in core.header_names
+                if name in headers
+                for value in headers.getall(name)
+            ],
             route_max=_route_max(request),
             method=request.method,
-            scheme=request.scheme,
+            scheme=scheme,
             route=route,
-            peer=request.remote,
+            peer=request.remote if core.wants_peer else None,
         )
         if isinstance(decision, Rejection):
             return _response(decision)
-        token = decision.token
-        token._watch_peer(lambda: _gone(request))
-        self._watch.add(token, request)
-        try:
-            result = await self.core.run(
-                decision,
-                lambda: handler(request),
-                started=lambda: request.writer.output_size > 0,
-                status_of=lambda response: response.status,
-                disconnected=lambda: _gone(request),
-                status_of_error=_http_exception_status,
-            )
-        finally:
-            self._watch.discard(token)
+        exchange = _Exchange(request)
+        # Looked at by the token when read, and every 20 ms while the handler runs.
+        decision.token._watch_peer(exchange.gone)
+        result = await core.run(decision, lambda: handler(request), exchange)
         if not isinstance(result, Rejection):
             return result
         if result.deliverable:
@@ -147,38 +140,36 @@ class AiohttpDeadlineMiddleware:
 
 
 @final
-class _DisconnectWatch:
-    """One timer checking every watched request's connection."""
+class _Exchange:
+    """One request as the core sees it."""
 
-    __slots__ = ("_handle", "_watched")
+    __slots__ = ("_request",)
 
-    def __init__(self) -> None:
-        self._watched: dict[CancelToken, web.BaseRequest] = {}
-        self._handle: asyncio.TimerHandle | None = None
+    def __init__(self, request: web.BaseRequest) -> None:
+        self._request = request
 
-    def add(self, token: CancelToken, request: web.BaseRequest) -> None:
-        self._watched[token] = request
-        if self._handle is None:
-            self._schedule()
+    def gone(self) -> bool:
+        """Whether the client's connection is closed."""
+        return _gone(self._request)
 
-    def discard(self, token: CancelToken) -> None:
-        self._watched.pop(token, None)
-        if not self._watched and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    @property
+    def started(self) -> bool:
+        """Whether the response's first bytes were written."""
+        writer = self._request.writer
+        return writer is not None and writer.output_size > 0
 
-    def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(_DISCONNECT_CHECK_INTERVAL, self._check)
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client's connection is closed."""
+        return _gone(self._request)
 
-    def _check(self) -> None:
-        self._handle = None
-        for token, request in list(self._watched.items()):
-            if _gone(request):
-                del self._watched[token]
-                token.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
-        if self._watched:
-            self._schedule()
+    def status_of(self, response: web.StreamResponse, /) -> int:
+        """The handler's response's status."""
+        return response.status
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """``raise web.HTTPNotFound()`` is an answer, not a failure."""
+        return exc.status if isinstance(exc, web.HTTPException) else None
 
 
 def _gone(request: web.BaseRequest) -> bool:
@@ -191,11 +182,6 @@ def _route_template(request: web.Request) -> str | None:
     # prefix included); an unmatched request (404/405) has no resource.
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else None
-
-
-def _http_exception_status(exc: Exception) -> int | None:
-    # ``raise web.HTTPNotFound()`` is an answer, not a failure.
-    return exc.status if isinstance(exc, web.HTTPException) else None
 
 
 def _route_max(request: web.Request) -> float | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping, Sequence
 from typing import Any, Final, final
 
 import anyio
@@ -72,7 +72,7 @@ class DeadlineMiddleware:
     flight with ``SHUTDOWN`` (503). WebSocket connections pass through.
     """
 
-    __slots__ = ("app", "core")
+    __slots__ = ("_wanted", "app", "core")
 
     def __init__(
         self,
@@ -100,6 +100,12 @@ class DeadlineMiddleware:
             guards=guards,
             client_key=client_key,
             forwarded_header=forwarded_header,
+        )
+        core = self.core
+        self._wanted: frozenset[bytes] | None = (
+            None
+            if core.wants_all_headers
+            else frozenset(name.encode("latin-1") for name in core.header_names)
         )
 
     @property
@@ -130,12 +136,9 @@ class DeadlineMiddleware:
         return relay
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-            for name, value in scope.get("headers", ())
-        ]
-        app = self.app
         core = self.core
+        headers = _headers(scope.get("headers", ()), self._wanted)
+        app = self.app
         route: RouteResolver | None = None
         if core.observer is not None:
 
@@ -147,7 +150,7 @@ class DeadlineMiddleware:
             method=scope.get("method", ""),
             scheme=scope.get("scheme", "http"),
             route=route,
-            peer=_peer(scope),
+            peer=_peer(scope) if core.wants_peer else None,
         )
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
@@ -158,16 +161,14 @@ class DeadlineMiddleware:
             if timer is not None:
                 exchange.watch_from(decision.arrived_at + _WATCH_AFTER)
                 result = await core.run(
-                    decision,
-                    lambda: app(scope, exchange.receive, exchange.send),
-                    started=lambda: exchange.started,
-                    status_of=lambda _: exchange.status,
-                    disconnected=lambda: exchange.disconnected,
+                    decision, lambda: app(scope, exchange.receive, exchange.send), exchange
                 )
             else:
                 result = await self._relayed(decision, scope, exchange)
         finally:
-            await exchange.close()
+            pump = exchange.close()
+            if pump is not None:
+                await _reap(pump)
         if isinstance(result, Rejection) and result.deliverable:
             await _send_rejection(send, result)
         # Otherwise the client is gone, or the response had started: returning
@@ -182,11 +183,7 @@ class DeadlineMiddleware:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(exchange.pump)
                 result = await self.core.run(
-                    decision,
-                    lambda: app(scope, exchange.receive, exchange.send),
-                    started=lambda: exchange.started,
-                    status_of=lambda _: exchange.status,
-                    disconnected=lambda: exchange.disconnected,
+                    decision, lambda: app(scope, exchange.receive, exchange.send), exchange
                 )
                 tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -195,6 +192,37 @@ class DeadlineMiddleware:
             inner = _single(group)
             raise inner from inner.__cause__
         return result
+
+
+def _headers(
+    raw: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes] | None
+) -> list[tuple[str, str]]:
+    if wanted is not None:
+        try:
+            # Decode only the headers the core reads (names lower-cased: in-process
+            # callers do not always follow the ASGI rule that they are).
+            return [
+                (name.decode("latin-1"), bytes(value).decode("latin-1"))
+                for name, value in raw
+                if name.lower() in wanted
+            ]
+        except TypeError:  # a bytearray name: not hashable, take the long way
+            pass
+    return [(bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in raw]
+
+
+async def _reap(pump: asyncio.Task[None]) -> None:
+    # The pump only ever waits on the server's receive: cancelled, it ends at
+    # its next step. Wait for that even if this task is being cancelled too.
+    pump.cancel()
+    cancelled: BaseException | None = None
+    while not pump.done():
+        try:
+            await asyncio.wait((pump,))
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
 
 
 @final
@@ -275,20 +303,24 @@ class _Exchange:
         self._relay = True
         self._pump = timer.loop.create_task(self.pump())
 
-    async def close(self) -> None:
-        """Stop watching: the request has ended."""
+    def close(self) -> asyncio.Task[None] | None:
+        """Stop watching (the request has ended); the relay task to reap, if any runs."""
         if self._watch is not None:
             assert self._timer is not None
             self._timer.finish(self._watch)
             self._watch = None
-        pump = self._pump
-        if pump is None:
-            return
-        self._pump = None
-        if not pump.done():
-            pump.cancel()
-            # It ends at its next step (it only ever waits on the server's receive).
-            await asyncio.wait((pump,))
+        pump, self._pump = self._pump, None
+        return None if pump is None or pump.done() else pump
+
+    # -- what the core asks (the Exchange protocol) --------------------------------------
+
+    def status_of(self, value: None, /) -> int:
+        """The status the app sent (500 if it sent none)."""
+        return self.status
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """ASGI apps answer their own HTTP errors: an exception reaching here is a 500."""
+        return None
 
     # -- receive -----------------------------------------------------------------------
 

@@ -35,12 +35,12 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast, final
+from typing import Any, Final, Protocol, TypeVar, cast, final
 
 import anyio
 
 from .. import _clock
-from .._cancel import CancelReason, CancelScopeHandle, CancelToken
+from .._cancel import CancelReason, CancelToken
 from .._classifier import DO_NOT_RETRY_HEADER
 from .._deadline import (
     ENVOY_TIMEOUT_HEADER,
@@ -64,6 +64,8 @@ from .._server_events import (
     RouteResolver,
     ServerOutcome,
     ServerOutcomeKind,
+    new_admission,
+    new_outcome,
 )
 from .._timer import DeadlineTimer
 from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
@@ -74,6 +76,7 @@ __all__ = [
     "MAX_TIMEOUT_ATTRIBUTE",
     "UNMATCHED_ROUTE",
     "Admission",
+    "Exchange",
     "Rejection",
     "RouteResolver",
     "ServerCore",
@@ -86,6 +89,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _log: Final = logging.getLogger("aio_client.server")
@@ -201,12 +205,30 @@ def current_admission() -> Admission | None:
     return _admission.get()
 
 
-def _never() -> bool:
-    return False
+class Exchange(Protocol[T_contra]):
+    """What the core asks an adapter about one request's exchange with its client.
 
+    One small object per request (often the adapter's own wrapper of the
+    request) instead of a closure per question.
+    """
 
-def _no_status(exc: Exception, /) -> int | None:
-    return None
+    @property
+    def started(self) -> bool:
+        """Whether the response has started (its head is on its way)."""
+        ...
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client is known to have gone away."""
+        ...
+
+    def status_of(self, value: T_contra, /) -> int:
+        """The status the handler's return value answers with."""
+        ...
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """The status a framework answers ``exc`` with (``raise HTTPNotFound``); ``None``: 500."""
+        ...
 
 
 @final
@@ -247,6 +269,7 @@ class ServerCore:
         "_started",
         "_timer",
         "guards",
+        "header_names",
         "load_shedder",
         "low_timeout",
         "max_timeout",
@@ -254,6 +277,8 @@ class ServerCore:
         "priority",
         "stats",
         "timeout",
+        "wants_all_headers",
+        "wants_peer",
     )
 
     def __init__(
@@ -288,6 +313,15 @@ class ServerCore:
         checked = ServerGuards(guards, client_key=client_key, forwarded_header=forwarded_header)
         #: The guards and client identity (``None`` without guards).
         self.guards = checked if checked.guards else None
+        names = {*_TIMEOUT_PARSERS, PRIORITY_HEADER}
+        if self.guards is not None and self.guards.forwarded_header is not None:
+            names.add(self.guards.forwarded_header)
+        #: The (lower-case) headers :meth:`admit` reads: adapters may pass only these.
+        self.header_names = frozenset(names)
+        #: Whether :meth:`admit` needs every header (a custom ``client_key`` reads them).
+        self.wants_all_headers = self.guards is not None and self.guards.needs_headers
+        #: Whether :meth:`admit` needs the peer address (otherwise pass ``None``).
+        self.wants_peer = self.guards is not None
         started = getattr(observer, "request_started", None)
         if started is not None and not callable(started):
             raise ConfigError(f"observer.request_started must be callable; got {started!r}")
@@ -313,10 +347,12 @@ class ServerCore:
     ) -> Admission | Rejection:
         """Decide what a request gets from its headers; never raises on header content.
 
-        ``method``, ``scheme`` and ``route`` only feed the observer's
-        :class:`ServerOutcome`; ``route`` is called at most once, when the
-        outcome is built (after the app ran, for adapters that route inside it).
-        ``peer`` is the transport peer's address, the default client identity.
+        ``headers`` may be all of the request's, or only those named in
+        :attr:`header_names`. ``method``, ``scheme`` and ``route`` only feed
+        the observer's :class:`ServerOutcome`; ``route`` is called at most
+        once, when the outcome is built (after the app ran, for adapters that
+        route inside it). ``peer`` is the transport peer's address, the
+        default client identity (needed only when :attr:`wants_peer`).
         """
         arrived_at = _clock.now()
         stats = self.stats
@@ -325,18 +361,19 @@ class ServerCore:
         priority: Priority | None = None
         invalid = False
         guards = self.guards
-        trusted = None if guards is None else guards.forwarded_header
+        trusted: str | None = None
         forwarded: str | None = None
-        kept: list[tuple[str, str]] | None = (
-            [] if guards is not None and guards.needs_headers else None
-        )
+        kept: list[tuple[str, str]] | None = None
+        if guards is not None:
+            trusted = guards.forwarded_header
+            if guards.needs_headers:
+                kept = []
+        parsers = _TIMEOUT_PARSERS
         for name, value in headers:
             key = name.lower()
             if kept is not None:
                 kept.append((key, value))
-            if key == trusted and forwarded is None:
-                forwarded = value
-            parser = _TIMEOUT_PARSERS.get(key)
+            parser = parsers.get(key)
             if parser is not None:
                 seconds = parser(value)
                 if seconds is None:
@@ -351,101 +388,113 @@ class ServerCore:
                     invalid = True
                 elif priority is None:
                     priority = parsed
+            elif key == trusted and forwarded is None:
+                forwarded = value
         if budget is None:
             budget = self.timeout
-        for limit in (self.max_timeout, route_max):
-            if limit is not None and limit < budget:
-                budget = limit
-        priority = priority or self.priority
+        limit = self.max_timeout
+        if limit is not None and limit < budget:
+            budget = limit
+        if route_max is not None and route_max < budget:
+            budget = route_max
+        if priority is None:
+            priority = self.priority
         shedder = self.load_shedder
-        refusal: tuple[ServerOutcomeKind, CancelReason | None, Rejection] | None = None
-        if self._shutting_down:
-            stats.shutdown += 1
-            refusal = (ServerOutcomeKind.SHUTDOWN, CancelReason.SHUTDOWN, _unavailable())
-        elif budget <= 0.0 or budget < self.low_timeout:
-            stats.expired_on_arrival += 1
-            refusal = (
-                ServerOutcomeKind.DEADLINE,
-                CancelReason.DEADLINE,
-                _deadline_exceeded("the request's budget was spent before it arrived"),
-            )
-        elif shedder is not None and not shedder.try_acquire(priority):
-            stats.shed += 1
-            refusal = (
-                ServerOutcomeKind.SHED,
-                None,
-                Rejection(
-                    503,
-                    (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
-                    b"overloaded; retry later\n",
-                ),
-            )
-        if refusal is not None:
-            kind, reason, rejection = refusal
-            if self.observer is not None:
-                self._observe(
-                    ServerOutcome(
-                        status=rejection.status,
-                        reason=reason,
-                        budget=budget,
-                        elapsed=max(0.0, _clock.now() - arrived_at),
-                        priority=priority,
-                        handled=False,
-                        outcome=kind,
-                        method=method,
-                        route=_resolve_route(route),
-                        scheme=scheme,
-                        invalid_header=invalid,
-                    )
-                )
-            return rejection
-        deadline = Deadline(arrived_at + budget)
+        if (
+            self._shutting_down
+            or budget <= 0.0
+            or budget < self.low_timeout
+            or (shedder is not None and not shedder.try_acquire(priority))
+        ):
+            return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
+        deadline = Deadline._trusted(arrived_at + budget)
         client = None
         if guards is not None:
             client = ClientInfo(
-                peer=peer or None,
-                forwarded=(
-                    None
-                    if trusted is None or forwarded is None
-                    else forwarded_address(trusted, forwarded)
-                ),
-                headers=() if kept is None else tuple(kept),
+                peer or None,
+                None
+                if trusted is None or forwarded is None
+                else forwarded_address(trusted, forwarded),
+                () if kept is None else tuple(kept),
             )
-        return Admission(
-            token=CancelToken(deadline=deadline),
-            deadline=deadline,
-            priority=priority,
-            budget=budget,
-            arrived_at=arrived_at,
-            holds_slot=shedder is not None,
-            method=method,
-            scheme=scheme,
-            route=route,
-            invalid_header=invalid,
-            client=client,
+        return new_admission(
+            CancelToken(deadline=deadline),
+            deadline,
+            priority,
+            budget,
+            arrived_at,
+            shedder is not None,
+            method,
+            scheme,
+            route,
+            invalid,
+            client,
         )
+
+    def _refuse(
+        self,
+        budget: float,
+        priority: Priority,
+        arrived_at: float,
+        method: str,
+        scheme: str,
+        route: RouteResolver | None,
+        invalid: bool,
+    ) -> Rejection:
+        stats = self.stats
+        reason: CancelReason | None
+        if self._shutting_down:
+            stats.shutdown += 1
+            kind, reason, rejection = (
+                ServerOutcomeKind.SHUTDOWN,
+                CancelReason.SHUTDOWN,
+                _unavailable(),
+            )
+        elif budget <= 0.0 or budget < self.low_timeout:
+            stats.expired_on_arrival += 1
+            kind, reason = ServerOutcomeKind.DEADLINE, CancelReason.DEADLINE
+            rejection = _deadline_exceeded("the request's budget was spent before it arrived")
+        else:
+            shedder = self.load_shedder
+            assert shedder is not None
+            stats.shed += 1
+            kind, reason = ServerOutcomeKind.SHED, None
+            rejection = Rejection(
+                503,
+                (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
+                b"overloaded; retry later\n",
+            )
+        if self.observer is not None:
+            self._observe(
+                new_outcome(
+                    rejection.status,
+                    reason,
+                    budget,
+                    max(0.0, _clock.now() - arrived_at),
+                    priority,
+                    False,
+                    kind,
+                    method,
+                    _resolve_route(route),
+                    scheme,
+                    invalid,
+                )
+            )
+        return rejection
 
     # -- handling ----------------------------------------------------------------
 
     async def run(
-        self,
-        admission: Admission,
-        call: Callable[[], Awaitable[T]],
-        *,
-        started: Callable[[], bool],
-        status_of: Callable[[T], int],
-        disconnected: Callable[[], bool] = _never,
-        status_of_error: Callable[[Exception], int | None] = _no_status,
+        self, admission: Admission, call: Callable[[], Awaitable[T]], exchange: Exchange[T]
     ) -> T | Rejection:
         """Run ``call()`` under the admission's token, deadline and priority.
 
         Returns the handler's value when it completes (its token stays
         uncancelled), or a :class:`Rejection` when the token ended it.
         Cancellation from outside (the server cancelling the task) is
-        recorded — ``disconnected()`` tells a client hang-up from a shutdown —
-        and propagates unchanged. ``status_of_error(exc)`` tells the observer
-        the status a framework's HTTP exception (``raise HTTPNotFound``) will
-        be answered with (``None``: 500).
+        recorded (``exchange.disconnected`` tells a client hang-up from a
+        shutdown) and propagates unchanged. ``exchange`` also tells the
+        observer the status of the handler's value or error.
 
         With guards, they run first, under the token's scope (so a wait for a
         permit ends with the deadline or a disconnect); a refusal comes back
@@ -462,9 +511,15 @@ class ServerCore:
         # The guarding breakers' verdict: None (neither) unless the handler answered.
         failed: bool | None = None
         settle = False
+        timer = self._timer
+        loop = asyncio._get_running_loop()
+        if timer is None or timer.loop is not loop:
+            timer = self.loop_timer()
+        task = None if loop is None else asyncio.current_task(loop)
+        scope = token.scope() if timer is None or task is None else RequestScope(token, timer, task)
         try:
             try:
-                with self._scope(token):
+                with scope:
                     guards = self.guards
                     if guards is not None:
                         entry = await guards.enter(admission.client or ClientInfo(None))
@@ -478,7 +533,7 @@ class ServerCore:
                         self._notify_started(admission)
                     value = await call()
                     token._finish()
-                    status = status_of(value)
+                    status = exchange.status_of(value)
                     kind = ServerOutcomeKind.OK
                     self.stats.completed += 1
                     failed, settle = status >= 500, True
@@ -486,7 +541,7 @@ class ServerCore:
             except Exception as exc:
                 if token.reason is None and not self._spent(exc, admission):
                     self.stats.failed += 1
-                    status = status_of_error(exc) or 500
+                    status = exchange.status_of_error(exc) or 500
                     if status < 500:
                         kind = ServerOutcomeKind.OK  # an HTTP error answered on purpose
                     failed, settle = status >= 500, True
@@ -501,7 +556,9 @@ class ServerCore:
             # The scope ends early only when the token fired; DEADLINE covers a
             # scope deadline that beat a just-completed response.
             reason = token.reason or CancelReason.DEADLINE
-            rejection = self._rejection(reason, started=started(), gone=disconnected())
+            rejection = self._rejection(
+                reason, started=exchange.started, gone=exchange.disconnected
+            )
             status = rejection.status
             kind = _kind_of(reason)
             settle = True
@@ -510,7 +567,7 @@ class ServerCore:
             if token.reason is None:
                 reason = (
                     CancelReason.CLIENT_DISCONNECTED
-                    if disconnected() and not self._shutting_down
+                    if exchange.disconnected and not self._shutting_down
                     else CancelReason.SHUTDOWN
                 )
                 token.cancel(reason, "the server cancelled the handler")
@@ -529,20 +586,22 @@ class ServerCore:
                 await passage.settle()
             if self.observer is not None:
                 self._observe(
-                    ServerOutcome(
-                        status=status,
-                        reason=token._reason,
-                        budget=admission.budget,
-                        elapsed=max(0.0, _clock.now() - admission.arrived_at),
-                        priority=admission.priority,
-                        handled=handled,
-                        outcome=kind,
-                        method=admission.method,
-                        route=_resolve_route(admission.route),
-                        scheme=admission.scheme,
-                        invalid_header=admission.invalid_header,
+                    new_outcome(
+                        status,
+                        token._reason,
+                        admission.budget,
+                        max(0.0, _clock.now() - admission.arrived_at),
+                        admission.priority,
+                        handled,
+                        kind,
+                        admission.method,
+                        _resolve_route(admission.route),
+                        admission.scheme,
+                        admission.invalid_header,
                     )
                 )
+
+    # -- the event loop's timer ---------------------------------------------------
 
     def loop_timer(self) -> DeadlineTimer | None:
         """The deadline timer of the running event loop, or ``None`` when it is not asyncio's."""
@@ -553,15 +612,6 @@ class ServerCore:
         if timer is None or timer.loop is not loop:
             timer = self._timer = DeadlineTimer(loop)
         return timer
-
-    def _scope(self, token: CancelToken) -> RequestScope | CancelScopeHandle:
-        timer = self.loop_timer()
-        if timer is None:
-            return token.scope()  # not asyncio (trio): an anyio cancel scope does it
-        task = asyncio.current_task(timer.loop)
-        if task is None:  # pragma: no cover - servers run handlers in tasks
-            raise RuntimeError("the server core needs to run inside a task")
-        return RequestScope(token, timer, task)
 
     # -- shutdown -----------------------------------------------------------------
 

@@ -13,6 +13,11 @@ cancellations with ``Task.uncancel()`` and absorbs the ``CancelledError``
 only when nobody else cancelled the task meanwhile; a cancellation from
 outside (the server stopping the task) passes through untouched.
 
+An adapter that can tell cheaply whether the client is gone, but is not told
+(aiohttp without ``handler_cancellation``), sets the token's probe: a request
+still running :data:`_PEER_EVERY` seconds after its handler started has the
+probe looked at then, and at that interval, on the same timer.
+
 The token sees the scope as one of its own scopes: it calls :meth:`RequestScope.cancel`
 when it fires and sets :attr:`RequestScope.deadline` when its deadline moves
 (``tighten``) or its work completes (``math.inf``: work after the response,
@@ -30,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import math
 from contextvars import Token
-from typing import TYPE_CHECKING, Any, Final, cast, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from .._cancel import CancelReason, CancelToken, _current
 from .._timer import DeadlineTimer, Entry
@@ -44,6 +49,9 @@ __all__ = ["RequestScope"]
 # cancellations of one whose cancellation was not visibly lost.
 _CHECK_EVERY: Final = 0.005
 _GRACE: Final = 0.1
+# Seconds between looks at the client's connection, for adapters whose server
+# says nothing when a client hangs up but can tell when asked (the token's probe).
+_PEER_EVERY: Final = 0.02
 
 
 @final
@@ -60,10 +68,10 @@ class RequestScope:
         "_cancels",
         "_check",
         "_context",
-        "_deadline",
         "_entry",
         "_last",
         "_open",
+        "_peer",
         "_task",
         "_timer",
         "_token",
@@ -74,13 +82,11 @@ class RequestScope:
         self._token = token
         self._timer = timer
         self._task = task
-        self._baseline = task.cancelling()
         self._cancels = 0
-        self._last = 0.0
         self._open = False
-        self._deadline = math.inf
         self._entry: Entry | None = None
         self._check: Entry | None = None
+        self._peer: Entry | None = None
         self._context: Token[CancelToken | None] | None = None
         #: Whether the block was ended by the token (set when the block exits).
         self.cancelled_caught = False
@@ -90,11 +96,11 @@ class RequestScope:
     @property
     def deadline(self) -> float:
         """Loop time at which the token fires with ``DEADLINE`` (``inf``: none)."""
-        return self._deadline
+        entry = self._entry
+        return math.inf if entry is None else float(entry[0])
 
     @deadline.setter
     def deadline(self, at: float) -> None:
-        self._deadline = at
         if self._entry is not None:
             self._timer.finish(self._entry)
             self._entry = None
@@ -116,20 +122,30 @@ class RequestScope:
     # -- the block -----------------------------------------------------------------
 
     def __enter__(self) -> RequestScope:
-        if self._open or self._context is not None:
+        if self._context is not None:
             raise RuntimeError("a request scope is not reentrant")
         token = self._token
-        token._bind_loop()
+        if token._loop is None:
+            token._bind_loop()
+        self._baseline = self._task.cancelling()
         self._open = True
         self._context = _current.set(token)
-        if token.cancelled:
+        if token._reason is None and not token._finished:
+            deadline = token._deadline
+            if deadline is None or deadline.at > self._timer.loop.time():
+                # The token drives every member of its scope set through cancel()
+                # and the deadline attribute, which is all this class offers it.
+                scopes: set[Any] = token._scopes
+                scopes.add(self)
+                timer = self._timer
+                if deadline is not None:
+                    self._entry = timer.call_at(deadline.at, self._expire)
+                if token._probe is not None:
+                    self._peer = timer.call_at(timer.loop.time() + _PEER_EVERY, self._look_at_peer)
+                return self
+            token._refresh()  # the deadline has passed: that fires the token
+        if token._reason is not None:
             self.cancel()  # level-triggered: a fired token stops new work at once
-        elif not token._finished:
-            # The token drives every member of its scope set through cancel() and
-            # the deadline attribute, which is all this class offers it.
-            token._scopes.add(cast(Any, self))
-            if token.deadline is not None:
-                self.deadline = token.deadline.at
         return self
 
     def __exit__(
@@ -138,18 +154,20 @@ class RequestScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        token = self._token
         self._open = False
         if self._context is not None:
             _current.reset(self._context)
-        token._scopes.discard(cast(Any, self))
-        timer = self._timer
+        scopes: set[Any] = self._token._scopes
+        scopes.discard(self)
         if self._entry is not None:
-            timer.finish(self._entry)
+            self._timer.finish(self._entry)
             self._entry = None
         if self._check is not None:
-            timer.finish(self._check)
+            self._timer.finish(self._check)
             self._check = None
+        if self._peer is not None:
+            self._timer.finish(self._peer)
+            self._peer = None
         if not self._cancels:
             return False
         # Withdraw this scope's cancellations; they were the only ones unless
@@ -172,6 +190,15 @@ class RequestScope:
         token = self._token
         if token._reason is None and not token._finished:
             token.cancel(CancelReason.DEADLINE, "the deadline passed")
+
+    def _look_at_peer(self) -> None:
+        # The adapter's probe (token._watch_peer) says whether the client hung up;
+        # reading token.cancelled runs it, and fires the token if so.
+        self._peer = None
+        token = self._token
+        if self._open and not token.cancelled and not token._finished:
+            timer = self._timer
+            self._peer = timer.call_at(timer.loop.time() + _PEER_EVERY, self._look_at_peer)
 
     def _deliver(self) -> None:
         self._cancels += 1

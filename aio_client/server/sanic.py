@@ -113,21 +113,26 @@ class SanicDeadline:
             limit = route_max_timeout(handler)
             if limit is None and view is not None:
                 limit = route_max_timeout(getattr(view, request.method.lower(), None))
+            headers = request.headers
             decision = core.admit(
-                request.headers.items(),
+                headers.items()
+                if core.wants_all_headers
+                else [
+                    (name, value)
+                    for name in core.header_names
+                    if name in headers
+                    for value in headers.getall(name)
+                ],
                 route_max=limit,
                 method=request.method,
                 scheme=request.scheme,
                 route=_template_of(request) if core.observer is not None else None,
-                peer=request.ip or None,
+                peer=(request.ip or None) if core.wants_peer else None,
             )
             if isinstance(decision, Rejection):
                 return _response(decision)
-
-            def gone() -> bool:
-                return request.conn_info is not None and request.conn_info.lost
-
-            decision.token._watch_peer(gone)
+            exchange = _Exchange(request)
+            decision.token._watch_peer(exchange.gone)
 
             async def call() -> Any:
                 result = handler(request, *args, **kwargs)
@@ -135,14 +140,7 @@ class SanicDeadline:
                     result = await result
                 return result
 
-            result = await core.run(
-                decision,
-                call,
-                started=lambda: request.responded,
-                status_of=lambda response: int(getattr(response, "status", 200)),
-                disconnected=gone,
-                status_of_error=_http_exception_status,
-            )
+            result = await core.run(decision, call, exchange)
             if not isinstance(result, Rejection):
                 return result
             if result.deliverable:
@@ -160,17 +158,45 @@ class SanicDeadline:
         return deadline_handler
 
 
+@final
+class _Exchange:
+    """One request as the core sees it."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def gone(self) -> bool:
+        """Whether the client's connection is lost."""
+        conn_info = self._request.conn_info
+        return conn_info is not None and conn_info.lost
+
+    @property
+    def started(self) -> bool:
+        """Whether the handler has responded."""
+        return bool(self._request.responded)
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client's connection is lost."""
+        return self.gone()
+
+    def status_of(self, response: Any, /) -> int:
+        """The status of the handler's response."""
+        return int(getattr(response, "status", 200))
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """``raise NotFound()`` is an answer, not a failure."""
+        return exc.status_code if isinstance(exc, SanicException) else None
+
+
 def _template_of(request: Request) -> RouteResolver:
     # Sanic routes before calling the handler: the template ("/users/<id:int>") is known.
     def template() -> str | None:
         return request.uri_template
 
     return template
-
-
-def _http_exception_status(exc: Exception) -> int | None:
-    # ``raise NotFound()`` is an answer, not a failure.
-    return exc.status_code if isinstance(exc, SanicException) else None
 
 
 def _response(rejection: Rejection) -> HTTPResponse:
