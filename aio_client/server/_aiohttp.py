@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import ClassVar, final
+from typing import ClassVar, Unpack, final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .._errors import DeadlineExceededError
-from .._priority import Priority
 from ._core import (
     Rejection,
     RouteResolver,
     ServerCore,
-    ServerOutcome,
     ServerStats,
     route_max_timeout,
 )
-from ._guards import ClientInfo, Guard
-from ._shedding import PriorityLoadShedder
+from ._options import ServerOptions
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
 
 
-def aiohttp_middleware(
-    *,
-    timeout: float = 20.0,
-    max_timeout: float | None = None,
-    low_timeout: float = 0.005,
-    priority: Priority | str = Priority.NORMAL,
-    load_shedder: PriorityLoadShedder | None = None,
-    observer: Callable[[ServerOutcome], object] | None = None,
-    guards: Sequence[Guard] = (),
-    client_key: Callable[[ClientInfo], Hashable] | None = None,
-    forwarded_header: str | None = None,
-) -> AiohttpDeadlineMiddleware:
-    """An aiohttp middleware enforcing deadlines and priorities (see :class:`ServerCore`).
+def aiohttp_middleware(**options: Unpack[ServerOptions]) -> AiohttpDeadlineMiddleware:
+    """An aiohttp middleware enforcing deadlines and priorities (options: :class:`ServerOptions`).
 
     ::
 
@@ -45,24 +30,11 @@ def aiohttp_middleware(
         app.on_shutdown.append(deadline.on_shutdown)  # in-flight requests get 503
 
     Decorate a handler with :func:`max_timeout` to cap its route's budget.
-    ``guards`` (rate limiters, bulkheads, breakers) answer 429 / 503 before
-    the handler runs; keyed limiters key on ``request.remote`` (the peer,
-    unless the app set up aiohttp's forwarded handling) unless
-    ``forwarded_header`` names a header to trust.
+    The client's address (keyed limiters, ``trust_priority``) is
+    ``request.remote`` (the peer, unless the app set up aiohttp's forwarded
+    handling) unless ``forwarded_header`` names a header to trust.
     """
-    return AiohttpDeadlineMiddleware(
-        ServerCore(
-            timeout=timeout,
-            max_timeout=max_timeout,
-            low_timeout=low_timeout,
-            priority=priority,
-            load_shedder=load_shedder,
-            observer=observer,
-            guards=guards,
-            client_key=client_key,
-            forwarded_header=forwarded_header,
-        )
-    )
+    return AiohttpDeadlineMiddleware(ServerCore(**options))
 
 
 @final

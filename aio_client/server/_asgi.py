@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping, Sequence
-from typing import Any, Final, final
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final, Unpack, final
 
 import anyio
 import anyio.lowlevel
 
 from .._cancel import CancelReason, CancelToken
-from .._priority import Priority
 from .._server_events import Admission
 from .._timer import DeadlineTimer, Entry
-from ._core import Rejection, RouteResolver, ServerCore, ServerOutcome, ServerStats
-from ._guards import ClientInfo, Guard
-from ._shedding import PriorityLoadShedder
+from ._core import Rejection, RouteResolver, ServerCore, ServerStats
+from ._options import ServerOptions
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
 
@@ -47,24 +45,21 @@ class DeadlineMiddleware:
     """Deadline, priority and cancellation for every HTTP request of an ASGI app.
 
     ``app.add_middleware(DeadlineMiddleware, timeout=10.0)`` (Starlette,
-    FastAPI) or ``DeadlineMiddleware(app, ...)``. Options are those of the
-    shared core: ``timeout`` (budget without a header, 20 s), ``max_timeout``
-    (ceiling), ``low_timeout`` (504 on arrival below it, 5 ms), ``priority``
-    (default), ``load_shedder``, ``observer``, ``guards`` (rate limiters,
-    bulkheads, circuit breakers: 429 / 503 before the handler runs),
-    ``client_key`` and ``forwarded_header`` (client identity for keyed
-    limiters: the peer address from ``scope["client"]`` unless a forwarding
-    header is explicitly trusted; note that uvicorn itself rewrites
-    ``scope["client"]`` from ``X-Forwarded-For`` for peers in its
-    ``forwarded_allow_ips``, 127.0.0.1 by default).
+    FastAPI) or ``DeadlineMiddleware(app, ...)``, with the options of
+    :class:`~aio_client.server.ServerOptions`. The client's address (for
+    keyed limiters and ``trust_priority``) is ``scope["client"]``'s; note
+    that uvicorn itself rewrites it from ``X-Forwarded-For`` for peers in its
+    ``forwarded_allow_ips`` (127.0.0.1 by default).
 
     Per request: the budget from ``X-Request-Timeout`` / ``grpc-timeout`` /
     ``x-envoy-expected-rq-timeout-ms`` and the priority from
     ``X-Request-Priority`` become the ambient deadline and priority (so
     every ``aio_client`` call made by the handler inherits them) and the
     request's :class:`~aio_client.CancelToken` (:func:`~aio_client.current_token`).
-    The app runs in the token's scope; a client disconnect is seen by
-    relaying ``receive`` (one reader, at most one body chunk read ahead).
+    The app runs in the token's scope. A client disconnect is seen by
+    wrapping ``receive``: the app's own reads see it, and a request still
+    running after 40 ms gets a watcher that reads for it (one reader, at most
+    one body chunk read ahead); quicker requests cost no task.
 
     Once the response is complete the token is marked finished: work after
     it (Starlette background tasks) is no longer bound by the deadline. A
@@ -74,33 +69,10 @@ class DeadlineMiddleware:
 
     __slots__ = ("_wanted", "app", "core")
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        timeout: float = 20.0,
-        max_timeout: float | None = None,
-        low_timeout: float = 0.005,
-        priority: Priority | str = Priority.NORMAL,
-        load_shedder: PriorityLoadShedder | None = None,
-        observer: Callable[[ServerOutcome], object] | None = None,
-        guards: Sequence[Guard] = (),
-        client_key: Callable[[ClientInfo], Hashable] | None = None,
-        forwarded_header: str | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, **options: Unpack[ServerOptions]) -> None:
         self.app = app
         #: The shared core (its options and counters).
-        self.core = ServerCore(
-            timeout=timeout,
-            max_timeout=max_timeout,
-            low_timeout=low_timeout,
-            priority=priority,
-            load_shedder=load_shedder,
-            observer=observer,
-            guards=guards,
-            client_key=client_key,
-            forwarded_header=forwarded_header,
-        )
+        self.core = ServerCore(**options)
         core = self.core
         self._wanted: frozenset[bytes] | None = (
             None

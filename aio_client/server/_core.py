@@ -32,10 +32,10 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, cast, final
+from typing import Any, Final, Protocol, TypeVar, Unpack, cast, final
 
 import anyio
 
@@ -68,7 +68,8 @@ from .._server_events import (
     new_outcome,
 )
 from .._timer import DeadlineTimer
-from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
+from ._guards import GuardRefusal, Passage, ServerGuards, forwarded_address
+from ._options import OPTION_NAMES, ServerOptions, TrustedPeers
 from ._request_scope import RequestScope
 from ._shedding import PriorityLoadShedder
 
@@ -101,6 +102,7 @@ _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
     ENVOY_TIMEOUT_HEADER: parse_envoy_timeout,
 }
 _TEXT: Final = ("content-type", "text/plain; charset=utf-8")
+_RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
 
@@ -168,6 +170,9 @@ class ServerStats:
     rate_limited: int = 0
     #: Requests refused by a bulkhead or circuit-breaker guard (503).
     refused: int = 0
+    #: Priority headers asking for more than the default from a client not
+    #: trusted with it (``trust_priority``); those requests got the default.
+    untrusted_priority: int = 0
 
 
 _KIND_OF_REASON: Final = {
@@ -235,36 +240,15 @@ class Exchange(Protocol[T_contra]):
 class ServerCore:
     """Parses, admits, runs and maps requests; one per app (see the module docstring).
 
-    Options (keyword-only; seconds are floats):
-
-    - ``timeout``: budget of a request that carries no valid deadline header (20 s).
-    - ``max_timeout``: the most any request gets, whatever its header says
-      (``None``: only the header's one-day sanity limit).
-    - ``low_timeout``: a request arriving with less budget than this gets
-      504 without running the handler (5 ms).
-    - ``priority``: priority of a request without a valid priority header.
-    - ``load_shedder``: a :class:`PriorityLoadShedder`, or ``None``.
-    - ``guards``: rate limiters, bulkheads and circuit breakers applied to
-      every request, in order, after load shedding and before the handler
-      (429 / 503; see :class:`~aio_client.server._guards.ServerGuards`).
-    - ``client_key``: the client identity keyed rate limiters use, from a
-      :class:`ClientInfo` (default: the peer address).
-    - ``forwarded_header``: trust this header's left-most address as the
-      client's (``"x-forwarded-for"``, ``"forwarded"``); never trusted by
-      default, since any client can send one.
-    - ``observer``: called with a :class:`ServerOutcome` once per request, as
-      the request ends (inside the request's context, so a tracing span the
-      server opened around the app is still current). When it also has a
-      ``request_started(admission)`` method, that is called as an admitted
-      request's handler starts (for in-flight gauges); every such call is
-      followed by an outcome with ``handled=True``. An observer that raises
-      is logged and never changes the response.
-
-    The effective budget is ``min(header or timeout, max_timeout, route maximum)``.
+    Takes the keyword options of :class:`~aio_client.server.ServerOptions`
+    (an unknown name is a :class:`~aio_client.ConfigError`). The effective
+    budget is ``min(header or timeout, max_timeout, route maximum)``.
     """
 
     __slots__ = (
+        "_forwarded",
         "_in_flight",
+        "_needs_client",
         "_shutting_down",
         "_started",
         "_timer",
@@ -277,51 +261,66 @@ class ServerCore:
         "priority",
         "stats",
         "timeout",
+        "trust_priority",
         "wants_all_headers",
         "wants_peer",
     )
 
-    def __init__(
-        self,
-        *,
-        timeout: float = 20.0,
-        max_timeout: float | None = None,
-        low_timeout: float = 0.005,
-        priority: Priority | str = Priority.NORMAL,
-        load_shedder: PriorityLoadShedder | None = None,
-        observer: Callable[[ServerOutcome], object] | None = None,
-        guards: Sequence[Guard] = (),
-        client_key: Callable[[ClientInfo], Hashable] | None = None,
-        forwarded_header: str | None = None,
-    ) -> None:
-        self.timeout = validate_timeout(timeout, "timeout")
+    def __init__(self, **options: Unpack[ServerOptions]) -> None:
+        unknown = options.keys() - OPTION_NAMES
+        if unknown:
+            raise ConfigError(
+                f"unknown server option(s) {sorted(unknown)}; "
+                f"the options are {sorted(OPTION_NAMES)}"
+            )
+        self.timeout = validate_timeout(options.get("timeout", 20.0), "timeout")
         if self.timeout == 0:
             raise ConfigError("timeout must be > 0 seconds")
+        max_timeout = options.get("max_timeout")
         self.max_timeout = (
             None if max_timeout is None else validate_timeout(max_timeout, "max_timeout")
         )
         if self.max_timeout == 0:
             raise ConfigError("max_timeout must be > 0 seconds or None")
-        self.low_timeout = validate_timeout(low_timeout, "low_timeout")
-        self.priority = Priority.coerce(priority)
+        self.low_timeout = validate_timeout(options.get("low_timeout", 0.005), "low_timeout")
+        self.priority = Priority.coerce(options.get("priority", Priority.NORMAL))
+        trust = options.get("trust_priority")
+        if trust is not None and not callable(trust):
+            raise ConfigError(
+                f"trust_priority must be a function of a ClientInfo (trusted_peers(...)) "
+                f"or None; got {trust!r}"
+            )
+        #: Who may raise a request's priority (``None``: nobody).
+        self.trust_priority = trust
+        load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
         self.load_shedder = load_shedder
-        if observer is not None and not callable(observer):
-            raise ConfigError(f"observer must be callable; got {observer!r}")
+        observer = _observers(options.get("observer"))
+        #: The observer (several given are combined into one), or ``None``.
         self.observer = observer
-        checked = ServerGuards(guards, client_key=client_key, forwarded_header=forwarded_header)
+        checked = ServerGuards(
+            options.get("guards", ()),
+            client_key=options.get("client_key"),
+            forwarded_header=options.get("forwarded_header"),
+        )
         #: The guards and client identity (``None`` without guards).
         self.guards = checked if checked.guards else None
+        self._forwarded = checked.forwarded_header
+        # Who sent a request matters to the guards and to the priority trust.
+        self._needs_client = self.guards is not None or trust is not None
         names = {*_TIMEOUT_PARSERS, PRIORITY_HEADER}
-        if self.guards is not None and self.guards.forwarded_header is not None:
-            names.add(self.guards.forwarded_header)
+        if self._needs_client and self._forwarded is not None:
+            names.add(self._forwarded)
         #: The (lower-case) headers :meth:`admit` reads: adapters may pass only these.
         self.header_names = frozenset(names)
-        #: Whether :meth:`admit` needs every header (a custom ``client_key`` reads them).
-        self.wants_all_headers = self.guards is not None and self.guards.needs_headers
+        #: Whether :meth:`admit` needs every header (a custom ``client_key`` or
+        #: ``trust_priority`` may read them).
+        self.wants_all_headers = (self.guards is not None and checked.needs_headers) or (
+            trust is not None and not isinstance(trust, TrustedPeers)
+        )
         #: Whether :meth:`admit` needs the peer address (otherwise pass ``None``).
-        self.wants_peer = self.guards is not None
+        self.wants_peer = self._needs_client
         started = getattr(observer, "request_started", None)
         if started is not None and not callable(started):
             raise ConfigError(f"observer.request_started must be callable; got {started!r}")
@@ -360,13 +359,13 @@ class ServerCore:
         budget: float | None = None
         priority: Priority | None = None
         invalid = False
-        guards = self.guards
+        needs_client = self._needs_client
         trusted: str | None = None
         forwarded: str | None = None
         kept: list[tuple[str, str]] | None = None
-        if guards is not None:
-            trusted = guards.forwarded_header
-            if guards.needs_headers:
+        if needs_client:
+            trusted = self._forwarded
+            if self.wants_all_headers:
                 kept = []
         parsers = _TIMEOUT_PARSERS
         for name, value in headers:
@@ -397,8 +396,24 @@ class ServerCore:
             budget = limit
         if route_max is not None and route_max < budget:
             budget = route_max
+        client = None
+        if needs_client:
+            client = ClientInfo(
+                peer or None,
+                None
+                if trusted is None or forwarded is None
+                else forwarded_address(trusted, forwarded),
+                () if kept is None else tuple(kept),
+            )
+        default = self.priority
         if priority is None:
-            priority = self.priority
+            priority = default
+        elif priority is not default and _RANK[priority] > _RANK[default]:
+            # A priority above the default is a privilege: only trusted clients get it.
+            trust = self.trust_priority
+            if trust is None or client is None or not self._trusts(trust, client):
+                stats.untrusted_priority += 1
+                priority = default
         shedder = self.load_shedder
         if (
             self._shutting_down
@@ -408,15 +423,6 @@ class ServerCore:
         ):
             return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
         deadline = Deadline._trusted(arrived_at + budget)
-        client = None
-        if guards is not None:
-            client = ClientInfo(
-                peer or None,
-                None
-                if trusted is None or forwarded is None
-                else forwarded_address(trusted, forwarded),
-                () if kept is None else tuple(kept),
-            )
         return new_admission(
             CancelToken(deadline=deadline),
             deadline,
@@ -430,6 +436,14 @@ class ServerCore:
             invalid,
             client,
         )
+
+    @staticmethod
+    def _trusts(trust: Callable[[ClientInfo], bool], client: ClientInfo) -> bool:
+        try:
+            return bool(trust(client))
+        except Exception:
+            _log.exception("trust_priority raised; the request gets the default priority")
+            return False
 
     def _refuse(
         self,
@@ -722,3 +736,58 @@ def _deadline_exceeded(text: str) -> Rejection:
 
 def _unavailable() -> Rejection:
     return Rejection(503, (_TEXT,), b"the server is shutting down\n")
+
+
+def _observers(
+    observer: Callable[[ServerOutcome], object]
+    | Sequence[Callable[[ServerOutcome], object]]
+    | None,
+) -> Callable[[ServerOutcome], object] | None:
+    if observer is None or callable(observer):
+        return observer
+    if isinstance(observer, (str, bytes)) or not isinstance(observer, Sequence):
+        raise ConfigError(f"observer must be callable or a sequence of callables; got {observer!r}")
+    for each in observer:
+        if not callable(each):
+            raise ConfigError(f"observer must be callable or a sequence of callables; got {each!r}")
+        started = getattr(each, "request_started", None)
+        if started is not None and not callable(started):
+            raise ConfigError(f"observer.request_started must be callable; got {started!r}")
+    if not observer:
+        return None
+    if len(observer) == 1:
+        return observer[0]
+    return _Observers(tuple(observer))
+
+
+@final
+class _Observers:
+    """Several observers as one: each called in order, one raising does not stop the next."""
+
+    __slots__ = ("_each", "_started")
+
+    def __init__(self, observers: tuple[Callable[[ServerOutcome], object], ...]) -> None:
+        self._each = observers
+        self._started = tuple(
+            started
+            for started in (getattr(each, "request_started", None) for each in observers)
+            if started is not None
+        )
+
+    def __call__(self, outcome: ServerOutcome, /) -> None:
+        for observer in self._each:
+            try:
+                observer(outcome)
+            except Exception:
+                _log.exception("a server observer raised; the response is unaffected")
+
+    def request_started(self, admission: Admission, /) -> None:
+        """Tell each observer that has ``request_started``."""
+        for started in self._started:
+            try:
+                started(admission)
+            except Exception:
+                _log.exception("a server observer raised; the response is unaffected")
+
+    def __repr__(self) -> str:
+        return f"observers({', '.join(map(repr, self._each))})"

@@ -9,67 +9,40 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Final, final
+from collections.abc import Callable
+from typing import Any, Final, Unpack, final
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from .._errors import DeadlineExceededError
-from .._priority import Priority
 from ._core import (
     Rejection,
     RouteResolver,
     ServerCore,
-    ServerOutcome,
     ServerStats,
     route_max_timeout,
 )
-from ._guards import ClientInfo, Guard
-from ._shedding import PriorityLoadShedder
+from ._options import ServerOptions
 
 __all__ = ["SanicDeadline", "setup"]
 
 _WRAPPED: Final = "__aio_client_wrapped__"
 
 
-def setup(
-    app: Sanic[Any, Any],
-    *,
-    timeout: float = 20.0,
-    max_timeout: float | None = None,
-    low_timeout: float = 0.005,
-    priority: Priority | str = Priority.NORMAL,
-    load_shedder: PriorityLoadShedder | None = None,
-    observer: Callable[[ServerOutcome], object] | None = None,
-    guards: Sequence[Guard] = (),
-    client_key: Callable[[ClientInfo], Hashable] | None = None,
-    forwarded_header: str | None = None,
-) -> SanicDeadline:
+def setup(app: Sanic[Any, Any], **options: Unpack[ServerOptions]) -> SanicDeadline:
     """Enforce deadlines and priorities on every HTTP route of ``app``.
 
-    Options are the shared core's (see ``aio_client.server.DeadlineMiddleware``).
+    Options: ``aio_client.server.ServerOptions``.
     Handlers decorated with ``aio_client.server.max_timeout`` get a per-route
     cap. On ``before_server_stop`` requests in flight are cancelled with
     ``SHUTDOWN`` (503). A client hang-up reaches the handler as Sanic's own
     cancellation; the token fires ``CLIENT_DISCONNECTED`` (recorded as 499).
-    ``guards`` answer 429 / 503 before the handler runs; keyed limiters key
-    on ``request.ip`` (the peer) unless ``forwarded_header`` names a header to trust.
+    The client's address (keyed limiters, ``trust_priority``) is
+    ``request.ip`` (the peer) unless ``forwarded_header`` names a header to trust.
     """
-    integration = SanicDeadline(
-        ServerCore(
-            timeout=timeout,
-            max_timeout=max_timeout,
-            low_timeout=low_timeout,
-            priority=priority,
-            load_shedder=load_shedder,
-            observer=observer,
-            guards=guards,
-            client_key=client_key,
-            forwarded_header=forwarded_header,
-        )
-    )
+    integration = SanicDeadline(ServerCore(**options))
     app.register_listener(integration._wrap_routes, "before_server_start")
     app.register_listener(integration._on_stop, "before_server_stop")
     return integration

@@ -23,6 +23,7 @@ from aio_client.server import (
     PriorityLoadShedder,
     ServerOutcome,
     fastapi_max_timeout,
+    trusted_peers,
 )
 from aio_client.transports import AiohttpTransport, MemoryTransport
 from tests.integration.servers import serve_uvicorn
@@ -68,7 +69,7 @@ def echo_routes(app: FastAPI, seen: dict[str, Any]) -> None:
 
 async def test_header_budget_and_priority_reach_the_handler() -> None:
     """X-Request-Timeout/X-Request-Priority become the handler's deadline, priority and token."""
-    app, _ = fastapi_app(timeout=30.0)
+    app, _ = fastapi_app(timeout=30.0, trust_priority=trusted_peers("127.0.0.1"))
     seen: dict[str, Any] = {}
     echo_routes(app, seen)
     async with serve_uvicorn(app) as url, ac.Client(AiohttpTransport(), url) as client:
@@ -400,7 +401,9 @@ async def test_priority_load_shedding_rejects_low_then_normal_then_high() -> Non
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    transport = MemoryTransport(DeadlineMiddleware(app, load_shedder=shedder))
+    transport = MemoryTransport(
+        DeadlineMiddleware(app, load_shedder=shedder, trust_priority=trusted_peers("127.0.0.1"))
+    )
 
     def request(priority: str) -> ac.Request:
         return ac.Request("GET", "http://svc/", ac.Headers({"X-Request-Priority": priority}))
