@@ -368,18 +368,24 @@ class _Exchange:
     async def send(self, message: Message) -> None:
         """The app's ``send``: notes the status, and when the response is complete."""
         kind = message.get("type")
-        if kind == "http.response.start":
+        if kind == "http.response.body":
+            if not message.get("more_body", False) and not self._trailers:
+                self._completed()
+        elif kind == "http.response.start":
             self.started = True
             self.status = int(message.get("status", 500))
             self._trailers = bool(message.get("trailers", False))
         elif _ends_response(kind, message, trailers=self._trailers):
-            self.complete = True
-            self._token._finish()
-            if self._watch is not None:
-                assert self._timer is not None
-                self._timer.finish(self._watch)
-                self._watch = None
+            self._completed()
         await self._send(message)
+
+    def _completed(self) -> None:
+        self.complete = True
+        self._token._finish()
+        if self._watch is not None:
+            assert self._timer is not None
+            self._timer.finish(self._watch)
+            self._watch = None
 
 
 async def _send_rejection(send: Send, rejection: Rejection) -> None:
