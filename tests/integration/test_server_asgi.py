@@ -706,3 +706,35 @@ async def test_on_trio_deadlines_and_answers_hold() -> None:
     slow = await transport.send(ac.Request("POST", "http://svc/", headers, content=b"slow"))
     assert (fast.status, slow.status) == (200, 504)
     assert middleware.stats.deadline_exceeded == 1
+
+
+@pytest.mark.parametrize("group", ["anyio", "asyncio"])
+async def test_the_deadline_cancels_a_handler_s_task_group_and_its_children(group: str) -> None:
+    """A handler waiting on a task group is cut at its deadline, children cancelled, 504."""
+    cancelled: list[str] = []
+
+    async def child(name: str) -> None:
+        try:
+            await anyio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if group == "anyio":
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(child, "a")
+                tasks.start_soon(child, "b")
+        else:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(child("a"))
+                tasks.create_task(child("b"))
+
+    middleware = DeadlineMiddleware(app)
+    request = ac.Request("GET", "http://svc/", ac.Headers({"X-Request-Timeout": "0.1"}))
+    started = anyio.current_time()
+    response = await MemoryTransport(middleware).send(request)
+    assert response.status == 504
+    assert sorted(cancelled) == ["a", "b"]
+    assert anyio.current_time() - started < 0.5
+    assert middleware.stats.deadline_exceeded == 1
