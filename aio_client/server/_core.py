@@ -21,9 +21,13 @@ refused by an open breaker guard  503 + ``Retry-After``, handler not run
 completed                         the app's response, untouched
 ================================  ==========================================
 
-Adapters (ASGI, aiohttp, Sanic) only translate requests and responses, and
-tell the core the request's method, scheme and how to find its route
-template (for the ``observer``).
+Adapters (ASGI, aiohttp, Sanic) only translate requests and responses: they
+pass :meth:`ServerCore.admit` the headers it reads (:attr:`ServerCore.header_names`),
+the request's method, scheme and how to find its route template (for the
+``observer``), and answer the core's questions about the exchange through one
+small object per request (:class:`Exchange`). The handler runs in a
+:class:`~aio_client.server._request_scope.RequestScope` on asyncio (one
+deadline timer per event loop), in the token's anyio scope elsewhere.
 """
 
 from __future__ import annotations
