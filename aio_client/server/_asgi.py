@@ -89,15 +89,6 @@ class DeadlineMiddleware:
         """Cancel the requests in flight with ``SHUTDOWN`` (503) and refuse new ones."""
         return self.core.shutdown(message)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
-        else:
-            await self.app(scope, receive, send)
-
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def relay() -> Message:
             message = await receive()
@@ -107,7 +98,14 @@ class DeadlineMiddleware:
 
         return relay
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, self._lifespan_receive(receive), send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        # The HTTP path is inline: a coroutine less per request.
         core = self.core
         headers = _headers(scope.get("headers", ()), self._wanted)
         app = self.app
