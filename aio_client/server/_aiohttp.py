@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Unpack, final
+from typing import ClassVar, Final, Unpack, final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -18,6 +18,10 @@ from ._core import (
 from ._options import ServerOptions
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
+
+# Handlers whose route maximum is remembered (routes are few; handlers made per
+# request would otherwise grow the memory).
+_CAPS_LIMIT: Final = 1024
 
 
 def aiohttp_middleware(**options: Unpack[ServerOptions]) -> AiohttpDeadlineMiddleware:
@@ -49,11 +53,13 @@ class AiohttpDeadlineMiddleware:
     """
 
     __middleware_version__: ClassVar[int] = 1
-    __slots__ = ("core",)
+    __slots__ = ("_caps", "core")
 
     def __init__(self, core: ServerCore) -> None:
         #: The shared core (its options and counters).
         self.core = core
+        # Each handler's route maximum (max_timeout), looked up once.
+        self._caps: dict[object, float | None] = {}
 
     @property
     def stats(self) -> ServerStats:
@@ -88,7 +94,7 @@ class AiohttpDeadlineMiddleware:
                 if name in headers
                 for value in headers.getall(name)
             ],
-            route_max=_route_max(request),
+            route_max=self._route_max(request),
             method=request.method,
             scheme=scheme,
             route=route,
@@ -109,6 +115,22 @@ class AiohttpDeadlineMiddleware:
             # writing, so the client never sees a clean end of a truncated body.
             raise DeadlineExceededError("the request ended while its response was streaming")
         return web.Response(status=result.status)  # the client is gone: for the access log
+
+    def _route_max(self, request: web.Request) -> float | None:
+        handler = request.match_info.handler
+        caps = self._caps
+        try:
+            return caps[handler]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable handler: look every time
+            return _route_max(request)
+        limit = route_max_timeout(handler)
+        if limit is None and isinstance(handler, type) and issubclass(handler, web.View):
+            return _route_max(request)  # a class-based view: per method
+        if len(caps) < _CAPS_LIMIT:
+            caps[handler] = limit
+        return limit
 
 
 @final

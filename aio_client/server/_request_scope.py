@@ -64,6 +64,7 @@ class RequestScope:
     """
 
     __slots__ = (
+        "_at",
         "_baseline",
         "_cancels",
         "_check",
@@ -71,7 +72,6 @@ class RequestScope:
         "_entry",
         "_last",
         "_open",
-        "_peer",
         "_task",
         "_timer",
         "_token",
@@ -86,7 +86,7 @@ class RequestScope:
         self._open = False
         self._entry: Entry | None = None
         self._check: Entry | None = None
-        self._peer: Entry | None = None
+        self._at = math.inf
         self._context: Token[CancelToken | None] | None = None
         #: Whether the block was ended by the token (set when the block exits).
         self.cancelled_caught = False
@@ -96,16 +96,16 @@ class RequestScope:
     @property
     def deadline(self) -> float:
         """Loop time at which the token fires with ``DEADLINE`` (``inf``: none)."""
-        entry = self._entry
-        return math.inf if entry is None else float(entry[0])
+        return self._at
 
     @deadline.setter
     def deadline(self, at: float) -> None:
+        self._at = at
         if self._entry is not None:
             self._timer.finish(self._entry)
             self._entry = None
-        if self._open and at != math.inf:
-            self._entry = self._timer.call_at(at, self._expire)
+        if self._open:
+            self._arm()
 
     def cancel(self) -> None:
         """The token fired: cancel the handler's task (soon, if it is the one running)."""
@@ -137,11 +137,9 @@ class RequestScope:
                 # and the deadline attribute, which is all this class offers it.
                 scopes: set[Any] = token._scopes
                 scopes.add(self)
-                timer = self._timer
                 if deadline is not None:
-                    self._entry = timer.call_at(deadline.at, self._expire)
-                if token._probe is not None:
-                    self._peer = timer.call_at(timer.loop.time() + _PEER_EVERY, self._look_at_peer)
+                    self._at = deadline.at
+                self._arm()
                 return self
             token._refresh()  # the deadline has passed: that fires the token
         if token._reason is not None:
@@ -165,9 +163,6 @@ class RequestScope:
         if self._check is not None:
             self._timer.finish(self._check)
             self._check = None
-        if self._peer is not None:
-            self._timer.finish(self._peer)
-            self._peer = None
         if not self._cancels:
             return False
         # Withdraw this scope's cancellations; they were the only ones unless
@@ -185,20 +180,31 @@ class RequestScope:
 
     # -- delivery --------------------------------------------------------------------
 
-    def _expire(self) -> None:
+    def _arm(self) -> None:
+        # One timer entry per request: at the deadline, or sooner when the
+        # client's connection is to be looked at first.
+        token = self._token
+        if token._finished or token._reason is not None:
+            return
+        at = self._at
+        if token._probe is not None:
+            at = min(at, self._timer.loop.time() + _PEER_EVERY)
+        if at != math.inf:
+            self._entry = self._timer.call_at(at, self._tick)
+
+    def _tick(self) -> None:
         self._entry = None
         token = self._token
-        if token._reason is None and not token._finished:
+        if not self._open or token._finished or token._reason is not None:
+            return
+        if self._timer.loop.time() >= self._at:
             token.cancel(CancelReason.DEADLINE, "the deadline passed")
-
-    def _look_at_peer(self) -> None:
-        # The adapter's probe (token._watch_peer) says whether the client hung up;
-        # reading token.cancelled runs it, and fires the token if so.
-        self._peer = None
-        token = self._token
-        if self._open and not token.cancelled and not token._finished:
-            timer = self._timer
-            self._peer = timer.call_at(timer.loop.time() + _PEER_EVERY, self._look_at_peer)
+            return
+        # The adapter's probe (token._watch_peer) says whether the client hung
+        # up; a look at the token runs it, and fires the token if so.
+        token._refresh()
+        if token._reason is None:
+            self._arm()
 
     def _deliver(self) -> None:
         self._cancels += 1
