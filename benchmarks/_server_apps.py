@@ -9,7 +9,8 @@ Usage::
   from a trivial handler, so what differs between variants is the middleware.
 - Variants: ``asgi_bare``, ``asgi_passthrough``, ``asgi_deadline``,
   ``asgi_deadline_prometheus`` (FastAPI under uvicorn with httptools), and
-  ``aiohttp_bare``, ``aiohttp_deadline``, ``aiohttp_aio_request`` (aiohttp.web);
+  ``aiohttp_bare``, ``aiohttp_passthrough``, ``aiohttp_deadline``,
+  ``aiohttp_aio_request`` (aiohttp.web);
   every server runs on uvloop when it is installed.
 - It stops when its stdin reaches end of file (so it cannot outlive the
   benchmark that spawned it), or on SIGTERM / SIGINT.
@@ -34,7 +35,12 @@ ASGI_VARIANTS: Final = (
     "asgi_deadline",
     "asgi_deadline_prometheus",
 )
-AIOHTTP_VARIANTS: Final = ("aiohttp_bare", "aiohttp_deadline", "aiohttp_aio_request")
+AIOHTTP_VARIANTS: Final = (
+    "aiohttp_bare",
+    "aiohttp_passthrough",
+    "aiohttp_deadline",
+    "aiohttp_aio_request",
+)
 VARIANTS: Final = ASGI_VARIANTS + AIOHTTP_VARIANTS
 
 Scope = MutableMapping[str, Any]
@@ -88,7 +94,15 @@ def aiohttp_app(variant: str) -> Any:
     from aiohttp import web
 
     middlewares: list[Any] = []
-    if variant == "aiohttp_deadline":
+    if variant == "aiohttp_passthrough":
+
+        @web.middleware
+        async def passthrough(request: web.Request, handler: Any) -> web.StreamResponse:
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        middlewares.append(passthrough)
+    elif variant == "aiohttp_deadline":
         from aio_client.server import aiohttp_middleware
 
         middlewares.append(aiohttp_middleware())

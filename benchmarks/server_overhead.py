@@ -11,8 +11,10 @@ Each variant of ``_server_apps.py`` runs in a process of its own on
 - FastAPI under uvicorn: ``asgi_bare``, ``asgi_passthrough`` (a pure ASGI
   middleware that does nothing), ``asgi_deadline`` (``DeadlineMiddleware``),
   ``asgi_deadline_prometheus`` (with ``PrometheusMetrics.server_observer``);
-- aiohttp.web: ``aiohttp_bare``, ``aiohttp_deadline`` (``aiohttp_middleware()``),
-  ``aiohttp_aio_request`` (aio-request 0.2.9's ``aiohttp_middleware_factory()``).
+- aiohttp.web: ``aiohttp_bare``, ``aiohttp_passthrough`` (an ``@web.middleware``
+  that only awaits the handler: what any middleware costs in aiohttp),
+  ``aiohttp_deadline`` (``aiohttp_middleware()``), ``aiohttp_aio_request``
+  (aio-request 0.2.9's ``aiohttp_middleware_factory()``).
 
 One load generator (this process, a minimal HTTP/1.1 client on keep-alive
 connections, far cheaper than the servers) keeps ``--concurrency`` requests in
@@ -64,6 +66,7 @@ _RATIOS: Final = {
     "asgi_passthrough": "asgi_passthrough",
     "asgi_deadline": "asgi_deadline",
     "asgi_deadline_prometheus": "asgi_deadline_prometheus",
+    "aiohttp_passthrough": "aiohttp_passthrough",
     "aiohttp_deadline": "aiohttp_deadline",
     "aiohttp_aio_request": "aiohttp_aio_request",
 }

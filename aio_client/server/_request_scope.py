@@ -104,7 +104,7 @@ class RequestScope:
         if self._entry is not None:
             self._timer.finish(self._entry)
             self._entry = None
-        if self._open:
+        if self._open and at != math.inf:  # inf: the work completed, nothing to watch
             self._arm()
 
     def cancel(self) -> None:
