@@ -7,6 +7,7 @@ handler would not see the ambient deadline, priority and token set here.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Unpack, final
@@ -16,7 +17,7 @@ import anyio.lowlevel
 
 from .._cancel import CancelReason, CancelToken
 from .._server_events import Admission
-from .._timer import DeadlineTimer, Entry
+from .._timer import DeadlineTimer
 from ._core import Rejection, RouteResolver, ServerCore, ServerStats
 from ._options import ServerOptions
 
@@ -35,9 +36,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
 # Seconds after its arrival a request still running gets a watcher for client
-# hang-ups (sooner ones end without one), and between looks while the app reads.
+# hang-ups (sooner ones end without one).
 _WATCH_AFTER: Final = 0.04
-_WATCH_AGAIN: Final = 0.02
 
 
 @final
@@ -129,7 +129,10 @@ class DeadlineMiddleware:
         exchange = _Exchange(receive, send, decision.token, timer)
         try:
             if timer is not None:
-                exchange.watch_from(decision.arrived_at + _WATCH_AFTER)
+                # The request scope looks at the client every 20 ms (the token's
+                # probe); from _WATCH_AFTER on, a look starts the watcher.
+                exchange.watch_at = decision.arrived_at + _WATCH_AFTER
+                decision.token._watch_peer(exchange.gone)
                 result = await core.run(
                     decision, lambda: app(scope, exchange.receive, exchange.send), exchange
                 )
@@ -225,12 +228,12 @@ class _Exchange:
         "_timer",
         "_token",
         "_trailers",
-        "_watch",
         "complete",
         "disconnected",
         "error",
         "started",
         "status",
+        "watch_at",
     )
 
     def __init__(
@@ -244,7 +247,8 @@ class _Exchange:
         self._changed: anyio.Event | None = None
         self._relay = False
         self._pump: asyncio.Task[None] | None = None
-        self._watch: Entry | None = None
+        #: Loop time from which a look at the client starts the watcher.
+        self.watch_at = math.inf
         self._readers = 0
         self._body_done = False
         self._trailers = False
@@ -256,29 +260,26 @@ class _Exchange:
 
     # -- the watcher -------------------------------------------------------------------
 
-    def watch_from(self, at: float) -> None:
-        """Start the relay at loop time ``at`` if the request is still running then."""
-        assert self._timer is not None
-        self._watch = self._timer.call_at(at, self._start_watching)
+    def gone(self) -> bool:
+        """Whether the client hung up, as far as is known (the token's probe).
 
-    def _start_watching(self) -> None:
-        self._watch = None
-        timer = self._timer
-        if self.complete or self.disconnected or self._relay or timer is None:
-            return
-        if self._readers:
-            # A read in progress will see a disconnect itself; look again later.
-            self.watch_from(timer.loop.time() + _WATCH_AGAIN)
-            return
-        self._relay = True
-        self._pump = timer.loop.create_task(self.pump())
+        A look after :attr:`watch_at` starts the watcher, unless the app is
+        reading (a read in progress sees a disconnect itself; a later look
+        tries again) or the response is complete.
+        """
+        if (
+            not self._relay
+            and not self.complete
+            and self._timer is not None
+            and self._timer.loop.time() >= self.watch_at
+            and not self._readers
+        ):
+            self._relay = True
+            self._pump = self._timer.loop.create_task(self.pump())
+        return self.disconnected
 
     def close(self) -> asyncio.Task[None] | None:
-        """Stop watching (the request has ended); the relay task to reap, if any runs."""
-        if self._watch is not None:
-            assert self._timer is not None
-            self._timer.finish(self._watch)
-            self._watch = None
+        """The request has ended: the relay task to reap, if one runs."""
         pump, self._pump = self._pump, None
         return None if pump is None or pump.done() else pump
 
@@ -380,10 +381,6 @@ class _Exchange:
     def _completed(self) -> None:
         self.complete = True
         self._token._finish()
-        if self._watch is not None:
-            assert self._timer is not None
-            self._timer.finish(self._watch)
-            self._watch = None
 
 
 async def _send_rejection(send: Send, rejection: Rejection) -> None:

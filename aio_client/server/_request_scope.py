@@ -13,10 +13,11 @@ cancellations with ``Task.uncancel()`` and absorbs the ``CancelledError``
 only when nobody else cancelled the task meanwhile; a cancellation from
 outside (the server stopping the task) passes through untouched.
 
-An adapter that can tell cheaply whether the client is gone, but is not told
-(aiohttp without ``handler_cancellation``), sets the token's probe: a request
-still running :data:`_PEER_EVERY` seconds after its handler started has the
-probe looked at then, and at that interval, on the same timer.
+An adapter whose server does not say when a client hangs up sets the token's
+probe (aiohttp without ``handler_cancellation`` looks at the connection; the
+ASGI middleware starts its watcher from the second look): a request still
+running :data:`_PEER_EVERY` seconds after its handler started has the probe
+looked at then, and at that interval, on the same timer entry as its deadline.
 
 The token sees the scope as one of its own scopes: it calls :meth:`RequestScope.cancel`
 when it fires and sets :attr:`RequestScope.deadline` when its deadline moves
