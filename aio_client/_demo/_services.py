@@ -30,6 +30,7 @@ from ..policies._breaker import CircuitBreaker, CircuitState
 from ..server._aiohttp import aiohttp_middleware
 from ..server._asgi import DeadlineMiddleware
 from ..server._core import ServerOutcome
+from ..server._options import trusted_peers
 from ..server._shedding import PriorityLoadShedder
 from ..strategies._adaptive import adaptive_delays
 from ..strategies._base import Strategy
@@ -234,7 +235,11 @@ async def running_services(
     its incoming requests.
     """
     upstream = Upstream(seed)
-    upstream_app = web.Application(middlewares=[aiohttp_middleware(timeout=5.0)])
+    # Everything runs on this machine: the driver and the middle service may set priorities.
+    local = trusted_peers("127.0.0.1", "::1")
+    upstream_app = web.Application(
+        middlewares=[aiohttp_middleware(timeout=5.0, trust_priority=local)]
+    )
     upstream_app.router.add_get("/work", upstream.work)
     upstream_app.router.add_get("/report", upstream.slow_report)
     runner = web.AppRunner(upstream_app, access_log=None, handler_cancellation=True)
@@ -253,7 +258,11 @@ async def running_services(
         for client in clients:
             stack.push_async_callback(client.aclose)
         middle = DeadlineMiddleware(
-            app, timeout=5.0, load_shedder=shedder, observer=server_observer
+            app,
+            timeout=5.0,
+            load_shedder=shedder,
+            observer=server_observer,
+            trust_priority=local,
         )
         server = _Server(
             uvicorn.Config(

@@ -4,7 +4,9 @@
   :data:`CancelTokenDep`, :func:`get_cancel_token`, :func:`fastapi_max_timeout`.
 - aiohttp: :func:`aiohttp_middleware`; per-route cap with :func:`max_timeout`.
 - Sanic: ``aio_client.server.sanic.setup(app, ...)``.
-- Load shedding by priority: :class:`PriorityLoadShedder`.
+- Load shedding by priority: :class:`PriorityLoadShedder`; who may raise a
+  request's priority: ``trust_priority=`` :func:`trusted_peers`.
+- Every adapter takes the options of :class:`ServerOptions`.
 
 All share one core. The aiohttp and FastAPI helpers import their framework
 only when first used, so ``import aio_client.server`` needs neither.
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._asgi import DeadlineMiddleware
 from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout
 from ._guards import ClientInfo
+from ._options import ServerOptions, TrustedPeers, trusted_peers
 from ._shedding import PriorityLoadShedder
 
 if TYPE_CHECKING:
@@ -29,13 +32,16 @@ __all__ = [
     "ClientInfo",
     "DeadlineMiddleware",
     "PriorityLoadShedder",
+    "ServerOptions",
     "ServerOutcome",
     "ServerOutcomeKind",
     "ServerStats",
+    "TrustedPeers",
     "aiohttp_middleware",
     "fastapi_max_timeout",
     "get_cancel_token",
     "max_timeout",
+    "trusted_peers",
 ]
 
 _LAZY = {

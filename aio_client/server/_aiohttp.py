@@ -2,48 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Hashable, Sequence
-from typing import ClassVar, Final, final
+from typing import ClassVar, Final, Unpack, final
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._cancel import CancelReason, CancelToken
 from .._errors import DeadlineExceededError
-from .._priority import Priority
 from ._core import (
     Rejection,
     RouteResolver,
     ServerCore,
-    ServerOutcome,
     ServerStats,
     route_max_timeout,
 )
-from ._guards import ClientInfo, Guard
-from ._shedding import PriorityLoadShedder
+from ._options import ServerOptions
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
 
-# aiohttp tells a handler nothing when its client hangs up (unless the server
-# runs with handler_cancellation=True), so connections in use are checked
-# this often, all with one timer.
-_DISCONNECT_CHECK_INTERVAL: Final = 0.02
+# Handlers whose route maximum is remembered (routes are few; handlers made per
+# request would otherwise grow the memory).
+_CAPS_LIMIT: Final = 1024
 
 
-def aiohttp_middleware(
-    *,
-    timeout: float = 20.0,
-    max_timeout: float | None = None,
-    low_timeout: float = 0.005,
-    priority: Priority | str = Priority.NORMAL,
-    load_shedder: PriorityLoadShedder | None = None,
-    observer: Callable[[ServerOutcome], object] | None = None,
-    guards: Sequence[Guard] = (),
-    client_key: Callable[[ClientInfo], Hashable] | None = None,
-    forwarded_header: str | None = None,
-) -> AiohttpDeadlineMiddleware:
-    """An aiohttp middleware enforcing deadlines and priorities (see :class:`ServerCore`).
+def aiohttp_middleware(**options: Unpack[ServerOptions]) -> AiohttpDeadlineMiddleware:
+    """An aiohttp middleware enforcing deadlines and priorities (options: :class:`ServerOptions`).
 
     ::
 
@@ -52,24 +34,11 @@ def aiohttp_middleware(
         app.on_shutdown.append(deadline.on_shutdown)  # in-flight requests get 503
 
     Decorate a handler with :func:`max_timeout` to cap its route's budget.
-    ``guards`` (rate limiters, bulkheads, breakers) answer 429 / 503 before
-    the handler runs; keyed limiters key on ``request.remote`` (the peer,
-    unless the app set up aiohttp's forwarded handling) unless
-    ``forwarded_header`` names a header to trust.
+    The client's address (keyed limiters, ``trust_priority``) is
+    ``request.remote`` (the peer, unless the app set up aiohttp's forwarded
+    handling) unless ``forwarded_header`` names a header to trust.
     """
-    return AiohttpDeadlineMiddleware(
-        ServerCore(
-            timeout=timeout,
-            max_timeout=max_timeout,
-            low_timeout=low_timeout,
-            priority=priority,
-            load_shedder=load_shedder,
-            observer=observer,
-            guards=guards,
-            client_key=client_key,
-            forwarded_header=forwarded_header,
-        )
-    )
+    return AiohttpDeadlineMiddleware(ServerCore(**options))
 
 
 @final
@@ -84,12 +53,13 @@ class AiohttpDeadlineMiddleware:
     """
 
     __middleware_version__: ClassVar[int] = 1
-    __slots__ = ("_watch", "core")
+    __slots__ = ("_caps", "core")
 
     def __init__(self, core: ServerCore) -> None:
         #: The shared core (its options and counters).
         self.core = core
-        self._watch = _DisconnectWatch()
+        # Each handler's route maximum (max_timeout), looked up once.
+        self._caps: dict[object, float | None] = {}
 
     @property
     def stats(self) -> ServerStats:
@@ -105,36 +75,37 @@ class AiohttpDeadlineMiddleware:
         self.core.shutdown()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        core = self.core
         route: RouteResolver | None = None
-        if self.core.observer is not None:
+        scheme = "http"
+        if core.observer is not None:
+            scheme = request.scheme
 
             def route() -> str | None:
                 return _route_template(request)
 
-        decision = self.core.admit(
-            request.headers.items(),
-            route_max=_route_max(request),
+        headers = request.headers
+        decision = core.admit(
+            headers.items()
+            if core.wants_all_headers
+            else [
+                (name, value)
+                for name in core.header_names
+                if name in headers
+                for value in headers.getall(name)
+            ],
+            route_max=self._route_max(request),
             method=request.method,
-            scheme=request.scheme,
+            scheme=scheme,
             route=route,
-            peer=request.remote,
+            peer=request.remote if core.wants_peer else None,
         )
         if isinstance(decision, Rejection):
             return _response(decision)
-        token = decision.token
-        token._watch_peer(lambda: _gone(request))
-        self._watch.add(token, request)
-        try:
-            result = await self.core.run(
-                decision,
-                lambda: handler(request),
-                started=lambda: request.writer.output_size > 0,
-                status_of=lambda response: response.status,
-                disconnected=lambda: _gone(request),
-                status_of_error=_http_exception_status,
-            )
-        finally:
-            self._watch.discard(token)
+        exchange = _Exchange(request)
+        # Looked at by the token when read, and every 20 ms while the handler runs.
+        decision.token._watch_peer(exchange.gone)
+        result = await core.run(decision, lambda: handler(request), exchange)
         if not isinstance(result, Rejection):
             return result
         if result.deliverable:
@@ -145,40 +116,54 @@ class AiohttpDeadlineMiddleware:
             raise DeadlineExceededError("the request ended while its response was streaming")
         return web.Response(status=result.status)  # the client is gone: for the access log
 
+    def _route_max(self, request: web.Request) -> float | None:
+        handler = request.match_info.handler
+        caps = self._caps
+        try:
+            return caps[handler]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable handler: look every time
+            return _route_max(request)
+        limit = route_max_timeout(handler)
+        if limit is None and isinstance(handler, type) and issubclass(handler, web.View):
+            return _route_max(request)  # a class-based view: per method
+        if len(caps) < _CAPS_LIMIT:
+            caps[handler] = limit
+        return limit
+
 
 @final
-class _DisconnectWatch:
-    """One timer checking every watched request's connection."""
+class _Exchange:
+    """One request as the core sees it."""
 
-    __slots__ = ("_handle", "_watched")
+    __slots__ = ("_request",)
 
-    def __init__(self) -> None:
-        self._watched: dict[CancelToken, web.BaseRequest] = {}
-        self._handle: asyncio.TimerHandle | None = None
+    def __init__(self, request: web.BaseRequest) -> None:
+        self._request = request
 
-    def add(self, token: CancelToken, request: web.BaseRequest) -> None:
-        self._watched[token] = request
-        if self._handle is None:
-            self._schedule()
+    def gone(self) -> bool:
+        """Whether the client's connection is closed."""
+        return _gone(self._request)
 
-    def discard(self, token: CancelToken) -> None:
-        self._watched.pop(token, None)
-        if not self._watched and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+    @property
+    def started(self) -> bool:
+        """Whether the response's first bytes were written."""
+        writer = self._request.writer
+        return writer is not None and writer.output_size > 0
 
-    def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(_DISCONNECT_CHECK_INTERVAL, self._check)
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client's connection is closed."""
+        return _gone(self._request)
 
-    def _check(self) -> None:
-        self._handle = None
-        for token, request in list(self._watched.items()):
-            if _gone(request):
-                del self._watched[token]
-                token.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
-        if self._watched:
-            self._schedule()
+    def status_of(self, response: web.StreamResponse, /) -> int:
+        """The handler's response's status."""
+        return response.status
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """``raise web.HTTPNotFound()`` is an answer, not a failure."""
+        return exc.status if isinstance(exc, web.HTTPException) else None
 
 
 def _gone(request: web.BaseRequest) -> bool:
@@ -191,11 +176,6 @@ def _route_template(request: web.Request) -> str | None:
     # prefix included); an unmatched request (404/405) has no resource.
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else None
-
-
-def _http_exception_status(exc: Exception) -> int | None:
-    # ``raise web.HTTPNotFound()`` is an answer, not a failure.
-    return exc.status if isinstance(exc, web.HTTPException) else None
 
 
 def _route_max(request: web.Request) -> float | None:

@@ -6,18 +6,20 @@ handler would not see the ambient deadline, priority and token set here.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping, Sequence
-from typing import Any, Final, final
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final, Unpack, final
 
 import anyio
 import anyio.lowlevel
 
 from .._cancel import CancelReason, CancelToken
-from .._priority import Priority
-from ._core import Rejection, RouteResolver, ServerCore, ServerOutcome, ServerStats
-from ._guards import ClientInfo, Guard
-from ._shedding import PriorityLoadShedder
+from .._server_events import Admission
+from .._timer import DeadlineTimer
+from ._core import Rejection, RouteResolver, ServerCore, ServerStats
+from ._options import ServerOptions
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
 
@@ -33,6 +35,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+# Seconds after its arrival a request still running gets a watcher for client
+# hang-ups (sooner ones end without one).
+_WATCH_AFTER: Final = 0.04
 
 
 @final
@@ -40,24 +45,21 @@ class DeadlineMiddleware:
     """Deadline, priority and cancellation for every HTTP request of an ASGI app.
 
     ``app.add_middleware(DeadlineMiddleware, timeout=10.0)`` (Starlette,
-    FastAPI) or ``DeadlineMiddleware(app, ...)``. Options are those of the
-    shared core: ``timeout`` (budget without a header, 20 s), ``max_timeout``
-    (ceiling), ``low_timeout`` (504 on arrival below it, 5 ms), ``priority``
-    (default), ``load_shedder``, ``observer``, ``guards`` (rate limiters,
-    bulkheads, circuit breakers: 429 / 503 before the handler runs),
-    ``client_key`` and ``forwarded_header`` (client identity for keyed
-    limiters: the peer address from ``scope["client"]`` unless a forwarding
-    header is explicitly trusted; note that uvicorn itself rewrites
-    ``scope["client"]`` from ``X-Forwarded-For`` for peers in its
-    ``forwarded_allow_ips``, 127.0.0.1 by default).
+    FastAPI) or ``DeadlineMiddleware(app, ...)``, with the options of
+    :class:`~aio_client.server.ServerOptions`. The client's address (for
+    keyed limiters and ``trust_priority``) is ``scope["client"]``'s; note
+    that uvicorn itself rewrites it from ``X-Forwarded-For`` for peers in its
+    ``forwarded_allow_ips`` (127.0.0.1 by default).
 
     Per request: the budget from ``X-Request-Timeout`` / ``grpc-timeout`` /
     ``x-envoy-expected-rq-timeout-ms`` and the priority from
     ``X-Request-Priority`` become the ambient deadline and priority (so
     every ``aio_client`` call made by the handler inherits them) and the
     request's :class:`~aio_client.CancelToken` (:func:`~aio_client.current_token`).
-    The app runs in the token's scope; a client disconnect is seen by
-    relaying ``receive`` (one reader, at most one body chunk read ahead).
+    The app runs in the token's scope. A client disconnect is seen by
+    wrapping ``receive``: the app's own reads see it, and a request still
+    running after 40 ms gets a watcher that reads for it (one reader, at most
+    one body chunk read ahead); quicker requests cost no task.
 
     Once the response is complete the token is marked finished: work after
     it (Starlette background tasks) is no longer bound by the deadline. A
@@ -65,34 +67,17 @@ class DeadlineMiddleware:
     flight with ``SHUTDOWN`` (503). WebSocket connections pass through.
     """
 
-    __slots__ = ("app", "core")
+    __slots__ = ("_wanted", "app", "core")
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        timeout: float = 20.0,
-        max_timeout: float | None = None,
-        low_timeout: float = 0.005,
-        priority: Priority | str = Priority.NORMAL,
-        load_shedder: PriorityLoadShedder | None = None,
-        observer: Callable[[ServerOutcome], object] | None = None,
-        guards: Sequence[Guard] = (),
-        client_key: Callable[[ClientInfo], Hashable] | None = None,
-        forwarded_header: str | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, **options: Unpack[ServerOptions]) -> None:
         self.app = app
         #: The shared core (its options and counters).
-        self.core = ServerCore(
-            timeout=timeout,
-            max_timeout=max_timeout,
-            low_timeout=low_timeout,
-            priority=priority,
-            load_shedder=load_shedder,
-            observer=observer,
-            guards=guards,
-            client_key=client_key,
-            forwarded_header=forwarded_header,
+        self.core = ServerCore(**options)
+        core = self.core
+        self._wanted: frozenset[bytes] | None = (
+            None
+            if core.wants_all_headers
+            else frozenset(name.encode("latin-1") for name in core.header_names)
         )
 
     @property
@@ -104,15 +89,6 @@ class DeadlineMiddleware:
         """Cancel the requests in flight with ``SHUTDOWN`` (503) and refuse new ones."""
         return self.core.shutdown(message)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
-        else:
-            await self.app(scope, receive, send)
-
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def relay() -> Message:
             message = await receive()
@@ -122,38 +98,65 @@ class DeadlineMiddleware:
 
         return relay
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [
-            (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-            for name, value in scope.get("headers", ())
-        ]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, self._lifespan_receive(receive), send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        # The HTTP path is inline: a coroutine less per request.
+        core = self.core
+        headers = _headers(scope.get("headers", ()), self._wanted)
         app = self.app
         route: RouteResolver | None = None
-        if self.core.observer is not None:
+        if core.observer is not None:
 
             def route() -> str | None:
                 return _route_template(scope, app)
 
-        decision = self.core.admit(
+        decision = core.admit(
             headers,
             method=scope.get("method", ""),
             scheme=scope.get("scheme", "http"),
             route=route,
-            peer=_peer(scope),
+            peer=_peer(scope) if core.wants_peer else None,
         )
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
             return
-        exchange = _Exchange(receive, send, decision.token)
+        timer = core.loop_timer()
+        exchange = _Exchange(receive, send, decision.token, timer)
+        try:
+            if timer is not None:
+                # The request scope looks at the client every 20 ms (the token's
+                # probe); from _WATCH_AFTER on, a look starts the watcher.
+                exchange.watch_at = decision.arrived_at + _WATCH_AFTER
+                decision.token._watch_peer(exchange.gone)
+                result = await core.run(
+                    decision, lambda: app(scope, exchange.receive, exchange.send), exchange
+                )
+            else:
+                result = await self._relayed(decision, scope, exchange)
+        finally:
+            pump = exchange.close()
+            if pump is not None:
+                await _reap(pump)
+        if isinstance(result, Rejection) and result.deliverable:
+            await _send_rejection(send, result)
+        # Otherwise the client is gone, or the response had started: returning
+        # without completing it makes the server break the connection.
+
+    async def _relayed(
+        self, decision: Admission, scope: Scope, exchange: _Exchange
+    ) -> Rejection | None:
+        # Not on asyncio (trio): the relay reads from the start, in a task group.
+        app = self.app
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(exchange.pump)
                 result = await self.core.run(
-                    decision,
-                    lambda: app(scope, exchange.receive, exchange.send),
-                    started=lambda: exchange.started,
-                    status_of=lambda _: exchange.status,
-                    disconnected=lambda: exchange.disconnected,
+                    decision, lambda: app(scope, exchange.receive, exchange.send), exchange
                 )
                 tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -161,28 +164,68 @@ class DeadlineMiddleware:
             # receive), so the group holds one exception: raise it as it was.
             inner = _single(group)
             raise inner from inner.__cause__
-        if isinstance(result, Rejection) and result.deliverable:
-            await _send_rejection(send, result)
-        # Otherwise the client is gone, or the response had started: returning
-        # without completing it makes the server break the connection.
+        return result
+
+
+def _headers(
+    raw: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes] | None
+) -> list[tuple[str, str]]:
+    if wanted is not None:
+        try:
+            # Decode only the headers the core reads (names lower-cased: in-process
+            # callers do not always follow the ASGI rule that they are).
+            return [
+                (name.decode("latin-1"), bytes(value).decode("latin-1"))
+                for name, value in raw
+                if name.lower() in wanted
+            ]
+        except TypeError:  # a bytearray name: not hashable, take the long way
+            pass
+    return [(bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in raw]
+
+
+async def _reap(pump: asyncio.Task[None]) -> None:
+    # The pump only ever waits on the server's receive: cancelled, it ends at
+    # its next step. Wait for that even if this task is being cancelled too.
+    pump.cancel()
+    cancelled: BaseException | None = None
+    while not pump.done():
+        try:
+            await asyncio.wait((pump,))
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
 
 
 @final
 class _Exchange:
-    """One request's relayed ``receive`` and observed ``send``.
+    """One request's ``receive`` and ``send``, watched for the end of the response and a hang-up.
 
-    ``pump`` is the only reader of the server's ``receive``; the app reads
-    through :meth:`receive`. While more body is coming the pump holds at most
-    one chunk, so uploads keep their back-pressure; after the last chunk the
-    next event can only be ``http.disconnect``, which fires the token unless
-    the response is already complete.
+    The app reads the server's ``receive`` directly, and a disconnect it reads
+    fires the token. A client can also hang up while the app is not reading
+    (a trivial GET handler never reads): so a request still running
+    :data:`_WATCH_AFTER` seconds after it arrived gets a relay task, ``pump``,
+    which from then on is the only reader of the server's ``receive`` (the app
+    reads through it). While more body is coming the pump holds at most one
+    chunk, so uploads keep their back-pressure; after the last chunk the next
+    event can only be ``http.disconnect``, which fires the token unless the
+    response is already complete. Requests that end sooner, the common case,
+    cost no task. The pump starts only while nobody is reading (a read in
+    progress sees the disconnect itself), and is cancelled and awaited when
+    the request ends.
     """
 
     __slots__ = (
+        "_body_done",
         "_changed",
         "_pending",
+        "_pump",
+        "_readers",
         "_receive",
+        "_relay",
         "_send",
+        "_timer",
         "_token",
         "_trailers",
         "complete",
@@ -190,14 +233,24 @@ class _Exchange:
         "error",
         "started",
         "status",
+        "watch_at",
     )
 
-    def __init__(self, receive: Receive, send: Send, token: CancelToken) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, token: CancelToken, timer: DeadlineTimer | None
+    ) -> None:
         self._receive = receive
         self._send = send
         self._token = token
+        self._timer = timer
         self._pending: deque[Message] = deque()
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None
+        self._relay = False
+        self._pump: asyncio.Task[None] | None = None
+        #: Loop time from which a look at the client starts the watcher.
+        self.watch_at = math.inf
+        self._readers = 0
+        self._body_done = False
         self._trailers = False
         self.started = False
         self.complete = False
@@ -205,25 +258,70 @@ class _Exchange:
         self.error: Exception | None = None
         self.status = 500
 
+    # -- the watcher -------------------------------------------------------------------
+
+    def gone(self) -> bool:
+        """Whether the client hung up, as far as is known (the token's probe).
+
+        A look after :attr:`watch_at` starts the watcher, unless the app is
+        reading (a read in progress sees a disconnect itself; a later look
+        tries again) or the response is complete.
+        """
+        if (
+            not self._relay
+            and not self.complete
+            and self._timer is not None
+            and self._timer.loop.time() >= self.watch_at
+            and not self._readers
+        ):
+            self._relay = True
+            self._pump = self._timer.loop.create_task(self.pump())
+        return self.disconnected
+
+    def close(self) -> asyncio.Task[None] | None:
+        """The request has ended: the relay task to reap, if one runs."""
+        pump, self._pump = self._pump, None
+        return None if pump is None or pump.done() else pump
+
+    # -- what the core asks (the Exchange protocol) --------------------------------------
+
+    def status_of(self, value: None, /) -> int:
+        """The status the app sent (500 if it sent none)."""
+        return self.status
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """ASGI apps answer their own HTTP errors: an exception reaching here is a 500."""
+        return None
+
+    # -- receive -----------------------------------------------------------------------
+
     def _wake(self) -> None:
         changed = self._changed
-        self._changed = anyio.Event()
-        changed.set()
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _hung_up(self) -> None:
+        self.disconnected = True
+        if not self.complete:
+            self._token.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
 
     async def pump(self) -> None:
-        body_done = False
+        """Read the server's ``receive`` for the app (see the class docstring)."""
+        self._relay = True
         try:
             while True:
                 message = await self._receive()
                 if message.get("type") == "http.disconnect":
-                    self.disconnected = True
-                    if not self.complete:
-                        self._token.cancel(
-                            CancelReason.CLIENT_DISCONNECTED, "the client closed the connection"
-                        )
+                    self._hung_up()
                     self._wake()
                     return
-                if body_done:
+                if self._body_done:
                     # ASGI allows only a disconnect after the last body chunk; drop
                     # anything else rather than queue it (and never spin).
                     await anyio.lowlevel.checkpoint()
@@ -232,34 +330,57 @@ class _Exchange:
                 self._wake()
                 if message.get("more_body", False):
                     while self._pending:
-                        await self._changed.wait()
+                        await self._wait()
                 else:
-                    body_done = True
+                    self._body_done = True
         except Exception as exc:  # handed to the app's next receive()
             self.error = exc
             self._wake()
 
     async def receive(self) -> Message:
+        """The app's ``receive``."""
+        if not self._relay:
+            self._readers += 1
+            try:
+                message = await self._receive()
+            finally:
+                self._readers -= 1
+            kind = message.get("type")
+            if kind == "http.request":
+                if not message.get("more_body", False):
+                    self._body_done = True
+            elif kind == "http.disconnect":
+                self._hung_up()
+            return message
         while not self._pending:
             if self.error is not None:
                 raise self.error
             if self.disconnected:
                 return dict(_DISCONNECT)
-            await self._changed.wait()
+            await self._wait()
         message = self._pending.popleft()
         self._wake()
         return message
 
+    # -- send --------------------------------------------------------------------------
+
     async def send(self, message: Message) -> None:
+        """The app's ``send``: notes the status, and when the response is complete."""
         kind = message.get("type")
-        if kind == "http.response.start":
+        if kind == "http.response.body":
+            if not message.get("more_body", False) and not self._trailers:
+                self._completed()
+        elif kind == "http.response.start":
             self.started = True
             self.status = int(message.get("status", 500))
             self._trailers = bool(message.get("trailers", False))
         elif _ends_response(kind, message, trailers=self._trailers):
-            self.complete = True
-            self._token._finish()
+            self._completed()
         await self._send(message)
+
+    def _completed(self) -> None:
+        self.complete = True
+        self._token._finish()
 
 
 async def _send_rejection(send: Send, rejection: Rejection) -> None:

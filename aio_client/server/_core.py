@@ -21,20 +21,25 @@ refused by an open breaker guard  503 + ``Retry-After``, handler not run
 completed                         the app's response, untouched
 ================================  ==========================================
 
-Adapters (ASGI, aiohttp, Sanic) only translate requests and responses, and
-tell the core the request's method, scheme and how to find its route
-template (for the ``observer``).
+Adapters (ASGI, aiohttp, Sanic) only translate requests and responses: they
+pass :meth:`ServerCore.admit` the headers it reads (:attr:`ServerCore.header_names`),
+the request's method, scheme and how to find its route template (for the
+``observer``), and answer the core's questions about the exchange through one
+small object per request (:class:`Exchange`). The handler runs in a
+:class:`~aio_client.server._request_scope.RequestScope` on asyncio (one
+deadline timer per event loop), in the token's anyio scope elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast, final
+from typing import Any, Final, Protocol, TypeVar, Unpack, cast, final
 
 import anyio
 
@@ -62,9 +67,14 @@ from .._server_events import (
     RouteResolver,
     ServerOutcome,
     ServerOutcomeKind,
+    new_admission,
+    new_outcome,
 )
+from .._timer import DeadlineTimer
 from .._validation import validate_timeout
-from ._guards import Guard, GuardRefusal, Passage, ServerGuards, forwarded_address
+from ._guards import GuardRefusal, Passage, ServerGuards, forwarded_address
+from ._options import OPTION_NAMES, ServerOptions, TrustedPeers
+from ._request_scope import RequestScope
 from ._shedding import PriorityLoadShedder
 
 __all__ = [
@@ -72,6 +82,7 @@ __all__ = [
     "MAX_TIMEOUT_ATTRIBUTE",
     "UNMATCHED_ROUTE",
     "Admission",
+    "Exchange",
     "Rejection",
     "RouteResolver",
     "ServerCore",
@@ -84,6 +95,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _log: Final = logging.getLogger("aio_client.server")
@@ -98,6 +110,7 @@ _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
     ENVOY_TIMEOUT_HEADER: parse_envoy_timeout,
 }
 _TEXT: Final = ("content-type", "text/plain; charset=utf-8")
+_RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
 
@@ -165,6 +178,9 @@ class ServerStats:
     rate_limited: int = 0
     #: Requests refused by a bulkhead or circuit-breaker guard (503).
     refused: int = 0
+    #: Priority headers asking for more than the default from a client not
+    #: trusted with it (``trust_priority``); those requests got the default.
+    untrusted_priority: int = 0
 
 
 _KIND_OF_REASON: Final = {
@@ -202,53 +218,52 @@ def current_admission() -> Admission | None:
     return _admission.get()
 
 
-def _never() -> bool:
-    return False
+class Exchange(Protocol[T_contra]):
+    """What the core asks an adapter about one request's exchange with its client.
 
+    One small object per request (often the adapter's own wrapper of the
+    request) instead of a closure per question.
+    """
 
-def _no_status(exc: Exception, /) -> int | None:
-    return None
+    @property
+    def started(self) -> bool:
+        """Whether the response has started (its head is on its way)."""
+        ...
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client is known to have gone away."""
+        ...
+
+    def status_of(self, value: T_contra, /) -> int:
+        """The status the handler's return value answers with."""
+        ...
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """The status a framework answers ``exc`` with (``raise HTTPNotFound``); ``None``: 500."""
+        ...
 
 
 @final
 class ServerCore:
     """Parses, admits, runs and maps requests; one per app (see the module docstring).
 
-    Options (keyword-only; seconds are floats):
-
-    - ``timeout``: budget of a request that carries no valid deadline header (20 s).
-    - ``max_timeout``: the most any request gets, whatever its header says.
-      ``None`` (the default) means 60 s, or ``timeout`` when that is longer:
-      an inbound header may shorten a request's budget freely, but lengthen
-      it only up to this ceiling.
-    - ``low_timeout``: a request arriving with less budget than this gets
-      504 without running the handler (5 ms).
-    - ``priority``: priority of a request without a valid priority header.
-    - ``load_shedder``: a :class:`PriorityLoadShedder`, or ``None``.
-    - ``guards``: rate limiters, bulkheads and circuit breakers applied to
-      every request, in order, after load shedding and before the handler
-      (429 / 503; see :class:`~aio_client.server._guards.ServerGuards`).
-    - ``client_key``: the client identity keyed rate limiters use, from a
-      :class:`ClientInfo` (default: the peer address).
-    - ``forwarded_header``: trust this header's left-most address as the
-      client's (``"x-forwarded-for"``, ``"forwarded"``); never trusted by
-      default, since any client can send one.
-    - ``observer``: called with a :class:`ServerOutcome` once per request, as
-      the request ends (inside the request's context, so a tracing span the
-      server opened around the app is still current). When it also has a
-      ``request_started(admission)`` method, that is called as an admitted
-      request's handler starts (for in-flight gauges); every such call is
-      followed by an outcome with ``handled=True``. An observer that raises
-      is logged and never changes the response.
-
-    The effective budget is ``min(header or timeout, max_timeout, route maximum)``.
+    Takes the keyword options of :class:`~aio_client.server.ServerOptions`
+    (an unknown name is a :class:`~aio_client.ConfigError`). The effective
+    budget is ``min(header or timeout, max_timeout, route maximum)``; ``max_timeout``
+    defaults to 60 s (or ``timeout`` when longer): an inbound header may shorten a
+    request's budget freely, and lengthen it only up to that ceiling.
     """
 
     __slots__ = (
+        "_forwarded",
         "_in_flight",
+        "_needs_client",
         "_shutting_down",
         "_started",
+        "_timer",
         "guards",
+        "header_names",
         "load_shedder",
         "low_timeout",
         "max_timeout",
@@ -256,25 +271,22 @@ class ServerCore:
         "priority",
         "stats",
         "timeout",
+        "trust_priority",
+        "wants_all_headers",
+        "wants_peer",
     )
 
-    def __init__(
-        self,
-        *,
-        timeout: float = 20.0,
-        max_timeout: float | None = None,
-        low_timeout: float = 0.005,
-        priority: Priority | str = Priority.NORMAL,
-        load_shedder: PriorityLoadShedder | None = None,
-        observer: Callable[[ServerOutcome], object] | None = None,
-        guards: Sequence[Guard] = (),
-        client_key: Callable[[ClientInfo], Hashable] | None = None,
-        forwarded_header: str | None = None,
-    ) -> None:
-        self.timeout = validate_timeout(timeout, "timeout")
+    def __init__(self, **options: Unpack[ServerOptions]) -> None:
+        unknown = options.keys() - OPTION_NAMES
+        if unknown:
+            raise ConfigError(
+                f"unknown server option(s) {sorted(unknown)}; "
+                f"the options are {sorted(OPTION_NAMES)}"
+            )
+        self.timeout = validate_timeout(options.get("timeout", 20.0), "timeout")
         if self.timeout == 0:
             raise ConfigError("timeout must be > 0 seconds")
-        #: The ceiling on any request's budget, header or not (seconds).
+        max_timeout = options.get("max_timeout")
         self.max_timeout = (
             max(DEFAULT_MAX_TIMEOUT, self.timeout)
             if max_timeout is None
@@ -282,17 +294,45 @@ class ServerCore:
         )
         if self.max_timeout == 0:
             raise ConfigError("max_timeout must be > 0 seconds or None")
-        self.low_timeout = validate_timeout(low_timeout, "low_timeout")
-        self.priority = Priority.coerce(priority)
+        self.low_timeout = validate_timeout(options.get("low_timeout", 0.005), "low_timeout")
+        self.priority = Priority.coerce(options.get("priority", Priority.NORMAL))
+        trust = options.get("trust_priority")
+        if trust is not None and not callable(trust):
+            raise ConfigError(
+                f"trust_priority must be a function of a ClientInfo (trusted_peers(...)) "
+                f"or None; got {trust!r}"
+            )
+        #: Who may raise a request's priority (``None``: nobody).
+        self.trust_priority = trust
+        load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
         self.load_shedder = load_shedder
-        if observer is not None and not callable(observer):
-            raise ConfigError(f"observer must be callable; got {observer!r}")
+        observer = _observers(options.get("observer"))
+        #: The observer (several given are combined into one), or ``None``.
         self.observer = observer
-        checked = ServerGuards(guards, client_key=client_key, forwarded_header=forwarded_header)
+        checked = ServerGuards(
+            options.get("guards", ()),
+            client_key=options.get("client_key"),
+            forwarded_header=options.get("forwarded_header"),
+        )
         #: The guards and client identity (``None`` without guards).
         self.guards = checked if checked.guards else None
+        self._forwarded = checked.forwarded_header
+        # Who sent a request matters to the guards and to the priority trust.
+        self._needs_client = self.guards is not None or trust is not None
+        names = {*_TIMEOUT_PARSERS, PRIORITY_HEADER}
+        if self._needs_client and self._forwarded is not None:
+            names.add(self._forwarded)
+        #: The (lower-case) headers :meth:`admit` reads: adapters may pass only these.
+        self.header_names = frozenset(names)
+        #: Whether :meth:`admit` needs every header (a custom ``client_key`` or
+        #: ``trust_priority`` may read them).
+        self.wants_all_headers = (self.guards is not None and checked.needs_headers) or (
+            trust is not None and not isinstance(trust, TrustedPeers)
+        )
+        #: Whether :meth:`admit` needs the peer address (otherwise pass ``None``).
+        self.wants_peer = self._needs_client
         started = getattr(observer, "request_started", None)
         if started is not None and not callable(started):
             raise ConfigError(f"observer.request_started must be callable; got {started!r}")
@@ -301,6 +341,8 @@ class ServerCore:
         self.stats = ServerStats()
         self._in_flight: set[CancelToken] = set()
         self._shutting_down = False
+        # One deadline timer per event loop for every request (see _request_scope.py).
+        self._timer: DeadlineTimer | None = None
 
     # -- arrival -----------------------------------------------------------------
 
@@ -316,10 +358,12 @@ class ServerCore:
     ) -> Admission | Rejection:
         """Decide what a request gets from its headers; never raises on header content.
 
-        ``method``, ``scheme`` and ``route`` only feed the observer's
-        :class:`ServerOutcome`; ``route`` is called at most once, when the
-        outcome is built (after the app ran, for adapters that route inside it).
-        ``peer`` is the transport peer's address, the default client identity.
+        ``headers`` may be all of the request's, or only those named in
+        :attr:`header_names`. ``method``, ``scheme`` and ``route`` only feed
+        the observer's :class:`ServerOutcome`; ``route`` is called at most
+        once, when the outcome is built (after the app ran, for adapters that
+        route inside it). ``peer`` is the transport peer's address, the
+        default client identity (needed only when :attr:`wants_peer`).
         """
         arrived_at = _clock.now()
         stats = self.stats
@@ -327,19 +371,20 @@ class ServerCore:
         budget: float | None = None
         priority: Priority | None = None
         invalid = False
-        guards = self.guards
-        trusted = None if guards is None else guards.forwarded_header
+        needs_client = self._needs_client
+        trusted: str | None = None
         forwarded: str | None = None
-        kept: list[tuple[str, str]] | None = (
-            [] if guards is not None and guards.needs_headers else None
-        )
+        kept: list[tuple[str, str]] | None = None
+        if needs_client:
+            trusted = self._forwarded
+            if self.wants_all_headers:
+                kept = []
+        parsers = _TIMEOUT_PARSERS
         for name, value in headers:
             key = name.lower()
             if kept is not None:
                 kept.append((key, value))
-            if key == trusted and forwarded is None:
-                forwarded = value
-            parser = _TIMEOUT_PARSERS.get(key)
+            parser = parsers.get(key)
             if parser is not None:
                 seconds = parser(value)
                 if seconds is None:
@@ -354,102 +399,127 @@ class ServerCore:
                     invalid = True
                 elif priority is None:
                     priority = parsed
+            elif key == trusted and forwarded is None:
+                forwarded = value
         if budget is None:
             budget = self.timeout
         if self.max_timeout < budget:
             budget = self.max_timeout
         if route_max is not None and route_max < budget:
             budget = route_max
-        priority = priority or self.priority
+        client = None
+        if needs_client:
+            client = ClientInfo(
+                peer or None,
+                None
+                if trusted is None or forwarded is None
+                else forwarded_address(trusted, forwarded),
+                () if kept is None else tuple(kept),
+            )
+        default = self.priority
+        if priority is None:
+            priority = default
+        elif priority is not default and _RANK[priority] > _RANK[default]:
+            # A priority above the default is a privilege: only trusted clients get it.
+            trust = self.trust_priority
+            if trust is None or client is None or not self._trusts(trust, client):
+                stats.untrusted_priority += 1
+                priority = default
         shedder = self.load_shedder
-        refusal: tuple[ServerOutcomeKind, CancelReason | None, Rejection] | None = None
+        if (
+            self._shutting_down
+            or budget <= 0.0
+            or budget < self.low_timeout
+            or (shedder is not None and not shedder.try_acquire(priority))
+        ):
+            return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
+        deadline = Deadline._trusted(arrived_at + budget)
+        return new_admission(
+            CancelToken(deadline=deadline),
+            deadline,
+            priority,
+            budget,
+            arrived_at,
+            shedder is not None,
+            method,
+            scheme,
+            route,
+            invalid,
+            client,
+        )
+
+    @staticmethod
+    def _trusts(trust: Callable[[ClientInfo], bool], client: ClientInfo) -> bool:
+        try:
+            return bool(trust(client))
+        except Exception:
+            _log.exception("trust_priority raised; the request gets the default priority")
+            return False
+
+    def _refuse(
+        self,
+        budget: float,
+        priority: Priority,
+        arrived_at: float,
+        method: str,
+        scheme: str,
+        route: RouteResolver | None,
+        invalid: bool,
+    ) -> Rejection:
+        stats = self.stats
+        reason: CancelReason | None
         if self._shutting_down:
             stats.shutdown += 1
-            refusal = (ServerOutcomeKind.SHUTDOWN, CancelReason.SHUTDOWN, _unavailable())
+            kind, reason, rejection = (
+                ServerOutcomeKind.SHUTDOWN,
+                CancelReason.SHUTDOWN,
+                _unavailable(),
+            )
         elif budget <= 0.0 or budget < self.low_timeout:
             stats.expired_on_arrival += 1
-            refusal = (
-                ServerOutcomeKind.DEADLINE,
-                CancelReason.DEADLINE,
-                _deadline_exceeded("the request's budget was spent before it arrived"),
-            )
-        elif shedder is not None and not shedder.try_acquire(priority):
+            kind, reason = ServerOutcomeKind.DEADLINE, CancelReason.DEADLINE
+            rejection = _deadline_exceeded("the request's budget was spent before it arrived")
+        else:
+            shedder = self.load_shedder
+            assert shedder is not None
             stats.shed += 1
-            refusal = (
-                ServerOutcomeKind.SHED,
-                None,
-                Rejection(
-                    503,
-                    (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
-                    b"overloaded; retry later\n",
-                ),
+            kind, reason = ServerOutcomeKind.SHED, None
+            rejection = Rejection(
+                503,
+                (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
+                b"overloaded; retry later\n",
             )
-        if refusal is not None:
-            kind, reason, rejection = refusal
-            if self.observer is not None:
-                self._observe(
-                    ServerOutcome(
-                        status=rejection.status,
-                        reason=reason,
-                        budget=budget,
-                        elapsed=max(0.0, _clock.now() - arrived_at),
-                        priority=priority,
-                        handled=False,
-                        outcome=kind,
-                        method=method,
-                        route=_resolve_route(route),
-                        scheme=scheme,
-                        invalid_header=invalid,
-                    )
+        if self.observer is not None:
+            self._observe(
+                new_outcome(
+                    rejection.status,
+                    reason,
+                    budget,
+                    max(0.0, _clock.now() - arrived_at),
+                    priority,
+                    False,
+                    kind,
+                    method,
+                    _resolve_route(route),
+                    scheme,
+                    invalid,
                 )
-            return rejection
-        deadline = Deadline(arrived_at + budget)
-        client = None
-        if guards is not None:
-            client = ClientInfo(
-                peer=peer or None,
-                forwarded=(
-                    None
-                    if trusted is None or forwarded is None
-                    else forwarded_address(trusted, forwarded)
-                ),
-                headers=() if kept is None else tuple(kept),
             )
-        return Admission(
-            token=CancelToken(deadline=deadline),
-            deadline=deadline,
-            priority=priority,
-            budget=budget,
-            arrived_at=arrived_at,
-            holds_slot=shedder is not None,
-            method=method,
-            scheme=scheme,
-            route=route,
-            invalid_header=invalid,
-            client=client,
-        )
+        return rejection
 
     # -- handling ----------------------------------------------------------------
 
     async def run(
-        self,
-        admission: Admission,
-        call: Callable[[], Awaitable[T]],
-        *,
-        started: Callable[[], bool],
-        status_of: Callable[[T], int],
-        disconnected: Callable[[], bool] = _never,
-        status_of_error: Callable[[Exception], int | None] = _no_status,
+        self, admission: Admission, call: Callable[[], Awaitable[T]], exchange: Exchange[T]
     ) -> T | Rejection:
         """Run ``call()`` under the admission's token, deadline and priority.
 
         Returns the handler's value when it completes (its token stays
         uncancelled), or a :class:`Rejection` when the token ended it.
         Cancellation from outside (the server cancelling the task) is
-        recorded — ``disconnected()`` tells a client hang-up from a shutdown —
-        and propagates unchanged. ``status_of_error(exc)`` tells the observer
-        the status a framework's HTTP exception (``raise HTTPNotFound``) will
-        be answered with (``None``: 500).
+        recorded (``exchange.disconnected`` tells a client hang-up from a
+        shutdown) and propagates unchanged. ``exchange`` also tells the
+        observer the status of the handler's value or error.
 
         With guards, they run first, under the token's scope (so a wait for a
         permit ends with the deadline or a disconnect); a refusal comes back
@@ -466,8 +536,13 @@ class ServerCore:
         # The guarding breakers' verdict: None (neither) unless the handler answered.
         failed: bool | None = None
         settle = False
+        timer = self._timer
+        loop = asyncio._get_running_loop()
+        if timer is None or timer.loop is not loop:
+            timer = self.loop_timer()
+        task = None if loop is None else asyncio.current_task(loop)
+        scope = token.scope() if timer is None or task is None else RequestScope(token, timer, task)
         try:
-            scope = token.scope()
             try:
                 with scope:
                     guards = self.guards
@@ -483,7 +558,7 @@ class ServerCore:
                         self._notify_started(admission)
                     value = await call()
                     token._finish()
-                    status = status_of(value)
+                    status = exchange.status_of(value)
                     kind = ServerOutcomeKind.OK
                     self.stats.completed += 1
                     failed, settle = status >= 500, True
@@ -491,7 +566,7 @@ class ServerCore:
             except Exception as exc:
                 if token.reason is None and not self._spent(exc, admission):
                     self.stats.failed += 1
-                    status = status_of_error(exc) or 500
+                    status = exchange.status_of_error(exc) or 500
                     if status < 500:
                         kind = ServerOutcomeKind.OK  # an HTTP error answered on purpose
                     failed, settle = status >= 500, True
@@ -506,7 +581,9 @@ class ServerCore:
             # The scope ends early only when the token fired; DEADLINE covers a
             # scope deadline that beat a just-completed response.
             reason = token.reason or CancelReason.DEADLINE
-            rejection = self._rejection(reason, started=started(), gone=disconnected())
+            rejection = self._rejection(
+                reason, started=exchange.started, gone=exchange.disconnected
+            )
             status = rejection.status
             kind = _kind_of(reason)
             settle = True
@@ -515,7 +592,7 @@ class ServerCore:
             if token.reason is None:
                 reason = (
                     CancelReason.CLIENT_DISCONNECTED
-                    if disconnected() and not self._shutting_down
+                    if exchange.disconnected and not self._shutting_down
                     else CancelReason.SHUTDOWN
                 )
                 token.cancel(reason, "the server cancelled the handler")
@@ -534,20 +611,32 @@ class ServerCore:
                 await passage.settle()
             if self.observer is not None:
                 self._observe(
-                    ServerOutcome(
-                        status=status,
-                        reason=token._reason,
-                        budget=admission.budget,
-                        elapsed=max(0.0, _clock.now() - admission.arrived_at),
-                        priority=admission.priority,
-                        handled=handled,
-                        outcome=kind,
-                        method=admission.method,
-                        route=_resolve_route(admission.route),
-                        scheme=admission.scheme,
-                        invalid_header=admission.invalid_header,
+                    new_outcome(
+                        status,
+                        token._reason,
+                        admission.budget,
+                        max(0.0, _clock.now() - admission.arrived_at),
+                        admission.priority,
+                        handled,
+                        kind,
+                        admission.method,
+                        _resolve_route(admission.route),
+                        admission.scheme,
+                        admission.invalid_header,
                     )
                 )
+
+    # -- the event loop's timer ---------------------------------------------------
+
+    def loop_timer(self) -> DeadlineTimer | None:
+        """The deadline timer of the running event loop, or ``None`` when it is not asyncio's."""
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            return None
+        timer = self._timer
+        if timer is None or timer.loop is not loop:
+            timer = self._timer = DeadlineTimer(loop)
+        return timer
 
     # -- shutdown -----------------------------------------------------------------
 
@@ -658,3 +747,58 @@ def _deadline_exceeded(text: str) -> Rejection:
 
 def _unavailable() -> Rejection:
     return Rejection(503, (_TEXT,), b"the server is shutting down\n")
+
+
+def _observers(
+    observer: Callable[[ServerOutcome], object]
+    | Sequence[Callable[[ServerOutcome], object]]
+    | None,
+) -> Callable[[ServerOutcome], object] | None:
+    if observer is None or callable(observer):
+        return observer
+    if isinstance(observer, (str, bytes)) or not isinstance(observer, Sequence):
+        raise ConfigError(f"observer must be callable or a sequence of callables; got {observer!r}")
+    for each in observer:
+        if not callable(each):
+            raise ConfigError(f"observer must be callable or a sequence of callables; got {each!r}")
+        started = getattr(each, "request_started", None)
+        if started is not None and not callable(started):
+            raise ConfigError(f"observer.request_started must be callable; got {started!r}")
+    if not observer:
+        return None
+    if len(observer) == 1:
+        return observer[0]
+    return _Observers(tuple(observer))
+
+
+@final
+class _Observers:
+    """Several observers as one: each called in order, one raising does not stop the next."""
+
+    __slots__ = ("_each", "_started")
+
+    def __init__(self, observers: tuple[Callable[[ServerOutcome], object], ...]) -> None:
+        self._each = observers
+        self._started = tuple(
+            started
+            for started in (getattr(each, "request_started", None) for each in observers)
+            if started is not None
+        )
+
+    def __call__(self, outcome: ServerOutcome, /) -> None:
+        for observer in self._each:
+            try:
+                observer(outcome)
+            except Exception:
+                _log.exception("a server observer raised; the response is unaffected")
+
+    def request_started(self, admission: Admission, /) -> None:
+        """Tell each observer that has ``request_started``."""
+        for started in self._started:
+            try:
+                started(admission)
+            except Exception:
+                _log.exception("a server observer raised; the response is unaffected")
+
+    def __repr__(self) -> str:
+        return f"observers({', '.join(map(repr, self._each))})"

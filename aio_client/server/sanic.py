@@ -9,67 +9,40 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Final, final
+from collections.abc import Callable
+from typing import Any, Final, Unpack, final
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from .._errors import DeadlineExceededError
-from .._priority import Priority
 from ._core import (
     Rejection,
     RouteResolver,
     ServerCore,
-    ServerOutcome,
     ServerStats,
     route_max_timeout,
 )
-from ._guards import ClientInfo, Guard
-from ._shedding import PriorityLoadShedder
+from ._options import ServerOptions
 
 __all__ = ["SanicDeadline", "setup"]
 
 _WRAPPED: Final = "__aio_client_wrapped__"
 
 
-def setup(
-    app: Sanic[Any, Any],
-    *,
-    timeout: float = 20.0,
-    max_timeout: float | None = None,
-    low_timeout: float = 0.005,
-    priority: Priority | str = Priority.NORMAL,
-    load_shedder: PriorityLoadShedder | None = None,
-    observer: Callable[[ServerOutcome], object] | None = None,
-    guards: Sequence[Guard] = (),
-    client_key: Callable[[ClientInfo], Hashable] | None = None,
-    forwarded_header: str | None = None,
-) -> SanicDeadline:
+def setup(app: Sanic[Any, Any], **options: Unpack[ServerOptions]) -> SanicDeadline:
     """Enforce deadlines and priorities on every HTTP route of ``app``.
 
-    Options are the shared core's (see ``aio_client.server.DeadlineMiddleware``).
+    Options: ``aio_client.server.ServerOptions``.
     Handlers decorated with ``aio_client.server.max_timeout`` get a per-route
     cap. On ``before_server_stop`` requests in flight are cancelled with
     ``SHUTDOWN`` (503). A client hang-up reaches the handler as Sanic's own
     cancellation; the token fires ``CLIENT_DISCONNECTED`` (recorded as 499).
-    ``guards`` answer 429 / 503 before the handler runs; keyed limiters key
-    on ``request.ip`` (the peer) unless ``forwarded_header`` names a header to trust.
+    The client's address (keyed limiters, ``trust_priority``) is
+    ``request.ip`` (the peer) unless ``forwarded_header`` names a header to trust.
     """
-    integration = SanicDeadline(
-        ServerCore(
-            timeout=timeout,
-            max_timeout=max_timeout,
-            low_timeout=low_timeout,
-            priority=priority,
-            load_shedder=load_shedder,
-            observer=observer,
-            guards=guards,
-            client_key=client_key,
-            forwarded_header=forwarded_header,
-        )
-    )
+    integration = SanicDeadline(ServerCore(**options))
     app.register_listener(integration._wrap_routes, "before_server_start")
     app.register_listener(integration._on_stop, "before_server_stop")
     return integration
@@ -113,21 +86,26 @@ class SanicDeadline:
             limit = route_max_timeout(handler)
             if limit is None and view is not None:
                 limit = route_max_timeout(getattr(view, request.method.lower(), None))
+            headers = request.headers
             decision = core.admit(
-                request.headers.items(),
+                headers.items()
+                if core.wants_all_headers
+                else [
+                    (name, value)
+                    for name in core.header_names
+                    if name in headers
+                    for value in headers.getall(name)
+                ],
                 route_max=limit,
                 method=request.method,
                 scheme=request.scheme,
                 route=_template_of(request) if core.observer is not None else None,
-                peer=request.ip or None,
+                peer=(request.ip or None) if core.wants_peer else None,
             )
             if isinstance(decision, Rejection):
                 return _response(decision)
-
-            def gone() -> bool:
-                return request.conn_info is not None and request.conn_info.lost
-
-            decision.token._watch_peer(gone)
+            exchange = _Exchange(request)
+            decision.token._watch_peer(exchange.gone)
 
             async def call() -> Any:
                 result = handler(request, *args, **kwargs)
@@ -135,14 +113,7 @@ class SanicDeadline:
                     result = await result
                 return result
 
-            result = await core.run(
-                decision,
-                call,
-                started=lambda: request.responded,
-                status_of=lambda response: int(getattr(response, "status", 200)),
-                disconnected=gone,
-                status_of_error=_http_exception_status,
-            )
+            result = await core.run(decision, call, exchange)
             if not isinstance(result, Rejection):
                 return result
             if result.deliverable:
@@ -160,17 +131,45 @@ class SanicDeadline:
         return deadline_handler
 
 
+@final
+class _Exchange:
+    """One request as the core sees it."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def gone(self) -> bool:
+        """Whether the client's connection is lost."""
+        conn_info = self._request.conn_info
+        return conn_info is not None and conn_info.lost
+
+    @property
+    def started(self) -> bool:
+        """Whether the handler has responded."""
+        return bool(self._request.responded)
+
+    @property
+    def disconnected(self) -> bool:
+        """Whether the client's connection is lost."""
+        return self.gone()
+
+    def status_of(self, response: Any, /) -> int:
+        """The status of the handler's response."""
+        return int(getattr(response, "status", 200))
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """``raise NotFound()`` is an answer, not a failure."""
+        return exc.status_code if isinstance(exc, SanicException) else None
+
+
 def _template_of(request: Request) -> RouteResolver:
     # Sanic routes before calling the handler: the template ("/users/<id:int>") is known.
     def template() -> str | None:
         return request.uri_template
 
     return template
-
-
-def _http_exception_status(exc: Exception) -> int | None:
-    # ``raise NotFound()`` is an answer, not a failure.
-    return exc.status_code if isinstance(exc, SanicException) else None
 
 
 def _response(rejection: Rejection) -> HTTPResponse:

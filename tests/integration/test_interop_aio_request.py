@@ -11,7 +11,7 @@ from aiohttp import web
 from fastapi import FastAPI
 
 import aio_client as ac
-from aio_client.server import DeadlineMiddleware, aiohttp_middleware
+from aio_client.server import DeadlineMiddleware, aiohttp_middleware, trusted_peers
 from aio_client.transports import AiohttpTransport
 from tests.integration.servers import serve_aiohttp, serve_uvicorn
 
@@ -43,7 +43,7 @@ async def _call_with_aio_request(url: str) -> dict[str, Any]:
 async def test_aio_request_client_to_our_asgi_server() -> None:
     """aio-request's X-Request-Timeout and X-Request-Priority reach a FastAPI handler."""
     app = FastAPI()
-    app.add_middleware(DeadlineMiddleware, timeout=30.0)
+    app.add_middleware(DeadlineMiddleware, timeout=30.0, trust_priority=trusted_peers("127.0.0.1"))
 
     @app.get("/echo")
     async def echo() -> dict[str, Any]:
@@ -61,7 +61,9 @@ async def test_aio_request_client_to_our_aiohttp_server() -> None:
     async def echo(request: web.Request) -> web.Response:
         return web.json_response(_seen())
 
-    app = web.Application(middlewares=[aiohttp_middleware(timeout=30.0)])
+    app = web.Application(
+        middlewares=[aiohttp_middleware(timeout=30.0, trust_priority=trusted_peers("127.0.0.1"))]
+    )
     app.router.add_get("/echo", echo)
     async with serve_aiohttp(app) as url:
         seen = await _call_with_aio_request(url)

@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 import aio_client as ac
 from aio_client.metrics import OpenTelemetryInstrumentation
-from aio_client.server import DeadlineMiddleware, aiohttp_middleware
+from aio_client.server import DeadlineMiddleware, aiohttp_middleware, trusted_peers
 from aio_client.transports import AiohttpTransport, HttpxTransport
 
 from .servers import serve_aiohttp, serve_uvicorn
@@ -124,7 +124,9 @@ async def test_spans_nest_and_trace_context_reaches_the_server(
     """Call span → attempt spans (retry resend_count) → the server's span, with budget, priority."""
     otel = telemetry.instrumentation
     app = FastAPI()
-    app.add_middleware(DeadlineMiddleware, observer=otel.server_observer)
+    app.add_middleware(
+        DeadlineMiddleware, observer=otel.server_observer, trust_priority=trusted_peers("127.0.0.1")
+    )
     hits: list[int] = []
 
     @app.get("/items/{item_id}")
@@ -276,7 +278,9 @@ async def test_aiohttp_server_records_deadline_on_its_span_and_counters(
     app = web.Application(
         middlewares=[
             aiohttp_server_spans(telemetry.tracer),
-            aiohttp_middleware(observer=otel.server_observer),
+            aiohttp_middleware(
+                observer=otel.server_observer, trust_priority=trusted_peers("127.0.0.1")
+            ),
         ]
     )
     app.router.add_get("/slow/{id}", slow)

@@ -15,7 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import aio_client as ac
 from aio_client.metrics import PrometheusMetrics
-from aio_client.server import DeadlineMiddleware, PriorityLoadShedder, aiohttp_middleware
+from aio_client.server import (
+    DeadlineMiddleware,
+    PriorityLoadShedder,
+    aiohttp_middleware,
+    trusted_peers,
+)
 from aio_client.transports import AiohttpTransport, HttpxTransport
 from tests.integration.servers import serve_aiohttp, serve_uvicorn
 
@@ -127,6 +132,7 @@ async def test_fastapi_server_series_scraped_from_its_own_metrics_endpoint() -> 
         DeadlineMiddleware,
         observer=metrics.server_observer,
         load_shedder=PriorityLoadShedder(max_in_flight=2),
+        trust_priority=trusted_peers("127.0.0.1"),
     )
     app.mount("/metrics", make_asgi_app(registry=registry))
     entered = anyio.Event()
@@ -203,7 +209,13 @@ async def test_deadline_while_handling_on_aiohttp_scraped_from_aiohttp() -> None
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    app = web.Application(middlewares=[aiohttp_middleware(observer=metrics.server_observer)])
+    app = web.Application(
+        middlewares=[
+            aiohttp_middleware(
+                observer=metrics.server_observer, trust_priority=trusted_peers("127.0.0.1")
+            )
+        ]
+    )
     app.router.add_get("/items/{id}", item)
     app.router.add_get("/metrics", exposition)
     async with serve_aiohttp(app) as url, aiohttp.ClientSession() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from aio_client.server import (
     PriorityLoadShedder,
     ServerOutcome,
     fastapi_max_timeout,
+    trusted_peers,
 )
 from aio_client.transports import AiohttpTransport, MemoryTransport
 from tests.integration.servers import serve_uvicorn
@@ -67,7 +69,7 @@ def echo_routes(app: FastAPI, seen: dict[str, Any]) -> None:
 
 async def test_header_budget_and_priority_reach_the_handler() -> None:
     """X-Request-Timeout/X-Request-Priority become the handler's deadline, priority and token."""
-    app, _ = fastapi_app(timeout=30.0)
+    app, _ = fastapi_app(timeout=30.0, trust_priority=trusted_peers("127.0.0.1"))
     seen: dict[str, Any] = {}
     echo_routes(app, seen)
     async with serve_uvicorn(app) as url, ac.Client(AiohttpTransport(), url) as client:
@@ -399,7 +401,9 @@ async def test_priority_load_shedding_rejects_low_then_normal_then_high() -> Non
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    transport = MemoryTransport(DeadlineMiddleware(app, load_shedder=shedder))
+    transport = MemoryTransport(
+        DeadlineMiddleware(app, load_shedder=shedder, trust_priority=trusted_peers("127.0.0.1"))
+    )
 
     def request(priority: str) -> ac.Request:
         return ac.Request("GET", "http://svc/", ac.Headers({"X-Request-Priority": priority}))
@@ -549,3 +553,188 @@ async def test_token_dependency_without_the_middleware_says_what_is_missing() ->
 
     with pytest.raises(RuntimeError, match=r"add aio_client\.server\.DeadlineMiddleware"):
         await MemoryTransport(app).send(ac.Request("GET", "http://svc/token"))
+
+
+# -- the cheap common path and what it must still guarantee ----------------------------
+
+
+def _ok_app(record: Callable[[], None], *, pause: float = 0.0) -> Any:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if pause:
+            await anyio.sleep(pause)
+        record()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+async def test_a_quick_request_runs_in_the_server_task_alone() -> None:
+    """No relay task per request: a handler that ends quickly shares the loop with no extra task."""
+    counts: list[int] = []
+
+    def record() -> None:
+        counts.append(len(asyncio.all_tasks()))
+
+    bare = MemoryTransport(_ok_app(record))
+    guarded = MemoryTransport(DeadlineMiddleware(_ok_app(record)))
+    slow = MemoryTransport(DeadlineMiddleware(_ok_app(record, pause=0.1)))
+    for transport in (bare, guarded, slow):
+        assert (await transport.send(ac.Request("GET", "http://svc/"))).status == 200
+    assert counts[1] == counts[0]
+    # A request still running after the watch delay gets one watcher for hang-ups.
+    assert counts[2] == counts[0] + 1
+
+
+async def test_a_handler_that_swallows_its_cancellation_is_cancelled_again() -> None:
+    """The deadline is level-triggered: a handler that catches the cancellation is cut again."""
+    swallowed: list[bool] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            await anyio.sleep(10)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # and carries on, as careless code does
+        await anyio.sleep(10)
+
+    middleware = DeadlineMiddleware(app)
+    request = ac.Request("GET", "http://svc/", ac.Headers({"X-Request-Timeout": "0.05"}))
+    started = anyio.current_time()
+    response = await MemoryTransport(middleware).send(request)
+    assert response.status == 504
+    assert swallowed == [True]
+    assert anyio.current_time() - started < 0.5
+    assert middleware.stats.deadline_exceeded == 1
+
+
+async def test_a_token_cancelled_by_its_own_handler_answers_503() -> None:
+    """A handler cancelling its token and failing at once gets the 503, sent uncancelled."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        token = current_token()
+        assert token is not None
+        token.cancel(CancelReason.EXPLICIT, "changed my mind")
+        raise RuntimeError("gave up")
+
+    middleware = DeadlineMiddleware(app)
+    response = await MemoryTransport(middleware).send(ac.Request("GET", "http://svc/"))
+    assert response.status == 503
+    assert middleware.stats.failed == 0
+
+
+async def test_an_upload_read_late_arrives_whole() -> None:
+    """A handler that reads its body only after the hang-up watcher started still gets all of it."""
+    app, _ = fastapi_app()
+
+    @app.post("/late")
+    async def late(request: Request) -> dict[str, Any]:
+        await anyio.sleep(0.15)
+        body = await request.body()
+        return {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+    chunk = bytes(range(256)) * 256  # 64 KiB
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield chunk
+
+    async with (
+        serve_uvicorn(app) as url,
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/late", data=chunks()) as resp,
+    ):
+        body = await resp.json()
+    assert body == {"size": 64 * len(chunk), "sha256": hashlib.sha256(chunk * 64).hexdigest()}
+
+
+async def test_client_disconnect_mid_stream_cancels_the_generator_within_100ms() -> None:
+    """A client leaving a streaming response fires CLIENT_DISCONNECTED and stops the generator."""
+    app, middleware = fastapi_app()
+    first_sent = anyio.Event()
+    stopped = anyio.Event()
+    reasons: list[CancelReason | None] = []
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        token = current_token()
+        assert token is not None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            first_sent.set()
+            try:
+                await anyio.sleep(10)
+            finally:
+                reasons.append(token.reason)
+                stopped.set()
+            yield b"never\n"  # pragma: no cover
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async with serve_uvicorn(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stream_ = await anyio.connect_tcp("127.0.0.1", port)
+        await stream_.send(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        with anyio.fail_after(2):
+            await first_sent.wait()
+            await stream_.receive()
+        await stream_.aclose()
+        closed_at = anyio.current_time()
+        with anyio.fail_after(2):
+            await stopped.wait()
+        reaction = anyio.current_time() - closed_at
+    assert reaction < 0.1
+    assert reasons == [CancelReason.CLIENT_DISCONNECTED]
+    assert middleware.stats.client_disconnected == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_deadlines_and_answers_hold() -> None:
+    """Off asyncio the middleware falls back to cancel scopes and a relay: same answers."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        message = await receive()
+        if message.get("body") == b"slow":
+            await anyio.sleep(10)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = DeadlineMiddleware(app)
+    transport = MemoryTransport(middleware)
+    headers = ac.Headers({"X-Request-Timeout": "0.1"})
+    fast = await transport.send(ac.Request("POST", "http://svc/", headers, content=b"fast"))
+    slow = await transport.send(ac.Request("POST", "http://svc/", headers, content=b"slow"))
+    assert (fast.status, slow.status) == (200, 504)
+    assert middleware.stats.deadline_exceeded == 1
+
+
+@pytest.mark.parametrize("group", ["anyio", "asyncio"])
+async def test_the_deadline_cancels_a_handler_s_task_group_and_its_children(group: str) -> None:
+    """A handler waiting on a task group is cut at its deadline, children cancelled, 504."""
+    cancelled: list[str] = []
+
+    async def child(name: str) -> None:
+        try:
+            await anyio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if group == "anyio":
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(child, "a")
+                tasks.start_soon(child, "b")
+        else:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(child("a"))
+                tasks.create_task(child("b"))
+
+    middleware = DeadlineMiddleware(app)
+    request = ac.Request("GET", "http://svc/", ac.Headers({"X-Request-Timeout": "0.1"}))
+    started = anyio.current_time()
+    response = await MemoryTransport(middleware).send(request)
+    assert response.status == 504
+    assert sorted(cancelled) == ["a", "b"]
+    assert anyio.current_time() - started < 0.5
+    assert middleware.stats.deadline_exceeded == 1

@@ -15,7 +15,7 @@ from sanic import Request, Sanic, response
 
 import aio_client as ac
 from aio_client._cancel import CancelReason, CancelToken, current_token
-from aio_client.server import max_timeout
+from aio_client.server import max_timeout, trusted_peers
 from aio_client.server.sanic import SanicDeadline, setup
 from aio_client.transports import AiohttpTransport
 
@@ -60,7 +60,7 @@ async def serve_sanic(app: Sanic[Any, Any]) -> AsyncIterator[str]:
 
 async def test_budget_priority_and_route_maximum_reach_the_handler() -> None:
     """Sanic handlers see the caller's budget, priority and token; max_timeout caps a route."""
-    app, _ = sanic_app(timeout=30.0)
+    app, _ = sanic_app(timeout=30.0, trust_priority=trusted_peers("127.0.0.1"))
     tokens: list[CancelToken | None] = []
 
     async def echo(request: Request) -> response.HTTPResponse:

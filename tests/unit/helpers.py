@@ -42,3 +42,25 @@ def client_for(
 ) -> ac.Client:
     """A client over a memory transport at http://svc."""
     return ac.Client(MemoryTransport(handler), "http://svc", **options)  # type: ignore[arg-type]
+
+
+class StatusExchange:
+    """The server core's view of a request whose handler returns its status (for core tests).
+
+    ``error_status`` maps an exception to the status a framework would answer
+    it with (``None``: 500).
+    """
+
+    started = False
+    disconnected = False
+
+    def __init__(self, error_status: Callable[[Exception], int | None] | None = None) -> None:
+        self._error_status = error_status
+
+    def status_of(self, value: int, /) -> int:
+        """The handler's value is the status."""
+        return value
+
+    def status_of_error(self, exc: Exception, /) -> int | None:
+        """The status ``error_status`` gives, or ``None``."""
+        return None if self._error_status is None else self._error_status(exc)

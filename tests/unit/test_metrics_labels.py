@@ -39,7 +39,7 @@ from aio_client.server import DeadlineMiddleware, ServerOutcome
 from aio_client.server._core import Admission, ServerCore, ServerOutcomeKind
 from aio_client.transports import MemoryTransport
 
-from .helpers import Script, client_for
+from .helpers import Script, StatusExchange, client_for
 
 SECRET = "s3cr3t-value"
 DASHBOARD = Path(__file__).resolve().parents[2] / "examples" / "grafana-dashboard.json"
@@ -526,14 +526,12 @@ async def test_server_outcomes_say_how_each_request_ended() -> None:
 
     core = ServerCore(observer=Observer())
 
-    async def run(handler: Any, **options: Any) -> None:
+    async def run(handler: Any, exchange: StatusExchange | None = None) -> None:
         admission = core.admit(
             [("x-request-priority", "urgent")], method="POST", route=lambda: "/things/{id}"
         )
         assert isinstance(admission, Admission)
-        await core.run(
-            admission, handler, started=lambda: False, status_of=lambda value: value, **options
-        )
+        await core.run(admission, handler, exchange or StatusExchange())
 
     async def fine() -> int:
         return 201
@@ -551,7 +549,7 @@ async def test_server_outcomes_say_how_each_request_ended() -> None:
     with pytest.raises(ValueError, match="bug"):
         await run(broken)
     with pytest.raises(NotFoundError):
-        await run(not_found, status_of_error=lambda exc: getattr(exc, "status", None))
+        await run(not_found, StatusExchange(lambda exc: getattr(exc, "status", None)))
     core.shutdown()
     assert not isinstance(core.admit([], method="GET"), Admission)
     assert [(o.outcome, o.status, o.handled) for o in outcomes] == [

@@ -15,6 +15,8 @@ from aio_client.server import PriorityLoadShedder, ServerOutcome, ServerOutcomeK
 from aio_client.server._core import Admission, Rejection, ServerCore
 from aio_client.server._guards import ClientInfo, forwarded_address
 
+from .helpers import StatusExchange
+
 Headers = Iterable[tuple[str, str]]
 
 
@@ -39,7 +41,7 @@ async def serve(
     decision = core.admit(headers, method="GET", peer=peer)
     if isinstance(decision, Rejection):
         return decision
-    return await core.run(decision, handler, started=lambda: False, status_of=lambda s: s)
+    return await core.run(decision, handler, StatusExchange())
 
 
 def answering(status: int, calls: list[int] | None = None) -> Callable[[], Awaitable[int]]:
@@ -190,7 +192,7 @@ async def test_bulkhead_refuses_with_503_while_full_and_always_gives_permits_bac
             decision.token.cancel(CancelReason.CLIENT_DISCONNECTED)
 
         tasks.start_soon(hang_up)
-        gone = await core.run(decision, forever, started=lambda: False, status_of=lambda s: s)
+        gone = await core.run(decision, forever, StatusExchange())
     assert isinstance(gone, Rejection)
     assert gone.status == 499
     assert bulkhead.active == 0
