@@ -123,13 +123,13 @@ class Call:
 
     __slots__ = (
         "_endpoints",
-        "_now",
         "_offset",
         "_refused",
         "_send",
         "_starts",
         "budget",
         "classifier",
+        "clock",
         "deadline",
         "history",
         "low_timeout",
@@ -177,7 +177,8 @@ class Call:
         # Endpoints whose circuit breaker refused an attempt of this call.
         self._refused: set[str] | None = None
         self._send = settings.send
-        self._now = now
+        #: The clock the call is timed with (the event loop's, on asyncio).
+        self.clock = now
         #: On asyncio: the task running the call, and the client's loop timer,
         #: on which strategies schedule their own timers. ``None`` elsewhere.
         self.task: asyncio.Task[object] | None = None
@@ -192,10 +193,6 @@ class Call:
                 starts.append(watcher)
         if starts:
             self._starts = tuple(starts)
-
-    def now(self) -> float:
-        """The clock the call is timed with (the event loop's, on asyncio)."""
-        return self._now()
 
     def classify(self, outcome: Outcome) -> Verdict:
         """The classifier's verdict on ``outcome``.
@@ -257,7 +254,7 @@ class Call:
         attempt that would have less than ``low_timeout`` seconds is not sent.
         """
         # The hot path of every call: no work here that a plain attempt does not need.
-        now = self._now
+        now = self.clock
         start = now()
         call_at = self.deadline.at
         attempt_at = call_at
@@ -374,8 +371,11 @@ class Call:
         ending: str,
     ) -> None:
         request = self.request
-        event = AttemptFinished(
-            number, kind, request.method, request.route, endpoint, elapsed, status, error, ending
+        # AttemptFinished(...) without its Python-level __new__, as _record() does:
+        # every attempt of an observed call makes one (benchmarks/instructions.py).
+        event: AttemptFinished = _tuple_new(
+            AttemptFinished,
+            (number, kind, request.method, request.route, endpoint, elapsed, status, error, ending),
         )
         for watcher in self.watchers:
             try:

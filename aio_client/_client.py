@@ -92,6 +92,8 @@ class RequestWithBodyOptions(RequestOptions, total=False):
     content: bytes | str | None
 
 
+_tuple_new = tuple.__new__
+
 # The call pipeline is folded once and shared; the call in progress rides here.
 _CURRENT: ContextVar[tuple[Call, Strategy]] = ContextVar("aio_client_call")
 
@@ -429,7 +431,10 @@ class Client:
     def _call_started(self, call: Call, now: float) -> tuple[CallWatcher, ...] | None:
         """Tell the observers a call starts; the watchers of its further events."""
         request = call.request
-        event = CallStarted(request.method, request.route, call.deadline.at - now, call.priority)
+        # The events through tuple.__new__, as AttemptRecord is (Call._attempt_finished).
+        event: CallStarted = _tuple_new(
+            CallStarted, (request.method, request.route, call.deadline.at - now, call.priority)
+        )
         watchers: tuple[CallWatcher, ...] = ()
         for observer in self._observers:
             try:
@@ -535,7 +540,7 @@ def _call_finished(
 ) -> None:
     """Tell the call's watchers how it ended, last watcher first (as nested
     context managers exit)."""
-    end = call.now()
+    end = call.clock()
     if response is not None:
         status: int | None = response.status
         winner = response.attempt
@@ -547,16 +552,19 @@ def _call_finished(
         ending = ending_of(error, end >= call.deadline.at)
     history = tuple(call.history)
     request = call.request
-    event = CallFinished(
-        request.method,
-        request.route,
-        history[0].endpoint if history else None,
-        end - start,
-        status,
-        error,
-        history,
-        winner,
-        ending,
+    event: CallFinished = _tuple_new(
+        CallFinished,
+        (
+            request.method,
+            request.route,
+            history[0].endpoint if history else None,
+            end - start,
+            status,
+            error,
+            history,
+            winner,
+            ending,
+        ),
     )
     for watcher in reversed(watchers):
         try:

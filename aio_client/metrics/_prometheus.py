@@ -20,14 +20,14 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TypeVar, final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
 
 from .._attempts import AttemptKind
 from .._errors import ConfigError
 from .._events import CallWatcher, Observer
 from .._server_events import ServerOutcomeKind
+from ._histogram import DurationHistogram, DurationSeries
 from ._labels import (
     BREAKER_STATE_VALUES,
     DEFAULT_BUCKETS,
@@ -58,7 +58,7 @@ _NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # lookups still work, just through prometheus_client's own (slower) path.
 _MAX_CACHED_TUPLES: Final = 10_000
 
-_M = TypeVar("_M", Counter, Gauge, Histogram)
+_M = TypeVar("_M", Counter, Gauge)
 
 
 @final
@@ -127,37 +127,27 @@ class PrometheusMetrics(Observer, CallWatcher):
         self._routes = BoundedValues(limit)
         # Label children by the events' raw values (endpoint base URL, method,
         # route, [kind,] status or error class): a call pays a dict lookup each.
-        self._call_cache: dict[tuple[object, ...], Histogram] = {}
-        self._attempt_cache: dict[tuple[object, ...], Histogram] = {}
+        self._call_cache: dict[tuple[object, ...], DurationSeries] = {}
+        self._attempt_cache: dict[tuple[object, ...], DurationSeries] = {}
         with _Registration(registry, namespace) as add:
             call_labels = ("endpoint", "method", "route", "status")
             attempt_labels = ("endpoint", "method", "route", "kind", "status")
-            self._request_duration = add(
-                Histogram,
+            self._request_duration = add.durations(
                 "request_duration_seconds",
                 "Seconds each call took as its caller saw it, all attempts included.",
                 call_labels,
-                buckets=bounds,
-            )
-            add.count_of(
-                self._request_duration,
+                bounds,
                 "requests",
                 "Calls made through aio_client clients (one per client.request()), "
-                "by the status class or error kind the caller got.",
-                call_labels,
+                "by the status class or why the call ended.",
             )
-            self._attempt_duration = add(
-                Histogram,
+            self._attempt_duration = add.durations(
                 "attempt_duration_seconds",
                 "Seconds each physical attempt took, until its response, error or cancellation.",
                 attempt_labels,
-                buckets=bounds,
-            )
-            add.count_of(
-                self._attempt_duration,
+                bounds,
                 "attempts",
                 "Physical attempts sent, by kind (first, retry, hedge) and outcome.",
-                attempt_labels,
             )
             self._hedges = add(
                 Counter,
@@ -186,18 +176,13 @@ class PrometheusMetrics(Observer, CallWatcher):
             )
             server_labels = ("method", "route", "status", "priority")
             routed = ("method", "route", "priority")
-            server_duration = add(
-                Histogram,
+            server_duration = add.durations(
                 "server_request_duration_seconds",
                 "Seconds from a request's arrival to the end of its handling.",
                 server_labels,
-                buckets=bounds,
-            )
-            add.count_of(
-                server_duration,
+                bounds,
                 "server_requests",
                 "Requests seen by the deadline middleware (handled or refused), by route template.",
-                server_labels,
             )
             self._server_observer = PrometheusServerObserver(
                 duration=server_duration,
@@ -329,12 +314,12 @@ class PrometheusMetrics(Observer, CallWatcher):
 
     def _child(
         self,
-        histogram: Histogram,
-        cache: dict[tuple[object, ...], Histogram],
+        histogram: DurationHistogram,
+        cache: dict[tuple[object, ...], DurationSeries],
         key: tuple[object, ...],
         endpoint: str | None,
         *last: str,
-    ) -> Histogram:
+    ) -> DurationSeries:
         # key = (endpoint, method, route, ...): the labels are worked out once per key.
         method, route = str(key[1]), str(key[2])
         method_value = method_label(method)
@@ -372,7 +357,7 @@ class PrometheusServerObserver:
     def __init__(
         self,
         *,
-        duration: Histogram,
+        duration: DurationHistogram,
         deadline_exceeded: Counter,
         disconnected: Counter,
         shed: Counter,
@@ -389,7 +374,7 @@ class PrometheusServerObserver:
         self._invalid_headers = invalid_headers
         self._in_flight = in_flight
         self._routes = routes
-        self._cache: dict[tuple[str, str, int, str], Histogram] = {}
+        self._cache: dict[tuple[str, str, int, str], DurationSeries] = {}
 
     def request_started(self, admission: Admission, /) -> None:
         """An admitted request's handler starts."""
@@ -497,51 +482,36 @@ class _Registration:
         self._added.append(metric)
         return metric
 
-    def count_of(
-        self, histogram: Histogram, name: str, documentation: str, labels: Sequence[str]
-    ) -> None:
-        """Register counter ``name`` whose values are ``histogram``'s counts."""
-        counter = _CountOf(f"{self._namespace}_{name}", documentation, labels, histogram)
+    def durations(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        bounds: Sequence[float],
+        counter: str,
+        counter_documentation: str,
+    ) -> DurationHistogram:
+        """Register histogram ``name`` whose counts are also counter ``counter``."""
+        histogram = DurationHistogram(
+            f"{self._namespace}_{name}",
+            documentation,
+            labels,
+            bounds,
+            counter=f"{self._namespace}_{counter}",
+            counter_documentation=counter_documentation,
+        )
         try:
-            self._registry.register(counter)
+            self._registry.register(histogram)
         except ValueError as exc:
             raise ConfigError(
-                f"registry already has {self._namespace}_{name}_total: one PrometheusMetrics "
-                f"per registry and namespace (pass another namespace or registry) ({exc})"
+                f"registry already has {self._namespace}_{name} or {self._namespace}_"
+                f"{counter}_total: one PrometheusMetrics per registry and namespace (pass "
+                f"another namespace or registry) ({exc})"
             ) from None
-        self._added.append(counter)
+        self._added.append(histogram)
+        return histogram
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             for metric in self._added:
                 self._registry.unregister(metric)
-
-
-@final
-class _CountOf(Collector):
-    """A counter read, at scrape time, from a histogram's per-label counts."""
-
-    def __init__(
-        self, name: str, documentation: str, labels: Sequence[str], histogram: Histogram
-    ) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._labels = tuple(labels)
-        self._histogram = histogram
-
-    def describe(self) -> list[CounterMetricFamily]:
-        return [CounterMetricFamily(self._name, self._documentation, labels=self._labels)]
-
-    def collect(self) -> list[CounterMetricFamily]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
-        counts: dict[tuple[str, ...], float] = {}
-        created: dict[tuple[str, ...], float] = {}
-        for metric in self._histogram.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_count"):
-                    counts[tuple(sample.labels[k] for k in self._labels)] = sample.value
-                elif sample.name.endswith("_created"):
-                    created[tuple(sample.labels[k] for k in self._labels)] = sample.value
-        for key, value in counts.items():
-            family.add_metric(key, value, created.get(key))
-        return [family]
