@@ -135,6 +135,7 @@ SURFACE: dict[str, list[str]] = {
         "fastapi_max_timeout",
         "get_cancel_token",
         "max_timeout",
+        "status_of_refusal",
         "trusted_peers",
     ],
     "aio_client.server.sanic": ["SanicDeadline", "setup"],

@@ -7,6 +7,9 @@
 - Load shedding by priority: :class:`PriorityLoadShedder`; who may raise a
   request's priority: ``trust_priority=`` :func:`trusted_peers`.
 - Every adapter takes the options of :class:`ServerOptions`.
+- Our errors escaping a handler (a route's own policy refusing, an outgoing
+  call's deadline or failure) are answered, not crashed on:
+  :func:`status_of_refusal` is the table; ``error_status=`` overrides it.
 
 All share one core. The aiohttp and FastAPI helpers import their framework
 only when first used, so ``import aio_client.server`` needs neither.
@@ -17,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._asgi import DeadlineMiddleware
-from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout
+from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout, status_of_refusal
 from ._guards import ClientInfo
 from ._options import ServerOptions, TrustedPeers, trusted_peers
 from ._shedding import PriorityLoadShedder
@@ -41,6 +44,7 @@ __all__ = [
     "fastapi_max_timeout",
     "get_cancel_token",
     "max_timeout",
+    "status_of_refusal",
     "trusted_peers",
 ]
 

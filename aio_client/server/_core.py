@@ -57,7 +57,15 @@ from .._deadline import (
     reset_ambient,
     set_ambient,
 )
-from .._errors import AioClientError, ConfigError, DeadlineExceededError
+from .._errors import (
+    AioClientError,
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceededError,
+    HTTPStatusError,
+    RefusedError,
+    TransportError,
+)
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
 from .._retry_after import RETRY_AFTER_HEADER, format_retry_after
 from .._server_events import (
@@ -72,6 +80,7 @@ from .._server_events import (
 )
 from .._timer import DeadlineTimer
 from .._validation import validate_timeout
+from ..policies._errors import RateLimitedError
 from ._guards import GuardRefusal, Passage, ServerGuards, forwarded_address
 from ._options import OPTION_NAMES, ServerOptions, TrustedPeers
 from ._request_scope import RequestScope
@@ -92,6 +101,7 @@ __all__ = [
     "current_admission",
     "max_timeout",
     "route_max_timeout",
+    "status_of_refusal",
 ]
 
 T = TypeVar("T")
@@ -262,6 +272,7 @@ class ServerCore:
         "_shutting_down",
         "_started",
         "_timer",
+        "error_status",
         "guards",
         "header_names",
         "load_shedder",
@@ -304,6 +315,14 @@ class ServerCore:
             )
         #: Who may raise a request's priority (``None``: nobody).
         self.trust_priority = trust
+        error_status = options.get("error_status")
+        if error_status is not None and not callable(error_status):
+            raise ConfigError(
+                f"error_status must be a function of an exception returning a status or None; "
+                f"got {error_status!r}"
+            )
+        #: The app's own mapping of errors escaping handlers to statuses, asked first.
+        self.error_status = error_status
         load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
@@ -565,6 +584,12 @@ class ServerCore:
                     return value
             except Exception as exc:
                 if token.reason is None and not self._spent(exc, admission):
+                    mapped = self._mapped(exc, exchange)
+                    if mapped is not None:
+                        rejection, kind = mapped
+                        status = rejection.status
+                        failed, settle = status >= 500, True
+                        return rejection
                     self.stats.failed += 1
                     status = exchange.status_of_error(exc) or 500
                     if status < 500:
@@ -661,6 +686,50 @@ class ServerCore:
 
     # -- outcome mapping ---------------------------------------------------------
 
+    def _mapped(
+        self, exc: Exception, exchange: Exchange[Any]
+    ) -> tuple[Rejection, ServerOutcomeKind] | None:
+        """The answer to one of our errors escaping the handler, or ``None`` (the framework's).
+
+        The app's ``error_status`` is asked first; then the table of
+        :func:`status_of_refusal`. Nothing is logged as a traceback: these
+        are answers, not crashes.
+        """
+        status: int | None = None
+        custom = self.error_status
+        if custom is not None:
+            try:
+                status = custom(exc)
+            except Exception:
+                _log.exception("error_status raised; the default mapping applies")
+        answer = status_of_refusal(exc) if status is None else (status, None, b"")
+        if answer is None:
+            return None
+        status, retry_after, body = answer
+        headers: tuple[tuple[str, str], ...] = (_TEXT,)
+        if retry_after is not None:
+            headers += ((RETRY_AFTER_HEADER, format_retry_after(retry_after)),)
+        if status == 504:
+            headers += ((DO_NOT_RETRY_HEADER, "1"),)
+        stats = self.stats
+        if status == 429:
+            stats.rate_limited += 1
+            kind = ServerOutcomeKind.RATE_LIMITED
+        elif status == 504:
+            stats.deadline_exceeded += 1
+            kind = ServerOutcomeKind.DEADLINE
+        elif status == 503 and isinstance(exc, RefusedError):
+            stats.refused += 1
+            kind = ServerOutcomeKind.REFUSED
+        else:
+            stats.failed += 1
+            kind = ServerOutcomeKind.OK if status < 500 else ServerOutcomeKind.ERROR
+        if exchange.started or exchange.disconnected:
+            return Rejection(
+                status, started=exchange.started, peer_gone=exchange.disconnected
+            ), kind
+        return Rejection(status, headers, body or _REASONS.get(status, b"")), kind
+
     def _refusal(self, refusal: GuardRefusal) -> tuple[Rejection, ServerOutcomeKind]:
         headers: tuple[tuple[str, str], ...] = (_TEXT,)
         if refusal.retry_after is not None:
@@ -737,6 +806,47 @@ def _resolve_route(resolver: RouteResolver | None) -> str:
         _log.debug("could not find the request's route template", exc_info=True)
         return UNMATCHED_ROUTE
     return route if isinstance(route, str) and route else UNMATCHED_ROUTE
+
+
+_REASONS: Final = {
+    429: b"too many requests\n",
+    502: b"bad gateway: an upstream call failed\n",
+    503: b"service unavailable\n",
+    504: b"deadline exceeded\n",
+}
+
+
+def status_of_refusal(exc: BaseException) -> tuple[int, float | None, bytes] | None:
+    """How a handler's escaping aio_client error is answered: ``(status, retry_after, body)``.
+
+    ======================================================  ==============================
+    a local policy on the route (no attempts recorded)
+    ``RateLimitedError``                                    429 + ``Retry-After``
+    ``BulkheadFullError``, ``CircuitOpenError``              503 (+ ``Retry-After``)
+    ``DeadlineExceededError`` (``Timeout``, the deadline)   504 + ``X-Do-Not-Retry``
+    an outgoing call (attempts recorded)
+    ``DeadlineExceededError``                               504 + ``X-Do-Not-Retry``: the
+                                                            request's own budget ran out
+    ``CircuitOpenError``, ``TransportError``, 5xx
+    ``HTTPStatusError``                                     502 Bad Gateway
+    anything else                                           ``None``: the framework's 500
+    ======================================================  ==============================
+    """
+    if not isinstance(exc, AioClientError):
+        return None
+    if isinstance(exc, DeadlineExceededError):
+        return 504, None, b""
+    if exc.attempts:
+        if isinstance(exc, (CircuitOpenError, TransportError)):
+            return 502, None, b""
+        if isinstance(exc, HTTPStatusError) and exc.response.status >= 500:
+            return 502, None, b""
+        return None
+    if isinstance(exc, RateLimitedError):
+        return 429, exc.retry_after, b""
+    if isinstance(exc, RefusedError):
+        return 503, exc.retry_after or None, b""
+    return None
 
 
 def _deadline_exceeded(text: str) -> Rejection:

@@ -68,6 +68,12 @@ class ServerOptions(TypedDict, total=False):
     #: (``"x-forwarded-for"``, ``"forwarded"``); never trusted by default,
     #: since any client can send one.
     forwarded_header: str | None
+    #: Your own answer to an exception escaping a handler: a function returning
+    #: a status (sent with a short text body) or ``None`` for the default table
+    #: (``aio_client.server.status_of_refusal``: a local policy's refusal is
+    #: 429/503/504, an outgoing call's deadline 504, its failure 502, anything
+    #: else the framework's 500).
+    error_status: Callable[[Exception], int | None] | None
 
 
 #: Every option's name.
