@@ -344,32 +344,21 @@ class Client:
         now = _clock.now() if loop is None else loop.time()
         inherited = _ambient.get()
         at = self._deadline_at(now, timeout, deadline, inherited.deadline)
-        if priority is not None:
-            prio = Priority.coerce(priority)
-        else:
-            prio = inherited.priority or self._priority
-        if idempotent is None:
-            retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
-        else:
-            retries_allowed = bool(idempotent)
-        call = Call(
+        call = self._new_call(
             request,
-            Deadline._trusted(at),
-            prio,
+            at,
+            priority if priority is not None else inherited.priority,
+            idempotent,
             self._endpoints or await self._resolve_endpoints(),
-            next(self._rotation),
-            retries_allowed,
-            self._settings,
             _clock.now if loop is None else loop.time,
         )
-        self._settings.budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
         watchers = self._call_started(call, now) if self._observers else None
         # Enforcement stays inline (no coroutine frame of its own on every call):
         # the call's deadline is the ambient deadline of everything inside, and
         # on asyncio one timer per client cancels the task natively at it (see
         # _timer.py), which anyio's task groups and scopes inside honour.
-        token = set_ambient(call.deadline, prio)
+        token = set_ambient(call.deadline, call.priority)
         try:
             if loop is not None:
                 timer = self._timer
@@ -427,6 +416,35 @@ class Client:
                 may_have_reached_server=False,
             )
         return at
+
+    def _new_call(
+        self,
+        request: Request,
+        at: float,
+        priority: Priority | str | None,
+        idempotent: bool | None,
+        endpoints: tuple[str, ...],
+        clock: Callable[[], float],
+    ) -> Call:
+        """The call's state: its priority (given, else inherited, else the client's),
+        whether it may be repeated, its place in the endpoint rotation."""
+        prio = Priority.coerce(priority) if priority is not None else self._priority
+        if idempotent is None:
+            retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
+        else:
+            retries_allowed = bool(idempotent)
+        settings = self._settings
+        settings.budget.deposit()
+        return Call(
+            request,
+            Deadline._trusted(at),
+            prio,
+            endpoints,
+            next(self._rotation),
+            retries_allowed,
+            settings,
+            clock,
+        )
 
     def _call_started(self, call: Call, now: float) -> tuple[CallWatcher, ...] | None:
         """Tell the observers a call starts; the watchers of its further events."""
