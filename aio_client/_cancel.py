@@ -71,6 +71,11 @@ class CancelReason(enum.StrEnum):
     HEDGE_LOST = "hedge_lost"
 
 
+#: Seconds before its deadline within which a client hanging up is taken for the
+#: deadline: the caller's deadline is the same budget, started one trip earlier.
+HANG_UP_AT_DEADLINE: Final = 0.05
+
+
 def current_token() -> CancelToken | None:
     """The token of the innermost :meth:`CancelToken.scope` around this code, or ``None``.
 
@@ -362,8 +367,17 @@ class CancelToken:
         if self._deadline is not None and self._deadline.expired:
             self.cancel(CancelReason.DEADLINE, "the deadline passed")
         elif self._probe is not None and self._probe():
-            self.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
+            self.cancel(self.hang_up_reason(), "the client closed the connection")
         return self._reason
+
+    def hang_up_reason(self) -> CancelReason:
+        """Why a client that hung up now did: ``DEADLINE`` when the token's deadline is
+        (almost) due, since the client's own deadline, the same budget started a
+        network trip earlier, cut its call; else ``CLIENT_DISCONNECTED``."""
+        deadline = self._deadline
+        if deadline is not None and deadline.remaining() <= HANG_UP_AT_DEADLINE:
+            return CancelReason.DEADLINE
+        return CancelReason.CLIENT_DISCONNECTED
 
     def _watch_peer(self, gone: Callable[[], bool]) -> None:
         """Let ``gone()`` (cheap, no I/O) report a closed client connection when looked at."""

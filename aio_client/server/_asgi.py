@@ -15,7 +15,7 @@ from typing import Any, Final, Unpack, final
 import anyio
 import anyio.lowlevel
 
-from .._cancel import CancelReason, CancelToken
+from .._cancel import CancelToken
 from .._server_events import Admission
 from .._timer import DeadlineTimer
 from ._core import Rejection, RouteResolver, ServerCore, ServerStats
@@ -309,7 +309,8 @@ class _Exchange:
     def _hung_up(self) -> None:
         self.disconnected = True
         if not self.complete:
-            self._token.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
+            token = self._token
+            token.cancel(token.hang_up_reason(), "the client closed the connection")
 
     async def pump(self) -> None:
         """Read the server's ``receive`` for the app (see the class docstring)."""

@@ -616,7 +616,7 @@ class ServerCore:
         except anyio.get_cancelled_exc_class():
             if token.reason is None:
                 reason = (
-                    CancelReason.CLIENT_DISCONNECTED
+                    token.hang_up_reason()
                     if exchange.disconnected and not self._shutting_down
                     else CancelReason.SHUTDOWN
                 )

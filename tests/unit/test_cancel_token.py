@@ -327,3 +327,17 @@ async def test_finished_token_never_fires_afterwards() -> None:
     assert not token.cancelled
     assert token.reason is None
     assert calls == []
+
+
+async def test_a_hang_up_at_the_deadline_is_the_deadline() -> None:
+    """A client hanging up within HANG_UP_AT_DEADLINE of the token's deadline gave up
+    because of it (its own deadline is the same budget, started a trip earlier): the
+    token fires DEADLINE; earlier, CLIENT_DISCONNECTED."""
+    near = CancelToken(timeout=0.03)
+    near._watch_peer(lambda: True)
+    assert near.reason is CancelReason.DEADLINE
+    far = CancelToken(timeout=10.0)
+    far._watch_peer(lambda: True)
+    assert far.reason is CancelReason.CLIENT_DISCONNECTED
+    none = CancelToken()
+    assert none.hang_up_reason() is CancelReason.CLIENT_DISCONNECTED
