@@ -134,6 +134,8 @@ SURFACE: dict[str, list[str]] = {
         "aiohttp_middleware",
         "fastapi_max_timeout",
         "get_cancel_token",
+        "guard_dependency",
+        "guarded",
         "max_timeout",
         "status_of_refusal",
         "trusted_peers",

@@ -7,6 +7,8 @@
 - Load shedding by priority: :class:`PriorityLoadShedder`; who may raise a
   request's priority: ``trust_priority=`` :func:`trusted_peers`.
 - Every adapter takes the options of :class:`ServerOptions`.
+- Guards on one route: :func:`guarded` (a decorator for any framework's
+  handler) or :func:`guard_dependency` (FastAPI).
 - Our errors escaping a handler (a route's own policy refusing, an outgoing
   call's deadline or failure) are answered, not crashed on:
   :func:`status_of_refusal` is the table; ``error_status=`` overrides it.
@@ -23,6 +25,7 @@ from ._asgi import DeadlineMiddleware
 from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout, status_of_refusal
 from ._guards import ClientInfo
 from ._options import ServerOptions, TrustedPeers, trusted_peers
+from ._route_guards import guard_dependency, guarded
 from ._shedding import PriorityLoadShedder
 
 if TYPE_CHECKING:
@@ -43,6 +46,8 @@ __all__ = [
     "aiohttp_middleware",
     "fastapi_max_timeout",
     "get_cancel_token",
+    "guard_dependency",
+    "guarded",
     "max_timeout",
     "status_of_refusal",
     "trusted_peers",

@@ -81,7 +81,7 @@ from .._server_events import (
 from .._timer import DeadlineTimer
 from .._validation import validate_timeout
 from ..policies._errors import RateLimitedError
-from ._guards import GuardRefusal, Passage, ServerGuards, forwarded_address
+from ._guards import GuardRefusal, Passage, RouteRefusedError, ServerGuards, forwarded_address
 from ._options import OPTION_NAMES, ServerOptions, TrustedPeers
 from ._request_scope import RequestScope
 from ._shedding import PriorityLoadShedder
@@ -695,6 +695,12 @@ class ServerCore:
         :func:`status_of_refusal`. Nothing is logged as a traceback: these
         are answers, not crashes.
         """
+        started, gone = exchange.started, exchange.disconnected
+        if isinstance(exc, RouteRefusedError):  # a route's own guards: as the app-wide ones answer
+            rejection, kind = self._refusal(exc.refusal)
+            if started or gone:
+                return Rejection(rejection.status, started=started, peer_gone=gone), kind
+            return rejection, kind
         status: int | None = None
         custom = self.error_status
         if custom is not None:

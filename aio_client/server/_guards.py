@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
 
-from .._errors import CircuitOpenError, ConfigError
+from .._errors import AioClientError, CircuitOpenError, ConfigError
 from .._server_events import ClientInfo
 from ..policies._breaker import BreakerTicket, CircuitBreaker
 from ..policies._bulkhead import Bulkhead
@@ -38,6 +38,7 @@ __all__ = [
     "Guard",
     "GuardRefusal",
     "Passage",
+    "RouteRefusedError",
     "ServerGuards",
     "forwarded_address",
     "peer_address",
@@ -65,6 +66,20 @@ class GuardRefusal:
     retry_after: float | None
     #: The response body.
     body: bytes
+
+
+@final
+class RouteRefusedError(AioClientError):
+    """A route's guard refused the request; the middleware answers it (429 / 503).
+
+    Raised inside the handler's call by :func:`guarded` and
+    :func:`guard_dependency`; carries the answer the app-wide guards would give.
+    """
+
+    def __init__(self, refusal: GuardRefusal) -> None:
+        super().__init__(refusal.body.decode().strip(), may_have_reached_server=False)
+        #: The status, ``Retry-After`` and body to answer with.
+        self.refusal = refusal
 
 
 @final

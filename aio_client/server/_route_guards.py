@@ -1,0 +1,106 @@
+"""Guards on one route: the app-wide ``guards=`` machinery, attached to a handler.
+
+``@guarded(RateLimiter("5/s"), Bulkhead(10))`` on a FastAPI/Starlette endpoint,
+an aiohttp handler or a Sanic handler runs those guards after the app-wide
+ones (the middleware's) and before the handler, with the same answers (429 /
+503 + ``Retry-After``), the same client identity, and permits given back on
+every path. The decorated handler keeps its signature (``functools.wraps``),
+so FastAPI's dependency injection and OpenAPI schema are unchanged.
+:func:`guard_dependency` is the same as a FastAPI dependency (``yield``: the
+permits are held until the response is sent).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from typing import Any, ParamSpec, TypeVar
+
+from .._errors import ConfigError
+from ._core import current_admission
+from ._guards import ClientInfo, Guard, GuardRefusal, Passage, RouteRefusedError, ServerGuards
+
+__all__ = ["guard_dependency", "guarded"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def guarded(
+    *guards: Guard, client_key: Callable[[ClientInfo], Hashable] | None = None
+) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
+    """Run ``guards`` (rate limiters, bulkheads, circuit breakers), in order, before the handler.
+
+    The client identity a keyed rate limiter sees is the one the middleware
+    found (its ``client_key``, ``forwarded_header``), or ``client_key`` here.
+    A breaker counts the handler's 5xx answers and exceptions as failures.
+    """
+    route = ServerGuards(list(guards), client_key=client_key)
+
+    def decorate(handler: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+        if not inspect.iscoroutinefunction(handler):
+            raise ConfigError(f"@guarded needs an async def handler; got {handler!r}")
+
+        @functools.wraps(handler)
+        async def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            passage = await _enter(route)
+            failed: bool | None = None
+            try:
+                result = await handler(*args, **kwargs)
+                failed = _status_of(result) >= 500
+                return result
+            except Exception:
+                failed = True
+                raise
+            finally:
+                if passage.close(failed):
+                    await passage.settle()
+
+        return run
+
+    return decorate
+
+
+def guard_dependency(
+    *guards: Guard, client_key: Callable[[ClientInfo], Hashable] | None = None
+) -> Callable[[], AsyncIterator[None]]:
+    """:func:`guarded` as a FastAPI dependency: ``dependencies=[Depends(guard_dependency(...))]``.
+
+    The permits are held until the response has been sent; an exception from
+    the handler counts as a breaker failure.
+    """
+    route = ServerGuards(list(guards), client_key=client_key)
+
+    async def dependency() -> AsyncIterator[None]:
+        passage = await _enter(route)
+        failed: bool | None = False
+        try:
+            yield
+        except Exception:
+            failed = True
+            raise
+        finally:
+            if passage.close(failed):
+                await passage.settle()
+
+    return dependency
+
+
+async def _enter(route: ServerGuards) -> Passage:
+    admission = current_admission()
+    client = admission.client if admission is not None else None
+    entry = await route.enter(client or ClientInfo(None))
+    if isinstance(entry, GuardRefusal):
+        raise RouteRefusedError(entry)
+    return entry
+
+
+def _status_of(result: Any) -> int:
+    # aiohttp and Sanic responses have .status, Starlette's .status_code;
+    # anything else (a FastAPI endpoint's dict) is a 200.
+    for name in ("status_code", "status"):
+        status = getattr(result, name, None)
+        if isinstance(status, int):
+            return status
+    return 200

@@ -1,0 +1,165 @@
+"""Guards on one route (@guarded, guard_dependency) on FastAPI, aiohttp and Sanic servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from fastapi import Depends, FastAPI
+from sanic import Request as SanicRequest
+from sanic import response as sanic_response
+
+from aio_client import Bulkhead, RateLimiter
+from aio_client.server import DeadlineMiddleware, aiohttp_middleware, guard_dependency, guarded
+
+from .servers import serve_aiohttp, serve_uvicorn
+from .test_server_sanic import sanic_app, serve_sanic
+
+FRAMEWORKS = ["fastapi", "aiohttp", "sanic"]
+Body = Callable[[], Awaitable[str]]
+
+
+@asynccontextmanager
+async def serve(
+    framework: str, routes: dict[str, tuple[Body, list[Any]]], **options: Any
+) -> AsyncIterator[str]:
+    """GET ``/<name>`` runs ``body`` behind ``@guarded(*guards)``, on ``framework``."""
+    if framework == "fastapi":
+        app = FastAPI()
+        app.add_middleware(DeadlineMiddleware, **options)
+        for name, (body, guards) in routes.items():
+
+            @guarded(*guards)
+            async def endpoint(body: Body = body) -> str:
+                return await body()
+
+            app.add_api_route(f"/{name}", endpoint, methods=["GET"])
+        async with serve_uvicorn(app) as url:
+            yield url
+        return
+    if framework == "aiohttp":
+        web_app = web.Application(middlewares=[aiohttp_middleware(**options)])
+        for name, (body, guards) in routes.items():
+
+            @guarded(*guards)
+            async def handle(request: web.Request, body: Body = body) -> web.Response:
+                return web.Response(text=await body())
+
+            web_app.router.add_get(f"/{name}", handle)
+        async with serve_aiohttp(web_app) as url:
+            yield url
+        return
+    sanic, _ = sanic_app(**options)
+    for name, (body, guards) in routes.items():
+
+        @guarded(*guards)
+        async def sanic_handle(
+            request: SanicRequest, body: Body = body
+        ) -> sanic_response.HTTPResponse:
+            return sanic_response.text(await body())
+
+        sanic.add_route(sanic_handle, f"/{name}", name=name)
+    async with serve_sanic(sanic) as url:
+        yield url
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, str | None]:
+    async with session.get(url, headers=headers) as resp:
+        await resp.read()
+        return resp.status, resp.headers.get("Retry-After")
+
+
+async def quick() -> str:
+    return "ok"
+
+
+async def slow() -> str:
+    await anyio.sleep(0.3)
+    return "ok"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_a_routes_guards_answer_like_the_app_wide_ones(framework: str) -> None:
+    """A route's rate limiter answers 429 + Retry-After, its bulkhead 503; the other
+    routes are untouched; app-wide guards run first."""
+    app_limiter = RateLimiter((100, 60.0))
+    routes: dict[str, tuple[Body, list[Any]]] = {
+        "limited": (quick, [RateLimiter((1, 60.0))]),
+        "crowded": (slow, [Bulkhead(1)]),
+        "free": (quick, []),
+    }
+    async with (
+        serve(framework, routes, guards=[app_limiter]) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        assert await fetch(session, f"{url}/limited") == (200, None)
+        status, retry_after = await fetch(session, f"{url}/limited")
+        assert status == 429
+        assert retry_after is not None
+        assert float(retry_after) > 0
+        async with anyio.create_task_group() as group:
+            group.start_soon(fetch, session, f"{url}/crowded")
+            await anyio.sleep(0.1)
+            assert (await fetch(session, f"{url}/crowded"))[0] == 503
+        assert (await fetch(session, f"{url}/crowded"))[0] == 200  # the permit came back
+        assert [(await fetch(session, f"{url}/free"))[0] for _ in range(3)] == [200] * 3
+    # The app-wide limiter saw every request, the refused ones included.
+    assert app_limiter.available() < 100 - 6  # 8 requests, under 2 tokens refilled since
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_permits_come_back_when_the_deadline_cuts_the_handler(framework: str) -> None:
+    """A bulkhead permit held by a handler cut at its deadline is given back."""
+    bulkhead = Bulkhead(1)
+
+    async def hang() -> str:
+        await anyio.sleep(5.0)
+        return "late"  # pragma: no cover
+
+    async with (
+        serve(framework, {"hang": (hang, [bulkhead]), "ok": (quick, [bulkhead])}) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        assert (await fetch(session, f"{url}/hang", **{"X-Request-Timeout": "0.1"}))[0] == 504
+        assert (await fetch(session, f"{url}/ok"))[0] == 200
+
+
+async def test_the_dependency_form_and_the_openapi_schema() -> None:
+    """guard_dependency() refuses like @guarded; a @guarded endpoint's OpenAPI schema and
+    parameters are the undecorated endpoint's."""
+
+    async def items(limit: int = 10, q: str | None = None) -> dict[str, Any]:
+        return {"limit": limit, "q": q}
+
+    plain, decorated = FastAPI(), FastAPI()
+    plain.get("/items")(items)
+    decorated.get("/items")(guarded(RateLimiter((5, 1.0)))(items))
+    assert decorated.openapi()["paths"] == plain.openapi()["paths"]
+
+    app = FastAPI()
+    app.add_middleware(DeadlineMiddleware)
+
+    @app.get("/dep", dependencies=[Depends(guard_dependency(RateLimiter((1, 60.0))))])
+    async def dep(limit: int = 1) -> dict[str, int]:
+        return {"limit": limit}
+
+    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/dep?limit=3") as resp:
+            assert (resp.status, await resp.json()) == (200, {"limit": 3})
+        assert (await fetch(session, f"{url}/dep"))[0] == 429
+
+
+def test_guarded_needs_an_async_handler() -> None:
+    """@guarded on a plain function is a ConfigError."""
+    import aio_client as ac
+
+    def sync_handler() -> str:
+        return "x"
+
+    with pytest.raises(ac.ConfigError, match="async def"):
+        guarded(RateLimiter((1, 1.0)))(sync_handler)  # type: ignore[arg-type]
