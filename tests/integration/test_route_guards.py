@@ -163,3 +163,33 @@ def test_guarded_needs_an_async_handler() -> None:
 
     with pytest.raises(ac.ConfigError, match="async def"):
         guarded(RateLimiter((1, 1.0)))(sync_handler)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_a_routes_retry_reruns_the_body_within_the_requests_budget(framework: str) -> None:
+    """@retry on a route's body re-runs it after a retryable failure, and never past the
+    request's deadline: a body that keeps failing stops retrying when the budget cannot
+    hold another try, and the request ends with its last error (the framework's 500)."""
+    import aio_client as ac
+
+    tries = {"flaky": 0, "broken": 0}
+
+    @ac.retry(on=ConnectionError, attempts=3, delays=ac.constant_delays(0.01))
+    async def flaky() -> str:
+        tries["flaky"] += 1
+        if tries["flaky"] < 3:
+            raise ConnectionError("the store blinked")
+        return "ok"
+
+    @ac.retry(on=ConnectionError, attempts=100, delays=ac.constant_delays(0.05))
+    async def broken() -> str:
+        tries["broken"] += 1
+        raise ConnectionError("the store is down")
+
+    routes: dict[str, tuple[Body, list[Any]]] = {"flaky": (flaky, []), "broken": (broken, [])}
+    async with serve(framework, routes) as url, aiohttp.ClientSession() as session:
+        assert (await fetch(session, f"{url}/flaky"))[0] == 200
+        status, _ = await fetch(session, f"{url}/broken", **{"X-Request-Timeout": "0.3"})
+    assert tries["flaky"] == 3
+    assert status == 500
+    assert tries["broken"] <= 8  # stopped by the 0.3 s budget, not by the 100 attempts
