@@ -5,9 +5,6 @@ shared budget, circuit breaking, and metrics, over aiohttp, httpx or an
 in-memory transport.
 """
 
-import importlib
-from typing import Any
-
 from ._attempts import AttemptKind, AttemptRecord
 from ._call import AttemptInfo, Call, current_attempt
 from ._cancel import CancelReason, CancelToken, current_token
@@ -29,6 +26,7 @@ from ._errors import (
     TransportError,
 )
 from ._headers import Headers, HeadersInput
+from ._lazy import lazy_names as _lazy_names
 from ._models import (
     QueryInput,
     Request,
@@ -140,9 +138,4 @@ _ELSEWHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    found = _ELSEWHERE.get(name)
-    if found is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = found
-    return getattr(importlib.import_module(module), attribute)
+__getattr__ = _lazy_names(__name__, _ELSEWHERE)

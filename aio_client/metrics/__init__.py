@@ -18,8 +18,7 @@ neither library, and nothing is registered until a sink is constructed.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._events import (
     AttemptFinished,
@@ -31,6 +30,7 @@ from .._events import (
     ExtraAttemptRefused,
     Observer,
 )
+from .._lazy import lazy_names as _lazy_names
 from ._logging import LoggingObserver
 
 if TYPE_CHECKING:
@@ -56,16 +56,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "DEFAULT_BUCKETS": "._labels",
-    "OpenTelemetryInstrumentation": "._opentelemetry",
-    "OpenTelemetryServerObserver": "._opentelemetry",
-    "PrometheusMetrics": "._prometheus",
-    "PrometheusServerObserver": "._prometheus",
+    "DEFAULT_BUCKETS": ("._labels", "DEFAULT_BUCKETS"),
+    "OpenTelemetryInstrumentation": ("._opentelemetry", "OpenTelemetryInstrumentation"),
+    "OpenTelemetryServerObserver": ("._opentelemetry", "OpenTelemetryServerObserver"),
+    "PrometheusMetrics": ("._prometheus", "PrometheusMetrics"),
+    "PrometheusServerObserver": ("._prometheus", "PrometheusServerObserver"),
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = _lazy_names(__name__, _LAZY)

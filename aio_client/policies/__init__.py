@@ -39,9 +39,7 @@ between ``await``s, so they are exact under any number of tasks on one event
 loop, without locks; they are not thread-safe.
 """
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_names as _lazy_names
 from ._breaker import BreakerTicket, StateListener
 from ._rate_limit import parse_rate
 from ._stage import (
@@ -87,9 +85,4 @@ _ELSEWHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    found = _ELSEWHERE.get(name)
-    if found is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = found
-    return getattr(importlib.import_module(module, __name__), attribute)
+__getattr__ = _lazy_names(__name__, _ELSEWHERE)

@@ -19,8 +19,9 @@ only when first used, so ``import aio_client.server`` needs neither.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names as _lazy_names
 from ._asgi import DeadlineMiddleware
 from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout, status_of_refusal
 from ._guards import ClientInfo
@@ -54,18 +55,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AiohttpDeadlineMiddleware": "._aiohttp",
-    "aiohttp_middleware": "._aiohttp",
-    "CancelTokenDep": "._fastapi",
-    "fastapi_max_timeout": "._fastapi",
-    "get_cancel_token": "._fastapi",
+    "AiohttpDeadlineMiddleware": ("._aiohttp", "AiohttpDeadlineMiddleware"),
+    "aiohttp_middleware": ("._aiohttp", "aiohttp_middleware"),
+    "CancelTokenDep": ("._fastapi", "CancelTokenDep"),
+    "fastapi_max_timeout": ("._fastapi", "fastapi_max_timeout"),
+    "get_cancel_token": ("._fastapi", "get_cancel_token"),
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = _lazy_names(__name__, _LAZY)

@@ -5,10 +5,8 @@ The strategies, delays and the retry budget have their home in ``aio_client``
 names for writing your own strategy, delays or classifier.
 """
 
-import importlib
-from typing import Any
-
 from .._classifier import Classifier, Verdict, default_classifier
+from .._lazy import lazy_names as _lazy_names
 from ._attempt_timeout import AttemptTimeout
 from ._delays import Delays
 from ._parallel import HedgeDelays
@@ -43,9 +41,4 @@ _ELSEWHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    found = _ELSEWHERE.get(name)
-    if found is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, attribute = found
-    return getattr(importlib.import_module(module, __name__), attribute)
+__getattr__ = _lazy_names(__name__, _ELSEWHERE)

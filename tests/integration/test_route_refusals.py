@@ -16,19 +16,15 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sanic import Request as SanicRequest
-from sanic import response as sanic_response
 
 import aio_client as ac
 from aio_client import Bulkhead, CircuitBreaker, RateLimiter, Timeout
 from aio_client.metrics import PrometheusMetrics
-from aio_client.server import DeadlineMiddleware, aiohttp_middleware
 from aio_client.transports import AiohttpTransport
 
-from .servers import refused_url, serve_aiohttp, serve_uvicorn
-from .test_server_sanic import sanic_app, serve_sanic
+from .servers import refused_url, serve_aiohttp
+from .test_route_guards import serve as serve_routes
 
 FRAMEWORKS = ["fastapi", "aiohttp", "sanic"]
 Work = Callable[[], Awaitable[str]]
@@ -84,39 +80,9 @@ def _routes(upstream: str) -> dict[str, Work]:
 @asynccontextmanager
 async def serve(framework: str, works: dict[str, Work], **options: Any) -> AsyncIterator[str]:
     """``works`` as GET routes ``/<name>`` behind the framework's adapter."""
-    if framework == "fastapi":
-        app = FastAPI()
-        app.add_middleware(DeadlineMiddleware, **options)
-        for name, work in works.items():
-
-            async def endpoint(work: Work = work) -> str:
-                return await work()
-
-            app.add_api_route(f"/{name}", endpoint, methods=["GET"])
-        async with serve_uvicorn(app) as url:
-            yield url
-        return
-    if framework == "aiohttp":
-        web_app = web.Application(middlewares=[aiohttp_middleware(**options)])
-        for name, work in works.items():
-
-            async def handle(request: web.Request, work: Work = work) -> web.Response:
-                return web.Response(text=await work())
-
-            web_app.router.add_get(f"/{name}", handle)
-        async with serve_aiohttp(web_app) as url:
-            yield url
-        return
-    sanic, _ = sanic_app(**options)
-    for name, work in works.items():
-
-        async def sanic_handle(
-            request: SanicRequest, work: Work = work
-        ) -> sanic_response.HTTPResponse:
-            return sanic_response.text(await work())
-
-        sanic.add_route(sanic_handle, f"/{name}", name=name)
-    async with serve_sanic(sanic) as url:
+    async with serve_routes(
+        framework, {name: (work, []) for name, work in works.items()}, **options
+    ) as url:
         yield url
 
 
