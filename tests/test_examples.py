@@ -13,6 +13,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
+    "gateway.py": "statuses: 200 504 502 503",
     "quickstart.py": "status 200 from attempt 2",
     "hedging.py": "slowest of 20 calls",
     "metrics_service.py": "scraped /metrics over HTTP",
