@@ -45,20 +45,41 @@ async def users_service() -> AsyncIterator[str]:
 
 
 def test_readme_has_blocks() -> None:
-    """The README's examples are found (so the tests below test something)."""
+    """The README's examples are found (so the tests below test something), the testing
+    kit's complete pytest example among them."""
     assert len(BLOCKS) >= 5
+    assert sum(_is_test_module(block) for block in BLOCKS) == 1
+
+
+def _is_test_module(block: str) -> bool:
+    return "import pytest" in block and re.search(r"^(async )?def test_", block, re.M) is not None
+
+
+# A test module (the "Testing your code" block) runs under pytest, as its readers run it.
+# looptime, a test dependency of this project, installs pytest plugins that fail without
+# pytest-asyncio; the project's own configuration turns them off, and so must this run.
+_PYTEST = [
+    "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", "-p", "no:looptime_plugin",
+    "-p", "no:looptime_chronometers", "-p", "no:looptime_timeproxies",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 async def test_readme_block_runs(index: int, users_service: str, tmp_path: Path) -> None:
-    """Block ``index`` runs under ``-W error``, exits 0 and writes nothing to stderr."""
-    script = tmp_path / f"block_{index}.py"
+    """Block ``index`` runs under ``-W error``, exits 0 and writes nothing to stderr (a
+    block that is a test module runs under pytest, and its tests pass)."""
+    test_module = _is_test_module(BLOCKS[index])
+    script = tmp_path / (f"test_block_{index}.py" if test_module else f"block_{index}.py")
     script.write_text(BLOCKS[index], encoding="utf-8")
     result = await anyio.run_process(
-        [sys.executable, "-W", "error", str(script)],
+        [sys.executable, *(_PYTEST if test_module else ["-W", "error"]), str(script)],
         env={**os.environ, "USERS_URL": users_service},
+        cwd=tmp_path,
         check=False,
     )
+    if test_module:
+        tests = len(re.findall(r"^(?:async )?def test_", BLOCKS[index], re.M))
+        assert f"{tests} passed" in result.stdout.decode(), result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
     assert result.stderr == b""
     if "USERS_URL" in BLOCKS[index]:
