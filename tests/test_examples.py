@@ -67,6 +67,10 @@ def test_demo_command_runs(tmp_path: Path) -> None:
         assert title in out.stdout
     for name in ("single attempt", "sequential retries", "hedged, adaptive p90"):
         assert name in out.stdout
+    assert "extra load = upstream requests beyond one per call" in out.stdout
+    # Progress lines name each step once ("phase 2/4 outage: before").
+    assert "phase 2/4 outage: before" in out.stdout
+    assert "outage: outage: " not in out.stdout
     # The deadline phase: the upstream's 2 s of work was cut by the caller's 300 ms budget.
     deadline_rows = [line for line in out.stdout.splitlines() if line.startswith("  1  ")]
     assert deadline_rows
@@ -74,6 +78,7 @@ def test_demo_command_runs(tmp_path: Path) -> None:
     page = report.read_text()
     assert page.startswith("<!doctype html>")
     assert "<svg" in page
+    assert "p99.9</text>" in page
     assert "overload" in page
 
 
