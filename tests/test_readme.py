@@ -56,8 +56,9 @@ def _is_test_module(block: str) -> bool:
 
 
 # A test module (the "Testing your code" block) runs under pytest, as its readers run it.
-# looptime, a test dependency of this project, installs pytest plugins that fail without
-# pytest-asyncio; the project's own configuration turns them off, and so must this run.
+# looptime, once a test dependency of this project (and still in environments made then),
+# installs pytest plugins that fail without pytest-asyncio; the project's configuration turns
+# them off, and so must this run, which reads no configuration.
 _PYTEST = [
     "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", "-p", "no:looptime_plugin",
     "-p", "no:looptime_chronometers", "-p", "no:looptime_timeproxies",
