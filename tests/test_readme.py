@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from pathlib import Path
 
 import anyio
@@ -88,9 +89,20 @@ async def test_readme_block_runs(index: int, users_service: str, tmp_path: Path)
         assert json.loads(printed) == {"id": 42, "fields": "name", "priority": "high"}
 
 
+def _at_the_floors() -> bool:
+    """Whether every pin of scripts/floors.txt is what is installed: the floors run."""
+    lines = (ROOT / "scripts" / "floors.txt").read_text(encoding="utf-8").splitlines()
+    pins = [line.split("==") for line in lines if line.strip()[:1] not in ("", "#")]
+    return all(version(name.strip()) == pinned.strip() for name, pinned in pins)
+
+
 async def test_readme_blocks_pass_mypy_strict(tmp_path: Path) -> None:
     """Every block type-checks under ``mypy --strict`` with the project's configuration, as
     users copying them into a strictly typed service would check them."""
+    if _at_the_floors():
+        # As scripts/test's own mypy step, types are checked against the newest
+        # dependencies: older stubs differ (aiohttp 3.11 mistypes app.on_shutdown.append).
+        pytest.skip("types are checked against the newest dependencies, not the floors")
     files = []
     for index, block in enumerate(BLOCKS):
         # One package per block: blocks may define the same names.
