@@ -17,14 +17,15 @@ strategy, budget, breaker, metrics): only the wire is scripted.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import random
 import selectors
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, TypeVarTuple, final
 
 import anyio
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
 __all__ = ["ChaosTransport", "Delayed", "ScriptedTransport", "Step", "VirtualTimeLoop"]
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
 _OK: Final = Response(200)
@@ -172,7 +176,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     ``anyio.current_time()`` 30 s later, and so do deadlines, retry delays,
     hedge delays and breaker break durations. While a socket of yours is open
     it waits in real time (and the clock follows), so real servers still work.
-    Work in threads does not hold the clock back.
+    While a function given to ``loop.run_in_executor`` (or ``asyncio.to_thread``) runs,
+    the clock runs in real time too; threads started otherwise (``anyio.to_thread``,
+    Starlette's sync endpoints) do not hold it back, so a test with such work should run on
+    a real loop.
 
     Use it as a loop factory: ``anyio.run(main, backend_options={"loop_factory":
     VirtualTimeLoop})``, or in pytest with anyio's plugin::
@@ -186,6 +193,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = float(start)
+        self._in_threads = 0
         selector = _VirtualSelector(self)
         super().__init__(selector)
         # What the loop registered for itself (its wake-up pipe): only that open means
@@ -195,6 +203,21 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         """Seconds on the virtual clock."""
         return self._virtual_now
+
+    def run_in_executor(
+        self,
+        executor: concurrent.futures.Executor | None,
+        func: Callable[[*_Ts], _T],
+        *args: *_Ts,
+    ) -> asyncio.Future[_T]:
+        """As asyncio's; while the function runs in its thread, the clock runs in real time."""
+        future = super().run_in_executor(executor, func, *args)
+        self._in_threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, future: asyncio.Future[Any]) -> None:
+        self._in_threads -= 1
 
     def _advance(self, seconds: float) -> None:
         self._virtual_now += seconds
@@ -235,7 +258,12 @@ class _VirtualSelector(selectors.BaseSelector):
         ready = self._real.select(0)
         if ready or (timeout is not None and timeout <= 0):
             return ready
-        if timeout is not None and {key.fd for key in self._real.get_map().values()} <= self.own:
+        idle = self._loop._in_threads == 0
+        if (
+            idle
+            and timeout is not None
+            and {key.fd for key in self._real.get_map().values()} <= self.own
+        ):
             self._loop._advance(min(timeout, _MAX_JUMP))
             return []
         # A socket of the program's (or nothing at all) may end the wait: wait for real.

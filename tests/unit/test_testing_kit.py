@@ -174,6 +174,20 @@ def test_virtual_time_waits_for_real_while_a_socket_is_open() -> None:
     assert time.monotonic() - wall >= 0.05
 
 
+def test_virtual_time_waits_for_real_while_an_executor_thread_runs() -> None:
+    """A function run in the loop's executor is waited for in real time: a pending 10 s
+    timeout does not fire while it works."""
+
+    async def main() -> float:
+        start = anyio.current_time()
+        with anyio.fail_after(10):
+            await asyncio.to_thread(time.sleep, 0.05)
+        return anyio.current_time() - start
+
+    elapsed = anyio.run(main, backend_options={"loop_factory": VirtualTimeLoop})
+    assert 0.05 <= elapsed < 10
+
+
 def test_virtual_time_starts_where_asked() -> None:
     """``VirtualTimeLoop(start)`` starts its clock at ``start``."""
     loop = VirtualTimeLoop(1000.0)
