@@ -339,6 +339,12 @@ async def deadline_phase(services: Services, seconds: float, progress: Progress)
             )
         )
     result.notes.append("the upstream's work takes 2 s unless cancelled; nobody passed a timeout")
+    if any(report.reason == "client_disconnected" for report in reports):
+        result.notes.append(
+            "client_disconnected: the middle service's budget ran out a moment before the "
+            "upstream's own (the upstream starts counting when the request arrives); either way "
+            "the work stopped"
+        )
     return result
 
 
