@@ -47,6 +47,5 @@ def client_for(
     handler: Callable[[ac.Request], Awaitable[ac.Response]],
     **options: object,
 ) -> ac.Client:
-    """A client at http://svc over the script's transport, or a memory transport."""
-    transport = handler.transport if isinstance(handler, Script) else MemoryTransport(handler)
-    return ac.Client(transport, "http://svc", **options)  # type: ignore[arg-type]
+    """A client over a memory transport at http://svc."""
+    return ac.Client(MemoryTransport(handler), "http://svc", **options)  # type: ignore[arg-type]
