@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ._demo import run_demo
     except ImportError as exc:  # pragma: no cover - depends on the install
-        print(f"the demo needs the extras: pip install 'aio-client[all]' ({exc})", file=sys.stderr)
+        print(
+            f"the demo needs the [all] extra of aio-client-resilient ({exc}); in a checkout: "
+            "pip install -e '.[all]'",
+            file=sys.stderr,
+        )
         return 2
     try:
         anyio.run(run_demo, args.duration, args.seed, args.report, args.serve_metrics)

@@ -822,7 +822,15 @@ _SNIFFIO_LABELS: Final = {
 
 def _versions() -> dict[str, str]:
     found: dict[str, str] = {"python": platform.python_version()}
-    for dist in ("aio-client", "aiohttp", "httpx", "httpcore", "aio-request", "anyio", "sniffio"):
+    for dist in (
+        "aio-client-resilient",
+        "aiohttp",
+        "httpx",
+        "httpcore",
+        "aio-request",
+        "anyio",
+        "sniffio",
+    ):
         try:
             found[dist] = version(dist)
         except Exception:

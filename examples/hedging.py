@@ -42,7 +42,8 @@ async def worst_of(client: aio_client.Client, strategy: aio_client.Strategy, cal
     worst = 0.0
     for _ in range(calls):
         start = time.perf_counter()
-        await client.request(aio_client.get("work"), strategy=strategy)
+        resp = await client.request(aio_client.get("work"), strategy=strategy)
+        resp.raise_for_status()  # a timing of a failed call would mean nothing
         worst = max(worst, time.perf_counter() - start)
     return worst * 1000
 

@@ -6,8 +6,9 @@ Starts, on 127.0.0.1 ephemeral ports and in this process:
   first answer for each item is a 503;
 - ``orders``: a FastAPI service behind ``DeadlineMiddleware`` that serves
   ``/orders/{order_id}`` by calling ``inventory`` through aio_client (hedged,
-  so the slow answers are raced), and ``/metrics`` through prometheus_client's
-  own ASGI app.
+  so the slow answers are raced; failures answered as the README's "Answering
+  for an upstream" says), and ``/metrics`` from prometheus_client's
+  ``generate_latest``.
 
 One :class:`~aio_client.metrics.PrometheusMetrics` records the client side
 (calls, attempts by kind, hedges) and the server side (requests by route
@@ -20,15 +21,16 @@ Run: python examples/metrics_service.py
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import aiohttp
 import anyio
 import uvicorn
 from aiohttp import web
-from fastapi import FastAPI, Request
-from prometheus_client import make_asgi_app
+from fastapi import FastAPI, HTTPException, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import aio_client
@@ -89,15 +91,26 @@ def orders_app(metrics: PrometheusMetrics, inventory_url: str) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan)
     app.add_middleware(DeadlineMiddleware, timeout=2.0, observer=metrics.server_observer)
-    app.mount("/metrics", make_asgi_app(registry=metrics.registry))
+
+    @app.get("/metrics", include_in_schema=False)
+    def scrape() -> Response:  # a route: a mount would answer /metrics with a 307
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/orders/{order_id}")
-    async def order(order_id: int, request: Request) -> dict[str, object]:
-        # The call inherits what is left of this request's deadline.
+    async def order(order_id: int, request: Request) -> Mapping[str, object]:
         client: aio_client.Client = request.app.state.inventory
-        response = await client.request(
-            aio_client.get("stock/{sku}", path_params={"sku": f"sku-{order_id % 4}"})
-        )
+        sku = f"sku-{order_id % 4}"
+        try:
+            # The call inherits what is left of this request's deadline; when that runs
+            # out, its DeadlineExceededError goes through and the middleware answers 504.
+            response = await client.request(aio_client.get("stock/{sku}", path_params={"sku": sku}))
+        except aio_client.RefusedError as exc:
+            retry_after = {"Retry-After": str(math.ceil(exc.retry_after))}
+            raise HTTPException(503, "inventory unavailable", retry_after) from exc
+        except aio_client.TransportError as exc:
+            raise HTTPException(502, "inventory unreachable") from exc
+        if response.status >= 400:
+            raise HTTPException(502, f"inventory answered {response.status}")
         return {"order": order_id, "stock": response.json(), "attempt": response.attempt}
 
     return app
@@ -131,8 +144,8 @@ async def main() -> None:
             headers = {"X-Request-Timeout": "1.5"}
             async with session.get(f"{orders_url}/orders/{order_id}", headers=headers) as resp:
                 resp.raise_for_status()
-        async with session.get(f"{orders_url}/metrics/") as resp:
-            resp.raise_for_status()
+        async with session.get(f"{orders_url}/metrics", allow_redirects=False) as resp:
+            assert resp.status == 200, resp.status
             exposition = await resp.text()
     print(f"placed {ORDERS} orders; scraped /metrics over HTTP ({len(exposition)} bytes):")
     for family in text_string_to_metric_families(exposition):

@@ -13,6 +13,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
+    "gateway.py": "statuses: 200 504 502 503",
     "quickstart.py": "status 200 from attempt 2",
     "hedging.py": "slowest of 20 calls",
     "metrics_service.py": "scraped /metrics over HTTP",
@@ -66,13 +67,22 @@ def test_demo_command_runs(tmp_path: Path) -> None:
         assert title in out.stdout
     for name in ("single attempt", "sequential retries", "hedged, adaptive p90"):
         assert name in out.stdout
+    assert "extra load = upstream requests beyond one per call" in out.stdout
+    # Progress lines name each step once ("phase 2/4 outage: before").
+    assert "phase 2/4 outage: before" in out.stdout
+    assert "outage: outage: " not in out.stdout
     # The deadline phase: the upstream's 2 s of work was cut by the caller's 300 ms budget.
-    deadline_rows = [line for line in out.stdout.splitlines() if line.startswith("  1  ")]
+    # The upstream's work stopped with the budget: its own deadline fired, or the middle
+    # service's (which may come first by the transit time) closed the connection.
+    deadline_rows = [line.split() for line in out.stdout.splitlines() if line.startswith("  1  ")]
     assert deadline_rows
-    assert "deadline" in deadline_rows[0]
+    worked, stopped_by = deadline_rows[0][4:6]  # "upstream worked ms", "upstream stopped by"
+    assert stopped_by in ("deadline", "client_disconnected")
+    assert float(worked) < 400
     page = report.read_text()
     assert page.startswith("<!doctype html>")
     assert "<svg" in page
+    assert "p99.9</text>" in page
     assert "overload" in page
 
 

@@ -31,7 +31,7 @@ class PhaseResult:
     columns: tuple[str, ...]
     rows: list[tuple[str, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: Latency samples (ms) per series, for the CDF in the HTML report.
+    #: Latency samples (ms) per series, for the percentile plot in the HTML report.
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -79,6 +79,41 @@ async def _load(
     progress(1.0, label)
 
 
+async def _load_at_rate(
+    seconds: float,
+    rate: float,
+    one: Callable[[int], Awaitable[None]],
+    progress: Progress,
+    label: str,
+) -> None:
+    """Start ``one`` ``rate`` times a second for ``seconds``, whether earlier calls ended or not.
+
+    A fixed arrival rate (an open loop) keeps the measured latency honest: a slow call does
+    not hold back the calls after it, and the process is never driven flat out, where
+    latency would measure the CPU each call costs rather than the calls themselves.
+    """
+    start = anyio.current_time()
+    interval = 1.0 / rate
+
+    async def call(n: int) -> None:
+        await one(n)
+
+    async with anyio.create_task_group() as tg:
+        n = 0
+        while (due := start + n * interval) < start + seconds:
+            await anyio.sleep_until(due)
+            tg.start_soon(call, n)
+            n += 1
+            if n % 10 == 0:
+                progress(min(1.0, n * interval / seconds), label)
+    progress(1.0, label)
+
+
+#: Calls per second in phase 1: well under what one process serving all three parts can do,
+#: so latencies are the services' and the strategies', not CPU queueing.
+STRATEGY_RATE = 150.0
+
+
 async def strategies_phase(services: Services, seconds: float, progress: Progress) -> PhaseResult:
     """Single attempt vs sequential retries vs hedged requests against a slow-tailed upstream."""
     result = PhaseResult(
@@ -86,6 +121,7 @@ async def strategies_phase(services: Services, seconds: float, progress: Progres
         ("strategy", "calls", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "extra load"),
     )
     share = seconds / len(STRATEGIES)
+    measured: dict[str, _Measured] = {}
     async with _driver(services.middle_url) as driver:
         for name in STRATEGIES:
             latencies: list[float] = []
@@ -107,10 +143,16 @@ async def strategies_phase(services: Services, seconds: float, progress: Progres
                 errors += not ok
 
             before = services.upstream.requests[name]
-            await _load(share, 12, one, progress, name)
+            await _load_at_rate(share, STRATEGY_RATE, one, progress, name)
             sent = services.upstream.requests[name] - before
             calls = len(latencies)
             result.latencies[name] = latencies
+            measured[name] = _Measured(
+                p50=_pct(latencies, 0.5),
+                p99=_pct(latencies, 0.99),
+                errors=100.0 * errors / max(calls, 1),
+                extra=100.0 * (sent - calls) / max(calls, 1),
+            )
             result.rows.append(
                 (
                     name,
@@ -119,15 +161,55 @@ async def strategies_phase(services: Services, seconds: float, progress: Progres
                     f"{_pct(latencies, 0.9):.1f}",
                     f"{_pct(latencies, 0.99):.1f}",
                     f"{max(latencies):.1f}",
-                    f"{100.0 * errors / max(calls, 1):.1f}%",
-                    f"{100.0 * (sent - calls) / max(calls, 1):+.1f}%",
+                    f"{measured[name].errors:.1f}%",
+                    f"{measured[name].extra:+.1f}%",
                 )
             )
     result.notes.append(
-        "upstream: ~4% of requests take 100-300 ms, ~1% answer 503; "
-        "extra load = upstream requests beyond one per call"
+        f"{STRATEGY_RATE:.0f} calls/s to the middle service, which calls the upstream with each "
+        "strategy; upstream: ~4% of requests take 100-300 ms, ~1% answer 503"
     )
+    result.notes.extend(_explain_strategies(measured))
     return result
+
+
+@dataclass(frozen=True)
+class _Measured:
+    p50: float
+    p99: float
+    errors: float
+    extra: float
+
+
+def _explain_strategies(measured: dict[str, _Measured]) -> list[str]:
+    """One line for each number a newcomer might read as a fault, from the measurements."""
+    single = measured[STRATEGIES[0]]
+    sequential = measured[STRATEGIES[1]]
+    hedged = {name: m for name, m in measured.items() if name.startswith("hedged")}
+    notes = []
+    if any(m.extra > 0.0 for m in measured.values()):
+        notes.append(
+            "extra load = upstream requests beyond one per call: retries of 503s, and hedges, "
+            "sent when the first request has not answered within the hedge delay (20 ms, or the "
+            "p90 of recent answers); one retry budget caps them near 20% of calls"
+        )
+    if single.errors > 0.0:
+        notes.append(
+            "single attempt's errors are the upstream's 503s, passed on; the other strategies "
+            "retry them"
+        )
+    if sequential.p99 > 0.5 * single.p99:
+        notes.append(
+            "sequential retries keep a high p99: a retry helps a failed answer, not a slow one, "
+            "which it waits out; hedging races the slow one instead"
+        )
+    for name, m in hedged.items():
+        if m.p50 > 1.25 * single.p50:
+            notes.append(
+                f"{name}: p50 above single's: this machine was too busy to serve the extra "
+                "requests without slowing every call (all three services share one process here)"
+            )
+    return notes
 
 
 async def outage_phase(services: Services, seconds: float, progress: Progress) -> PhaseResult:
@@ -160,7 +242,7 @@ async def outage_phase(services: Services, seconds: float, progress: Progress) -
                 outage_start = anyio.current_time()
             if window == "after":
                 recovered_from = anyio.current_time()
-            await _load(third, 8, one, progress, f"outage: {window}")
+            await _load(third, 8, one, progress, window)
             counts[window] = services.upstream.requests["breaker"] - before
         services.upstream.outage = False
     for window, samples in windows.items():
@@ -186,9 +268,21 @@ async def outage_phase(services: Services, seconds: float, progress: Progress) -
         result.notes.append(
             f"breaker closed again {1000 * (closed[0] - recovered_from):.0f} ms after recovery"
         )
-    result.notes.append(
-        "transitions: " + " -> ".join(state for _, state in services.breaker_events) or "none"
-    )
+    states = [state for _, state in services.breaker_events]
+    result.notes.append("transitions: " + (" -> ".join(states) or "none"))
+    refused = {window: sum(1 for *_, r in samples if r) for window, samples in windows.items()}
+    if counts["outage"]:
+        result.notes.append(
+            f"the outage's {counts['outage']} upstream requests are the calls made before the "
+            "breaker opened, then its probes (half_open) to see if the upstream is back"
+        )
+    if "half_open -> open" in " -> ".join(states):
+        result.notes.append("half_open -> open: a probe failed, so the breaker opened again")
+    if refused["after"]:
+        result.notes.append(
+            f"{refused['after']} calls were still refused after the upstream recovered: the "
+            "breaker waits out its break and needs two good probes before it lets everyone in"
+        )
     return result
 
 
@@ -213,7 +307,7 @@ async def deadline_phase(services: Services, seconds: float, progress: Progress)
     async with _driver(services.middle_url) as driver:
         outcomes: list[tuple[str, float]] = []
         for n in range(calls):
-            progress(n / calls, "deadline")
+            progress(n / calls, "300 ms budget, two hops")
             start = time.perf_counter()
             try:
                 resp = await driver.request(_models.get("chain"), timeout=0.3)
@@ -222,7 +316,7 @@ async def deadline_phase(services: Services, seconds: float, progress: Progress)
                 outcome = "DeadlineExceeded"
             outcomes.append((outcome, (time.perf_counter() - start) * 1000.0))
             await anyio.sleep(0.05)  # lets the upstream finish recording the cancellation
-        progress(1.0, "deadline")
+        progress(1.0, "300 ms budget, two hops")
     reports = services.upstream.deadline_reports[first_report:]
     budgets = services.middle_budgets[first_budget:]
     for n, (outcome, took) in enumerate(outcomes):
@@ -245,6 +339,12 @@ async def deadline_phase(services: Services, seconds: float, progress: Progress)
             )
         )
     result.notes.append("the upstream's work takes 2 s unless cancelled; nobody passed a timeout")
+    if any(report.reason == "client_disconnected" for report in reports):
+        result.notes.append(
+            "client_disconnected: the middle service's budget ran out a moment before the "
+            "upstream's own (the upstream starts counting when the request arrives); either way "
+            "the work stopped"
+        )
     return result
 
 
@@ -270,7 +370,9 @@ async def overload_phase(services: Services, seconds: float, progress: Progress)
             if status == 503:
                 await anyio.sleep(0.005)
 
-        await _load(seconds, 3 * services.shedder.max_in_flight, one, progress, "overload")
+        await _load(
+            seconds, 3 * services.shedder.max_in_flight, one, progress, "3x capacity, HIGH and LOW"
+        )
     for priority, samples in stats.items():
         ok = [ms for status, ms in samples if status == 200]
         shed = sum(1 for status, _ in samples if status == 503)

@@ -7,6 +7,7 @@ calls the upstream through aio_client, behind our deadline middleware.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,7 +25,7 @@ from .. import _models
 from .._cancel import current_token
 from .._client import Client
 from .._deadline import current_deadline, current_priority
-from .._errors import AioClientError, CircuitOpenError, DeadlineExceededError
+from .._errors import CircuitOpenError, DeadlineExceededError, TransportError
 from .._events import Observer
 from ..policies._breaker import CircuitBreaker, CircuitState
 from ..server._aiohttp import aiohttp_middleware
@@ -130,6 +131,13 @@ class Services:
     middle_budgets: list[float]
 
 
+def _answer(upstream: _models.Response) -> Response:
+    """The upstream's answer passed on, or a 502 in place of its failure."""
+    if upstream.status >= 500:
+        return PlainTextResponse(f"the upstream answered {upstream.status}", status_code=502)
+    return PlainTextResponse(upstream.text, status_code=upstream.status)
+
+
 def _middle_app(
     upstream_url: str,
     shedder: PriorityLoadShedder,
@@ -173,6 +181,9 @@ def _middle_app(
     )
     chain = Client(transport, upstream_url, strategy=single_attempt_strategy(), observers=observers)
 
+    # The middle service answers for the upstream as the README's "Answering for an
+    # upstream" says: 502 for its failures, 503 for a refusal, and the middleware's 504 when
+    # the request's budget is spent (a DeadlineExceededError is let through).
     async def api(request: StarletteRequest) -> Response:
         name = request.query_params.get("strategy", "single attempt")
         client = clients.get(name)
@@ -180,9 +191,9 @@ def _middle_app(
             return PlainTextResponse("unknown strategy", status_code=400)
         try:
             resp = await client.request(_models.get("work", query={"s": name}))
-        except AioClientError as exc:
+        except TransportError as exc:
             return PlainTextResponse(type(exc).__name__, status_code=502)
-        return PlainTextResponse(resp.text, status_code=resp.status)
+        return _answer(resp)
 
     async def guarded_api(request: StarletteRequest) -> Response:
         try:
@@ -191,20 +202,23 @@ def _middle_app(
             return PlainTextResponse(
                 "circuit open",
                 status_code=503,
-                headers={"X-Demo-Refused": f"{exc.retry_after:.2f}"},
+                headers={
+                    "Retry-After": str(math.ceil(exc.retry_after)),
+                    "X-Demo-Refused": f"{exc.retry_after:.2f}",
+                },
             )
-        except AioClientError as exc:
+        except DeadlineExceededError:
+            # The guarded client's own 1 s timeout, shorter than the request's budget.
+            return PlainTextResponse("the upstream took over 1 s", status_code=504)
+        except TransportError as exc:
             return PlainTextResponse(type(exc).__name__, status_code=502)
-        return PlainTextResponse(resp.text, status_code=resp.status)
+        return _answer(resp)
 
     async def chain_api(request: StarletteRequest) -> Response:
         deadline = current_deadline()
         middle_budgets.append(deadline.remaining() if deadline else -1.0)
-        try:
-            resp = await chain.request(_models.get("report"))  # no timeout: the budget is inherited
-        except DeadlineExceededError:
-            return PlainTextResponse("upstream ran out of budget", status_code=504)
-        return PlainTextResponse(resp.text, status_code=resp.status)
+        # No timeout: the budget is inherited, and when it runs out the middleware answers.
+        return _answer(await chain.request(_models.get("report")))
 
     async def heavy(request: StarletteRequest) -> Response:
         await anyio.sleep(0.02)  # stands in for CPU or database work

@@ -29,6 +29,7 @@ from aio_client import (
 from aio_client.compat.aiocircuitbreaker import circuit
 from aio_client.metrics import CallFinished, CallStarted, CallWatcher, Observer
 from aio_client.policies import as_stage
+from aio_client.testing import ChaosTransport, Delayed, ScriptedTransport, Step
 from aio_client.transports import MemoryTransport
 
 
@@ -133,3 +134,17 @@ async def test_an_observer_types_its_hooks() -> None:
     async with Client(MemoryTransport(_ok), "http://users", observers=[durations]) as client:
         await client.get("a")
     assert len(durations.seen) == 1
+
+
+async def test_the_testing_kit_types_as_written() -> None:
+    """The testing kit's transports are Transports; what they record and count types."""
+    steps: list[Step] = [Response(503), Delayed(0.01, Response(200))]
+    scripted = ScriptedTransport(*steps, routes={"GET users/{id}": [aio_client.ConnectError("x")]})
+    chaos = ChaosTransport(scripted, seed=1, slow_rate=0.5, slow_min=0.0, slow_max=0.01)
+    async with Client(chaos, "http://svc", strategy=aio_client.sequential_strategy(2)) as client:
+        resp = await client.get("items")
+    assert_type(resp, Response)
+    assert_type(scripted.requests, list[Request])
+    assert_type(scripted.sent("items"), list[Request])
+    assert_type(chaos.injected["slow"], int)
+    assert resp.status == 200

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import looptime
 import pytest
+
+from aio_client.testing import VirtualTimeLoop
 
 
 @pytest.fixture
 def anyio_backend() -> tuple[str, dict[str, Any]]:
-    """asyncio whose clock jumps ahead whenever every task is waiting on a timer."""
-    return ("asyncio", {"loop_factory": functools.partial(looptime.new_event_loop, start=0.0)})
+    """asyncio whose clock jumps ahead whenever every task is waiting on a timer
+    (aio_client.testing's own, so the kit is exercised by every unit test)."""
+    return ("asyncio", {"loop_factory": VirtualTimeLoop})

@@ -4,36 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 
-import anyio
-
 import aio_client as ac
+from aio_client.testing import Delayed, ScriptedTransport
 from aio_client.transports import MemoryTransport
 
 Step = ac.Response | ac.AioClientError | float
 
 
 class Script:
-    """A handler that plays back a script of outcomes, one per request.
+    """The suite's shorthand for :class:`aio_client.testing.ScriptedTransport`.
 
     A float step sleeps that long and then answers 200; the last step repeats.
-    Records every request it sees and the loop time it arrived.
+    Usable as a :class:`MemoryTransport` handler; ``requests`` and ``arrivals``
+    are the scripted transport's records.
     """
 
     def __init__(self, steps: Iterable[Step]) -> None:
-        self.steps = list(steps)
-        self.requests: list[ac.Request] = []
-        self.arrivals: list[float] = []
+        self.transport = ScriptedTransport(
+            *(
+                Delayed(step, ac.Response(200, content=b"slow ok"))
+                if isinstance(step, float)
+                else step
+                for step in steps
+            )
+        )
+
+    @property
+    def requests(self) -> list[ac.Request]:
+        """Every request seen, in arrival order."""
+        return self.transport.requests
+
+    @property
+    def arrivals(self) -> list[float]:
+        """The loop time each request arrived."""
+        return self.transport.arrivals
 
     async def __call__(self, request: ac.Request) -> ac.Response:
-        self.requests.append(request)
-        self.arrivals.append(anyio.current_time())
-        step = self.steps[min(len(self.requests) - 1, len(self.steps) - 1)]
-        if isinstance(step, float):
-            await anyio.sleep(step)
-            return ac.Response(200, content=b"slow ok")
-        if isinstance(step, ac.AioClientError):
-            raise step
-        return step
+        return await self.transport.send(request)
 
 
 def client_for(
