@@ -833,8 +833,8 @@ def status_of_refusal(exc: BaseException) -> tuple[int, float | None, bytes] | N
     an outgoing call (attempts recorded)
     ``DeadlineExceededError``                               504 + ``X-Do-Not-Retry``: the
                                                             request's own budget ran out
-    ``CircuitOpenError``, ``TransportError``, 5xx
-    ``HTTPStatusError``                                     502 Bad Gateway
+    ``CircuitOpenError`` (every endpoint's breaker open)   503 (+ ``Retry-After``)
+    ``TransportError``, 5xx ``HTTPStatusError``             502 Bad Gateway
     anything else                                           ``None``: the framework's 500
     ======================================================  ==============================
     """
@@ -843,7 +843,9 @@ def status_of_refusal(exc: BaseException) -> tuple[int, float | None, bytes] | N
     if isinstance(exc, DeadlineExceededError):
         return 504, None, b""
     if exc.attempts:
-        if isinstance(exc, (CircuitOpenError, TransportError)):
+        if isinstance(exc, CircuitOpenError):  # the upstream is being given a rest
+            return 503, exc.retry_after or None, b""
+        if isinstance(exc, TransportError):
             return 502, None, b""
         if isinstance(exc, HTTPStatusError) and exc.response.status >= 500:
             return 502, None, b""

@@ -36,6 +36,12 @@ def _routes(upstream: str) -> dict[str, Work]:
     breaker = CircuitBreaker(failure_threshold=1, break_duration=60.0)
     bulkhead = Bulkhead(1)
     client = ac.Client(AiohttpTransport(), upstream, strategy=ac.single_attempt_strategy())
+    guarded_client = ac.Client(
+        AiohttpTransport(),
+        upstream,
+        strategy=ac.single_attempt_strategy(),
+        circuit_breaker=CircuitBreaker(failure_threshold=1, break_duration=60.0),
+    )
 
     @limiter
     async def limited() -> str:
@@ -59,6 +65,10 @@ def _routes(upstream: str) -> dict[str, Work]:
         await client.get("x")
         return "unreachable"
 
+    async def upstream_open() -> str:
+        await guarded_client.get("x")
+        return "unreachable"
+
     async def upstream_slow() -> str:
         await client.get("x", timeout=0.05)
         return "unreachable"
@@ -72,6 +82,7 @@ def _routes(upstream: str) -> dict[str, Work]:
         "broken": broken,
         "crowded": crowded,
         "upstream_down": upstream_down,
+        "upstream_open": upstream_open,
         "upstream_slow": upstream_slow,
         "own_bug": own_bug,
     }
@@ -95,7 +106,8 @@ async def fetch(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str
 async def test_refusals_and_upstream_failures_map_to_statuses(
     framework: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The table: 429 + Retry-After, 504 + X-Do-Not-Retry, 503, 502; a bug stays a 500;
+    """The table: 429 + Retry-After, 504 + X-Do-Not-Retry, 503, 502 (503 + Retry-After for an
+    upstream whose breaker is open); a bug stays a 500;
     no traceback is logged for the mapped ones; the server metrics count them."""
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry)
@@ -115,6 +127,8 @@ async def test_refusals_and_upstream_failures_map_to_statuses(
                 await anyio.sleep(0.1)
                 crowded = await fetch(session, f"{url}/crowded")
             down = await fetch(session, f"{url}/upstream_down")
+            await fetch(session, f"{url}/upstream_open")  # fails, and opens the breaker
+            upstream_open = await fetch(session, f"{url}/upstream_open")
             upstream_slow = await fetch(session, f"{url}/upstream_slow")
             tracebacks = [r for r in caplog.records if r.exc_info and r.levelno >= 40]
             bug = await fetch(session, f"{url}/own_bug")
@@ -127,6 +141,8 @@ async def test_refusals_and_upstream_failures_map_to_statuses(
     assert crowded[0] == 503
     assert down[0] == 502
     assert "bad gateway" in down[2]
+    assert upstream_open[0] == 503
+    assert float(upstream_open[1]["retry-after"]) > 0
     assert upstream_slow[0] in (502, 504)  # refused at once (502) or timed out (504)
     assert bug[0] == 500
     assert [r.getMessage() for r in tracebacks if "dependency failed" not in str(r.exc_info)] == []
