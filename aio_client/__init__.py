@@ -21,6 +21,7 @@ from ._errors import (
     NetworkError,
     ProtocolError,
     RefusedError,
+    ResponseTooLargeError,
     TransportError,
 )
 from ._headers import Headers
@@ -88,6 +89,7 @@ __all__ = [
     "Request",
     "RequestContext",
     "Response",
+    "ResponseTooLargeError",
     "RetryBudget",
     "Stage",
     "Strategy",

@@ -37,6 +37,12 @@ from ._models import JSON, QueryInput, Request, Response
 from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
+from ._size_limit import (
+    CLIENT_DEFAULT,
+    DEFAULT_MAX_RESPONSE_SIZE,
+    UseClientDefault,
+    validate_max_size,
+)
 from ._timer import DeadlineTimer
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
@@ -64,7 +70,9 @@ EndpointProvider = Callable[[], "str | Sequence[str] | Awaitable[str | Sequence[
 _IDEMPOTENCY_KEY: Final = "idempotency-key"
 # What client.get(...) and friends hand to the request builder; the rest go to request().
 _BUILDER_OPTIONS: Final = frozenset({"path_params", "query", "headers", "json", "content"})
-_CALL_OPTIONS: Final = frozenset({"timeout", "deadline", "priority", "strategy", "idempotent"})
+_CALL_OPTIONS: Final = frozenset(
+    {"timeout", "deadline", "priority", "strategy", "idempotent", "max_response_size"}
+)
 
 
 class RequestOptions(TypedDict, total=False):
@@ -78,6 +86,7 @@ class RequestOptions(TypedDict, total=False):
     priority: Priority | str | None
     strategy: Strategy | None
     idempotent: bool | None
+    max_response_size: int | UseClientDefault | None
 
 
 class RequestWithBodyOptions(RequestOptions, total=False):
@@ -121,6 +130,10 @@ class Client:
       each hears every call's events (start, attempts, refused retries and hedges,
       end) and the circuit breakers' state changes.
     - ``low_timeout``: below this budget an attempt is not sent (5 ms).
+    - ``max_response_size``: the most bytes of (decoded) body a response may
+      have (64 MiB); ``None`` for no limit. A larger one raises
+      :class:`~aio_client.ResponseTooLargeError` (refused before reading when
+      ``Content-Length`` says so) and its connection is closed.
     """
 
     __slots__ = (
@@ -154,6 +167,7 @@ class Client:
         circuit_breaker: CircuitBreaker | None = None,
         observers: Sequence[Observer] = (),
         low_timeout: float = 0.005,
+        max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         if not callable(getattr(transport, "send", None)):
             raise ConfigError(f"transport must have an async send(request); got {transport!r}")
@@ -207,6 +221,7 @@ class Client:
             classifier,
             budget if budget is not None else RetryBudget(),
             self._low_timeout,
+            validate_max_size(max_response_size, "max_response_size"),
         )
         self._call_pipeline = compose(stages, self._run_strategy) if stages else None
 
@@ -221,6 +236,7 @@ class Client:
         priority: Priority | str | None = None,
         strategy: Strategy | None = None,
         idempotent: bool | None = None,
+        max_response_size: int | UseClientDefault | None = CLIENT_DEFAULT,
     ) -> RequestContext:
         """Send ``request``; await the result or use it as ``async with``.
 
@@ -233,12 +249,18 @@ class Client:
           ``False`` forbids repeating even a GET. By default, GET, HEAD,
           OPTIONS, PUT, DELETE and requests with an ``Idempotency-Key`` header
           may be repeated.
+        - ``max_response_size``: this call's size limit (bytes of decoded body;
+          ``None``: no limit) instead of the client's.
 
         Returns the final response, whatever its status (see
         :meth:`Response.raise_for_status`); raises a typed error, carrying every
         attempt's history, when no response was had.
         """
-        return RequestContext(self, request, timeout, deadline, priority, strategy, idempotent)
+        if max_response_size is not CLIENT_DEFAULT:
+            max_response_size = validate_max_size(max_response_size, "max_response_size")
+        return RequestContext(
+            self, request, timeout, deadline, priority, strategy, idempotent, max_response_size
+        )
 
     def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
         """``request(aio_client.get(path, ...), ...)``: the options are the builder's
@@ -320,6 +342,7 @@ class Client:
         priority: Priority | str | None,
         strategy: Strategy | None,
         idempotent: bool | None,
+        max_response_size: int | UseClientDefault | None,
     ) -> Response:
         # The steps of ARCHITECTURE.md's diagram: deadline, priority, (observers),
         # call stages and strategy; the attempts' steps live in Call.attempt.
@@ -351,6 +374,8 @@ class Client:
             self._settings,
             _clock.now if loop is None else loop.time,
         )
+        if max_response_size is not CLIENT_DEFAULT:
+            call.max_response_size = max_response_size
         self._settings.budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
         if self._observers:
@@ -502,9 +527,18 @@ class RequestContext:
         priority: Priority | str | None,
         strategy: Strategy | None,
         idempotent: bool | None,
+        max_response_size: int | UseClientDefault | None,
     ) -> None:
         self._client = client
-        self._args = (request, timeout, deadline, priority, strategy, idempotent)
+        self._args = (
+            request,
+            timeout,
+            deadline,
+            priority,
+            strategy,
+            idempotent,
+            max_response_size,
+        )
 
     def __await__(self) -> Generator[object, None, Response]:
         return self._client._send(*self._args).__await__()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import select
+import weakref
+from contextvars import ContextVar
 from typing import Final, final
 
 import aiohttp
@@ -19,6 +23,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
+from .._size_limit import BodyCounter, response_size_limit, too_large
 from ._base import backend_timeout
 
 __all__ = ["AiohttpTransport"]
@@ -43,10 +48,21 @@ class AiohttpTransport:
     A session the transport makes sends each request exactly once: aiohttp's
     own silent re-send of an idempotent request after a broken connection is
     turned off, because retrying is the strategy's job (counted, budgeted and
-    recorded). A session you pass keeps its own settings.
+    recorded). One case is different, because the request provably did not
+    reach the server: a pooled connection that the server had already closed
+    (an idle keep-alive timeout, a proxy dropping idle connections) fails
+    before a byte of the response arrives. The transport then sends the
+    request again, once, on a fresh connection, whatever its method; the call
+    sees one attempt, as the server does. A session you pass keeps its own
+    settings: the check of pooled connections before use and the re-send need
+    a session the transport made.
+
+    Bodies are read up to the call's ``max_response_size`` (decoded bytes): a
+    larger ``Content-Length`` is refused before reading, a body growing past
+    the limit is stopped, and the connection is closed either way.
     """
 
-    __slots__ = ("_limit", "_owns", "_session")
+    __slots__ = ("_checks_reuse", "_limit", "_owns", "_session")
 
     def __init__(self, session: aiohttp.ClientSession | None = None, *, limit: int = 100) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -56,12 +72,14 @@ class AiohttpTransport:
         self._session = session
         self._owns = session is None
         self._limit = limit
+        # Whether the session's connector reports reused connections (one the transport made).
+        self._checks_reuse = False
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None:
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit),
+                connector=_CheckingConnector(limit=self._limit),
                 timeout=_NO_TIMEOUT,
             )
             # aiohttp re-sends an idempotent request once when the connection
@@ -72,6 +90,7 @@ class AiohttpTransport:
             if hasattr(session, "_retry_connection"):
                 session._retry_connection = False
             self._session = session
+            self._checks_reuse = True
         return session
 
     async def send(self, request: Request, /) -> Response:
@@ -81,27 +100,152 @@ class AiohttpTransport:
         timeout = backend_timeout()
         if timeout is not None and (client_timeout.total is None or client_timeout.total > timeout):
             client_timeout = _capped(client_timeout, timeout)
-        try:
-            async with session.request(
-                request.method,
-                URL(request.url, encoded=True),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
-                timeout=client_timeout,
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                headers = resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _mapped(exc) from exc
-        return Response._received(status, Headers._received(headers.items()), body, request.url)
+        limit = response_size_limit()
+        url = URL(request.url, encoded=True)
+        fresh_only = False
+        while True:
+            sent = _Sent(fresh_only) if self._checks_reuse else None
+            token = _SENT.set(sent)
+            try:
+                async with session.request(
+                    request.method,
+                    url,
+                    headers=request.headers.multi_items(),
+                    data=request.content or None,
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    if sent is not None:
+                        sent.answered = True
+                    body = await resp.read() if limit is None else await _read(resp, limit)
+                    status = resp.status
+                    headers = resp.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if (
+                    sent is not None
+                    and sent.reused
+                    and not sent.answered
+                    and not fresh_only
+                    and _closed_before_answering(exc)
+                ):
+                    fresh_only = True
+                    continue
+                raise _mapped(exc, bodyless=not request.content) from exc
+            finally:
+                _SENT.reset(token)
+            return Response._received(status, Headers._received(headers.items()), body, request.url)
 
     async def aclose(self) -> None:
         """Close the session if this transport made it."""
         if self._owns and self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+@final
+class _Sent:
+    """What the connector tells the request being sent about its connection."""
+
+    __slots__ = ("answered", "fresh_only", "reused")
+
+    def __init__(self, fresh_only: bool) -> None:
+        #: Only a new connection will do (a re-send after a stale one).
+        self.fresh_only = fresh_only
+        #: Set by the connector: the connection came from the pool.
+        self.reused = False
+        #: The response head arrived.
+        self.answered = False
+
+
+_SENT: ContextVar[_Sent | None] = ContextVar("aio_client_aiohttp_sent", default=None)
+
+
+class _CheckingConnector(aiohttp.TCPConnector):
+    """A connector that never hands out a pooled connection the server has closed.
+
+    An idle connection has nothing to read; if it has (the server's FIN,
+    usually), it is stale: it is closed and the next one is taken, as httpcore
+    does. The request being sent hears whether its connection was reused,
+    and may ask for a new one (closing pooled ones until one is made).
+    """
+
+    def __init__(self, *, limit: int) -> None:
+        super().__init__(limit=limit)
+        self._used: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[aiohttp.tracing.Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> aiohttp.connector.Connection:
+        while True:
+            conn = await super().connect(req, traces, timeout)
+            protocol = conn.protocol
+            if protocol is None or protocol not in self._used:
+                if protocol is not None:
+                    self._used.add(protocol)
+                return conn
+            sent = _SENT.get()
+            if not _readable(conn.transport) and (sent is None or not sent.fresh_only):
+                if sent is not None:
+                    sent.reused = True
+                return conn
+            conn.close()
+
+
+def _readable(transport: object) -> bool:
+    # An idle connection with bytes (or EOF) waiting cannot carry a request.
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _closed_before_answering(exc: BaseException) -> bool:
+    """Whether the connection was found closed before any byte of the response.
+
+    aiohttp reports a clean close with no response byte parsed as
+    ``ServerDisconnectedError`` carrying its default message (a partial
+    response would be carried instead); writing into a connection the peer
+    already closed fails with a reset or a broken pipe.
+    """
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return isinstance(exc.message, str)
+    if isinstance(exc, aiohttp.ClientConnectionResetError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in (
+        errno.ECONNRESET,
+        errno.EPIPE,
+    )
+
+
+async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, read up to ``limit`` decoded bytes; the connection is closed past it."""
+    announced = resp.content_length
+    if announced is not None:
+        if announced > limit:
+            resp.close()
+            raise too_large(limit, announced=announced)
+        if "Content-Encoding" not in resp.headers:
+            # aiohttp stops at Content-Length: this body cannot grow past it.
+            return await resp.read()
+    counter = BodyCounter(limit)
+    chunks: list[bytes] = []
+    try:
+        async for chunk in resp.content.iter_any():
+            counter.add(len(chunk))
+            chunks.append(chunk)
+    except BaseException:
+        chunks.clear()
+        resp.close()
+        raise
+    return b"".join(chunks)
 
 
 def _capped(limits: aiohttp.ClientTimeout, budget: float) -> aiohttp.ClientTimeout:
@@ -115,7 +259,7 @@ def _capped(limits: aiohttp.ClientTimeout, budget: float) -> aiohttp.ClientTimeo
     )
 
 
-def _mapped(exc: aiohttp.ClientError | TimeoutError) -> AioClientError:
+def _mapped(exc: aiohttp.ClientError | TimeoutError, *, bodyless: bool = False) -> AioClientError:
     # The one place aiohttp's exceptions become ours. Order matters: aiohttp's
     # classes inherit from each other (a connect timeout is a ServerTimeoutError,
     # a ClientConnectorError is a ClientOSError), most specific first.
@@ -131,6 +275,16 @@ def _mapped(exc: aiohttp.ClientError | TimeoutError) -> AioClientError:
     ):
         # Failed while connecting (TCP, TLS, proxy tunnel): the request was never sent.
         return ConnectError(f"cannot connect: {exc}")
+    if (
+        bodyless
+        and isinstance(exc, aiohttp.ClientConnectionResetError)
+        and "closing transport" in str(exc)
+    ):
+        # aiohttp refused to write the request (one write without a body) into a
+        # connection it already saw closing: not a byte left.
+        return NetworkError(
+            f"not sent, the connection was already closed: {exc}", may_have_reached_server=False
+        )
     if isinstance(exc, TimeoutError):  # ServerTimeoutError, SocketTimeoutError, total timeout
         return DeadlineExceededError(f"timed out waiting for the server: {exc!r}")
     if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):

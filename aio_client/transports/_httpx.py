@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable
-from typing import final
+from typing import Any, final
 
 import anyio
 import httpx
@@ -22,6 +22,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
+from .._size_limit import BodyCounter, response_size_limit, too_large
 from ._base import backend_timeout
 
 __all__ = ["HttpxTransport"]
@@ -50,20 +51,41 @@ class HttpxTransport:
     shielded cleanup that gives a connection back), and a pool slot that
     httpcore 1.0 loses when a request is cancelled just after a new
     connection was assigned to it is given back.
+
+    At most as many requests as the pool has connections are let into httpx
+    at a time; the others wait their turn in the transport, first come first
+    served, for as long as their deadline allows. httpcore's own queue, with
+    more requests than connections, hands connections round in a way that can
+    leave every waiting request stuck until it times out.
+
+    HTTP/2 is refused (:class:`~aio_client.ConfigError`): httpcore drops a
+    cancelled HTTP/2 stream without resetting it (no RST_STREAM) and without
+    giving back its flow-control credit, so after enough cancelled attempts
+    (deadlines, lost hedges) the connection stalls for good. Use HTTP/1.1.
+
+    Bodies are read up to the call's ``max_response_size`` (decoded bytes): a
+    larger ``Content-Length`` is refused before reading, a body growing past
+    the limit is stopped, and the connection is closed either way.
     """
 
-    __slots__ = ("_client", "_limit", "_owns")
+    __slots__ = ("_client", "_gate", "_limit", "_owns")
 
     def __init__(self, client: httpx.AsyncClient | None = None, *, limit: int = 100) -> None:
         if client is not None and not isinstance(client, httpx.AsyncClient):
             raise ConfigError(f"client must be an httpx.AsyncClient; got {client!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be an int >= 1; got {limit!r}")
+        if client is not None:
+            _refuse_http2(client)
+            pooled = getattr(_pool(client), "_max_connections", None)
+            limit = pooled if isinstance(pooled, int) and pooled >= 1 else 0
         self._owns = client is None
         self._limit = limit
         self._client: httpx.AsyncClient | None = (
             client if client is not None else self._new_client()
         )
+        # Made on first use: anyio's primitives belong to the running event loop.
+        self._gate: anyio.Semaphore | None = None
 
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -84,7 +106,10 @@ class HttpxTransport:
         timeout = backend_timeout()
         if timeout is not None:
             phases = _capped(phases, timeout)
-        exchange = _exchange(client, request, phases)
+        gate = self._gate
+        if gate is None and self._limit:
+            gate = self._gate = anyio.Semaphore(self._limit, fast_acquire=True)
+        exchange = _exchange(client, request, phases, gate, timeout)
         loop = asyncio._get_running_loop()
         if loop is None:
             return await exchange  # trio: cancellation is scoped and shield-aware already
@@ -117,16 +142,49 @@ class HttpxTransport:
             await client.aclose()
 
 
-async def _exchange(client: httpx.AsyncClient, request: Request, phases: httpx.Timeout) -> Response:
+async def _exchange(
+    client: httpx.AsyncClient,
+    request: Request,
+    phases: httpx.Timeout,
+    gate: anyio.Semaphore | None,
+    timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
+) -> Response:
+    if gate is None:
+        return await _exchange_admitted(client, request, phases)
+    if timeout is None:
+        async with gate:
+            return await _exchange_admitted(client, request, phases)
+    admitted = False
+    with anyio.move_on_after(timeout):
+        await gate.acquire()
+        admitted = True
+    if not admitted:
+        raise DeadlineExceededError(
+            "timed out waiting for a connection: not sent", may_have_reached_server=False
+        )
     try:
-        resp = await client.request(
+        return await _exchange_admitted(client, request, phases)
+    finally:
+        gate.release()
+
+
+async def _exchange_admitted(
+    client: httpx.AsyncClient, request: Request, phases: httpx.Timeout
+) -> Response:
+    limit = response_size_limit()
+    try:
+        sent = client.build_request(
             request.method,
             request.url,
             headers=request.headers.multi_items(),
             content=request.content or None,
             timeout=phases,
-            follow_redirects=False,
         )
+        resp = await client.send(sent, stream=True, follow_redirects=False)
+        try:
+            body = await resp.aread() if limit is None else await _read(resp, limit)
+        finally:
+            await resp.aclose()
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         _reclaim_orphans(client)
         raise _mapped(exc) from exc
@@ -136,9 +194,47 @@ async def _exchange(client: httpx.AsyncClient, request: Request, phases: httpx.T
     return Response._received(
         resp.status_code,
         Headers._trusted(tuple(resp.headers.multi_items())),
-        resp.content,
+        body,
         request.url,
     )
+
+
+async def _read(resp: httpx.Response, limit: int) -> bytes:
+    """The body, read up to ``limit`` decoded bytes (the caller closes the response)."""
+    headers = resp.headers
+    length = headers.get("content-length")
+    if length is not None and length.isdigit():
+        announced = int(length)
+        if announced > limit:
+            raise too_large(limit, announced=announced)
+        if "content-encoding" not in headers:
+            # httpcore stops at Content-Length: this body cannot grow past it.
+            return await resp.aread()
+    counter = BodyCounter(limit)
+    chunks: list[bytes] = []
+    try:
+        async for chunk in resp.aiter_bytes():
+            counter.add(len(chunk))
+            chunks.append(chunk)
+    except BaseException:
+        chunks.clear()
+        raise
+    return b"".join(chunks)
+
+
+def _pool(client: httpx.AsyncClient) -> Any:
+    """The default transport's connection pool, or ``None`` when there is another."""
+    return getattr(getattr(client, "_transport", None), "_pool", None)
+
+
+def _refuse_http2(client: httpx.AsyncClient) -> None:
+    if getattr(_pool(client), "_http2", False):
+        raise ConfigError(
+            "client must not enable HTTP/2 (http2=True): httpcore drops a cancelled "
+            "HTTP/2 stream without RST_STREAM and without returning its flow-control "
+            "credit, and deadlines and hedging cancel attempts all the time, so the "
+            "connection would soon stall; use an HTTP/1.1 client"
+        )
 
 
 async def _within(scope: anyio.CancelScope, exchange: Awaitable[Response]) -> Response:
@@ -160,7 +256,7 @@ def _reclaim_orphans(client: httpx.AsyncClient) -> None:
     it closed, and httpcore drops it on its next pass. Only the default
     transport's pool is looked at; anything unexpected is left alone.
     """
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    pool = _pool(client)
     requests = getattr(pool, "_requests", None)
     if pool is None or requests is None:
         return

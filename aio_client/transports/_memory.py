@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast, final
+from typing import Any, NoReturn, cast, final
 from urllib.parse import unquote, urlsplit
 
 import anyio
 
-from .._errors import ConfigError, ProtocolError
+from .._errors import ConfigError, ProtocolError, ResponseTooLargeError
 from .._headers import Headers
 from .._models import Request, Response
+from .._size_limit import BodyCounter, response_size_limit, too_large
 
 __all__ = ["ASGIApp", "MemoryHandler", "MemoryTransport"]
 
@@ -36,6 +37,10 @@ class MemoryTransport:
     ``MemoryTransport(handler)`` calls ``await handler(request)``;
     ``MemoryTransport(app)`` runs an ASGI 3 app (three parameters: scope,
     receive, send) without lifespan. For tests, examples and benchmarks.
+
+    It behaves like the wire where that shows: an ASGI app's answer to a HEAD
+    request arrives without a body, and the response size limit applies (a
+    handler's response is checked whole; an ASGI app is stopped at the limit).
     """
 
     __slots__ = ("_asgi", "_handler")
@@ -50,7 +55,11 @@ class MemoryTransport:
         """Hand ``request`` to the handler or app and return what it answers."""
         if self._asgi:
             return await _call_asgi(cast(ASGIApp, self._handler), request)
-        return await cast(MemoryHandler, self._handler)(request)
+        response = await cast(MemoryHandler, self._handler)(request)
+        limit = response_size_limit()
+        if limit is not None and len(response.content) > limit:
+            raise too_large(limit)
+        return response
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -97,6 +106,19 @@ async def _call_asgi(app: ASGIApp, request: Request) -> Response:
     status: int | None = None
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
+    limit = response_size_limit()
+    counter = BodyCounter(limit) if limit is not None else None
+    # A real server sends no body with an answer to HEAD, whatever the app wrote.
+    keep_body = request.method != "HEAD"
+    refused: ResponseTooLargeError | None = None
+
+    def refuse(error: ResponseTooLargeError) -> NoReturn:
+        # The app sees its send() fail, as a closed connection would make it;
+        # whatever it does with that, the caller gets this error.
+        nonlocal refused
+        refused = error
+        response_done.set()
+        raise error
 
     async def send(message: _Message) -> None:
         nonlocal status
@@ -106,17 +128,44 @@ async def _call_asgi(app: ASGIApp, request: Request) -> Response:
                 (bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1"))
                 for k, v in message.get("headers", ())
             )
+            if counter is not None and keep_body:
+                announced = _content_length(headers)
+                if announced is not None and announced > counter.limit:
+                    refuse(too_large(counter.limit, announced=announced))
         elif message["type"] == "http.response.body":
-            chunks.append(bytes(message.get("body", b"")))
+            if keep_body:
+                chunk = bytes(message.get("body", b""))
+                if counter is not None:
+                    try:
+                        counter.add(len(chunk))
+                    except ResponseTooLargeError as exc:
+                        chunks.clear()
+                        refuse(exc)
+                chunks.append(chunk)
             if not message.get("more_body", False):
                 response_done.set()
 
     try:
         await app(scope, receive, send)
+    except Exception:
+        if refused is None:
+            raise
     finally:
         response_done.set()
+    if refused is not None:
+        raise refused
     if status is None:
         raise ProtocolError("the ASGI app returned without starting a response")
     return Response._received(
         status, Headers._trusted(tuple(headers)), b"".join(chunks), request.url
     )
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
