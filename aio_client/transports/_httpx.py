@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable
-from typing import Any, final
+import zlib
+from collections.abc import Awaitable, Iterator
+from typing import Any, Final, final
 
 import anyio
 import httpx
@@ -212,14 +213,67 @@ async def _read(resp: httpx.Response, limit: int) -> bytes:
             return await resp.aread()
     counter = BodyCounter(limit)
     chunks: list[bytes] = []
+    encoding = headers.get("content-encoding", "").strip().lower()
     try:
-        async for chunk in resp.aiter_bytes():
-            counter.add(len(chunk))
-            chunks.append(chunk)
+        if encoding in _INFLATED:
+            # httpx inflates each raw chunk whole: 64 KiB of a decompression bomb
+            # would become tens of MiB at once. Inflated here in bounded pieces.
+            inflater = _Inflater(encoding)
+            async for raw in resp.aiter_raw():
+                for piece in inflater.feed(raw):
+                    counter.add(len(piece))
+                    chunks.append(piece)
+            tail = inflater.flush()
+            counter.add(len(tail))
+            chunks.append(tail)
+        else:
+            async for chunk in resp.aiter_bytes():
+                counter.add(len(chunk))
+                chunks.append(chunk)
     except BaseException:
         chunks.clear()
         raise
     return b"".join(chunks)
+
+
+_INFLATED: Final = frozenset({"gzip", "x-gzip", "deflate"})
+# Bytes of decoded body made from raw bytes at a time.
+_PIECE: Final = 64 * 1024
+
+
+@final
+class _Inflater:
+    """gzip/deflate decoding that never makes more than :data:`_PIECE` bytes at once."""
+
+    __slots__ = ("_decoder", "_deflate", "_started")
+
+    def __init__(self, encoding: str) -> None:
+        self._deflate = encoding == "deflate"
+        # deflate is meant to be zlib-wrapped, but raw deflate is common: tried if zlib fails.
+        self._decoder = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else zlib.MAX_WBITS | 16)
+        self._started = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        try:
+            while data:
+                piece = self._decoder.decompress(data, _PIECE)
+                self._started = True
+                data = self._decoder.unconsumed_tail
+                if piece:
+                    yield piece
+        except zlib.error as exc:
+            if self._deflate and not self._started:
+                self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._deflate = False
+                yield from self.feed(data)
+                return
+            raise ProtocolError(f"malformed response body: {exc}") from None
+
+    def flush(self) -> bytes:
+        try:
+            return self._decoder.flush()
+        except zlib.error as exc:
+            raise ProtocolError(f"malformed response body: {exc}") from None
 
 
 def _pool(client: httpx.AsyncClient) -> Any:
