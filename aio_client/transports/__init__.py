@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Transport, backend_timeout
+from ._base import BodyStream, StreamingTransport, Transport, backend_timeout
 from ._memory import MemoryTransport
 
 if TYPE_CHECKING:
@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AiohttpTransport",
+    "BodyStream",
     "HttpxTransport",
     "MemoryTransport",
+    "StreamingTransport",
     "Transport",
     "backend_timeout",
 ]

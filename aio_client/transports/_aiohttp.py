@@ -24,7 +24,7 @@ from .._errors import (
 from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
-from ._base import backend_timeout
+from ._base import BodyStream, backend_timeout
 
 __all__ = ["AiohttpTransport"]
 
@@ -95,36 +95,57 @@ class AiohttpTransport:
 
     async def send(self, request: Request, /) -> Response:
         """Send ``request`` and read the whole body."""
+        limit = response_size_limit()
+        resp = await self._start(request)
+        try:
+            body = await resp.read() if limit is None else await _read(resp, limit)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp.close()
+            raise _mapped(exc) from exc
+        except BaseException:
+            resp.close()
+            raise
+        resp.release()
+        await resp.wait_for_close()
+        return Response._received(
+            resp.status, Headers._received(resp.headers.items()), body, request.url
+        )
+
+    async def open(self, request: Request, /) -> tuple[Response, BodyStream]:
+        """Send ``request`` and return the response head and its body, unread."""
+        resp = await self._start(request)
+        head = Response._received(
+            resp.status, Headers._received(resp.headers.items()), b"", request.url
+        )
+        return head, _AiohttpBody(resp)
+
+    async def _start(self, request: Request) -> aiohttp.ClientResponse:
+        """Send ``request`` and return the response once its head has arrived."""
         session = self._get_session()
         client_timeout = session.timeout
         timeout = backend_timeout()
         if timeout is not None and (client_timeout.total is None or client_timeout.total > timeout):
             client_timeout = _capped(client_timeout, timeout)
-        limit = response_size_limit()
         url = URL(request.url, encoded=True)
         fresh_only = False
         while True:
             sent = _Sent(fresh_only) if self._checks_reuse else None
             token = _SENT.set(sent)
             try:
-                async with session.request(
+                return await session.request(
                     request.method,
                     url,
                     headers=request.headers.multi_items(),
                     data=request.content or None,
                     timeout=client_timeout,
                     allow_redirects=False,
-                ) as resp:
-                    if sent is not None:
-                        sent.answered = True
-                    body = await resp.read() if limit is None else await _read(resp, limit)
-                    status = resp.status
-                    headers = resp.headers
+                )
             except (aiohttp.ClientError, TimeoutError) as exc:
+                # Failed before the response head: a stale pooled connection is
+                # the one case where the request provably did not get through.
                 if (
                     sent is not None
                     and sent.reused
-                    and not sent.answered
                     and not fresh_only
                     and _closed_before_answering(exc)
                 ):
@@ -133,7 +154,6 @@ class AiohttpTransport:
                 raise _mapped(exc, bodyless=not request.content) from exc
             finally:
                 _SENT.reset(token)
-            return Response._received(status, Headers._received(headers.items()), body, request.url)
 
     async def aclose(self) -> None:
         """Close the session if this transport made it."""
@@ -146,15 +166,13 @@ class AiohttpTransport:
 class _Sent:
     """What the connector tells the request being sent about its connection."""
 
-    __slots__ = ("answered", "fresh_only", "reused")
+    __slots__ = ("fresh_only", "reused")
 
     def __init__(self, fresh_only: bool) -> None:
         #: Only a new connection will do (a re-send after a stale one).
         self.fresh_only = fresh_only
         #: Set by the connector: the connection came from the pool.
         self.reused = False
-        #: The response head arrived.
-        self.answered = False
 
 
 _SENT: ContextVar[_Sent | None] = ContextVar("aio_client_aiohttp_sent", default=None)
@@ -205,6 +223,36 @@ def _readable(transport: object) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+@final
+class _AiohttpBody:
+    """An aiohttp response's body, read piece by piece (see :class:`BodyStream`)."""
+
+    __slots__ = ("_resp",)
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+
+    async def receive(self) -> bytes:
+        """The next piece of the decoded body; ``b""`` at its end."""
+        resp = self._resp
+        try:
+            return await resp.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp.close()
+            raise _mapped(exc) from exc
+        except BaseException:
+            resp.close()
+            raise
+
+    async def aclose(self) -> None:
+        """Give the connection back (body read whole) or close it."""
+        resp = self._resp
+        if resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()
 
 
 def _closed_before_answering(exc: BaseException) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import zlib
-from collections.abc import Awaitable, Iterator
-from typing import Any, Final, final
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Final, TypeVar, final
 
 import anyio
 import httpx
@@ -24,9 +25,11 @@ from .._errors import (
 from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
-from ._base import backend_timeout
+from ._base import BodyStream, backend_timeout
 
 __all__ = ["HttpxTransport"]
+
+_T = TypeVar("_T")
 
 
 @final
@@ -107,40 +110,85 @@ class HttpxTransport:
         timeout = backend_timeout()
         if timeout is not None:
             phases = _capped(phases, timeout)
+        return await _guarded(_exchange(client, request, phases, self._get_gate(), timeout))
+
+    async def open(self, request: Request, /) -> tuple[Response, BodyStream]:
+        """Send ``request`` and return the response head and its body, unread."""
+        client = self._get_client()
+        phases = client.timeout
+        timeout = backend_timeout()
+        if timeout is not None:
+            phases = _capped(phases, timeout)
+        return await _guarded(
+            _open(client, request, phases, self._get_gate(), timeout), discard=_discard
+        )
+
+    def _get_gate(self) -> anyio.Semaphore | None:
         gate = self._gate
         if gate is None and self._limit:
             gate = self._gate = anyio.Semaphore(self._limit, fast_acquire=True)
-        exchange = _exchange(client, request, phases, gate, timeout)
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            return await exchange  # trio: cancellation is scoped and shield-aware already
-        # httpcore gives a connection back to its pool in cleanup shielded with
-        # an anyio cancel scope. A native asyncio cancellation (a deadline, a
-        # lost hedge, asyncio.timeout) cuts through such a shield, and a pool
-        # slot is then lost for good. So the exchange runs in a task of its
-        # own, and the caller's cancellation reaches it as an anyio scope's.
-        scope = anyio.CancelScope()
-        inner = loop.create_task(_within(scope, exchange))
-        caught: BaseException | None = None
-        while not inner.done():
-            waiter = loop.create_future()
-            inner.add_done_callback(functools.partial(_wake, waiter))
-            try:
-                await waiter
-            except asyncio.CancelledError as exc:
-                caught = exc
-                scope.cancel()
-        if caught is not None:
-            if not inner.cancelled():
-                inner.exception()  # retrieved: the caller's cancellation wins
-            raise caught
-        return inner.result()
+        return gate
 
     async def aclose(self) -> None:
         """Close the client if this transport made it."""
         if self._owns and self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+async def _guarded(
+    exchange: Coroutine[Any, Any, _T],
+    *,
+    discard: Callable[[_T], Coroutine[Any, Any, None]] | None = None,
+) -> _T:
+    """Run ``exchange`` so that a cancellation reaches httpcore as an anyio scope's.
+
+    httpcore gives a connection back to its pool in cleanup shielded with an
+    anyio cancel scope. A native asyncio cancellation (a deadline, a lost
+    hedge, asyncio.timeout) cuts through such a shield, and a pool slot is
+    then lost for good. So the exchange runs in a task of its own, and the
+    caller's cancellation reaches it as an anyio scope's. A result that comes
+    too late for a cancelled caller is handed to ``discard``.
+    """
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return await exchange  # trio: cancellation is scoped and shield-aware already
+    scope = anyio.CancelScope()
+    inner = loop.create_task(_within(scope, exchange))
+    caught: BaseException | None = None
+    while not inner.done():
+        waiter = loop.create_future()
+        inner.add_done_callback(functools.partial(_wake, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError as exc:
+            caught = exc
+            scope.cancel()
+    if caught is not None:
+        if not inner.cancelled() and inner.exception() is None and discard is not None:
+            # Opened just as the caller gave up: close it, in the same guarded way.
+            with contextlib.suppress(asyncio.CancelledError, AioClientError):
+                await _guarded(discard(inner.result()))
+        raise caught
+    return inner.result()
+
+
+async def _admitted(
+    gate: anyio.Semaphore,
+    timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
+) -> None:
+    """Wait for a turn at the gate, for at most ``timeout`` seconds when given."""
+    if timeout is None:
+        await gate.acquire()
+        return
+    admitted = False
+    with anyio.move_on_after(timeout):
+        await gate.acquire()
+        admitted = True
+    if not admitted:
+        raise DeadlineExceededError(
+            "timed out waiting for a connection: not sent", may_have_reached_server=False
+        )
 
 
 async def _exchange(
@@ -152,21 +200,110 @@ async def _exchange(
 ) -> Response:
     if gate is None:
         return await _exchange_admitted(client, request, phases)
-    if timeout is None:
-        async with gate:
-            return await _exchange_admitted(client, request, phases)
-    admitted = False
-    with anyio.move_on_after(timeout):
-        await gate.acquire()
-        admitted = True
-    if not admitted:
-        raise DeadlineExceededError(
-            "timed out waiting for a connection: not sent", may_have_reached_server=False
-        )
+    await _admitted(gate, timeout)
     try:
         return await _exchange_admitted(client, request, phases)
     finally:
         gate.release()
+
+
+async def _open(
+    client: httpx.AsyncClient,
+    request: Request,
+    phases: httpx.Timeout,
+    gate: anyio.Semaphore | None,
+    timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
+) -> tuple[Response, BodyStream]:
+    if gate is not None:
+        await _admitted(gate, timeout)
+    try:
+        try:
+            sent = client.build_request(
+                request.method,
+                request.url,
+                headers=request.headers.multi_items(),
+                content=request.content or None,
+                timeout=phases,
+            )
+            resp = await client.send(sent, stream=True, follow_redirects=False)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            _reclaim_orphans(client)
+            raise _mapped(exc) from exc
+        except BaseException:
+            _reclaim_orphans(client)
+            raise
+    except BaseException:
+        if gate is not None:
+            gate.release()
+        raise
+    head = Response._received(
+        resp.status_code, Headers._trusted(tuple(resp.headers.multi_items())), b"", request.url
+    )
+    return head, _HttpxBody(client, resp, gate)
+
+
+async def _discard(opened: tuple[Response, BodyStream]) -> None:
+    await opened[1].aclose()
+
+
+@final
+class _HttpxBody:
+    """An httpx response's body, read piece by piece (see :class:`BodyStream`)."""
+
+    __slots__ = ("_client", "_gate", "_pieces", "_resp")
+
+    def __init__(
+        self, client: httpx.AsyncClient, resp: httpx.Response, gate: anyio.Semaphore | None
+    ) -> None:
+        self._client = client
+        self._resp = resp
+        self._gate = gate
+        self._pieces = _decoded(resp)
+
+    async def receive(self) -> bytes:
+        """The next piece of the decoded body; ``b""`` at its end."""
+        return await _guarded(self._next())
+
+    async def _next(self) -> bytes:
+        try:
+            return await self._pieces.__anext__()
+        except StopAsyncIteration:
+            return b""
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _mapped(exc) from exc
+
+    async def aclose(self) -> None:
+        """Give the connection back (body read whole) or close it."""
+        await _guarded(self._close())
+
+    async def _close(self) -> None:
+        gate, self._gate = self._gate, None
+        try:
+            await self._pieces.aclose()
+            await self._resp.aclose()
+        except httpx.HTTPError:
+            pass  # closing anyway: nothing the caller could do about it
+        finally:
+            _reclaim_orphans(self._client)
+            if gate is not None:
+                gate.release()
+
+
+async def _decoded(resp: httpx.Response) -> AsyncGenerator[bytes]:
+    """The decoded body in pieces of at most a read's size (see :class:`_Inflater`)."""
+    encoding = resp.headers.get("content-encoding", "").strip().lower()
+    if encoding in _INFLATED:
+        inflater = _Inflater(encoding)
+        async for raw in resp.aiter_raw():
+            for piece in inflater.feed(raw):
+                yield piece
+        tail = inflater.flush()
+        if tail:
+            yield tail
+    else:
+        async for chunk in resp.aiter_bytes():
+            if chunk:
+                yield chunk
 
 
 async def _exchange_admitted(
@@ -291,7 +428,7 @@ def _refuse_http2(client: httpx.AsyncClient) -> None:
         )
 
 
-async def _within(scope: anyio.CancelScope, exchange: Awaitable[Response]) -> Response:
+async def _within(scope: anyio.CancelScope, exchange: Awaitable[_T]) -> _T:
     with scope:
         return await exchange
     raise asyncio.CancelledError  # the scope was cancelled: the caller raises its own
