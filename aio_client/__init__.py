@@ -8,7 +8,7 @@ in-memory transport.
 from ._attempts import AttemptKind, AttemptRecord
 from ._call import AttemptInfo, Call, current_attempt
 from ._cancel import CancelReason, CancelToken, current_token
-from ._client import Client, EndpointProvider, RequestContext
+from ._client import Client, EndpointProvider, RequestContext, StreamContext
 from ._deadline import Deadline, ambient, current_deadline, current_priority
 from ._errors import (
     AioClientError,
@@ -28,6 +28,7 @@ from ._headers import Headers
 from ._models import Request, Response, delete, get, head, options, patch, post, put, request
 from ._pipeline import Handler, Stage
 from ._priority import Priority
+from ._stream import ServerSentEvent, StreamedResponse
 from .policies import (
     Bulkhead,
     BulkheadFullError,
@@ -91,8 +92,11 @@ __all__ = [
     "Response",
     "ResponseTooLargeError",
     "RetryBudget",
+    "ServerSentEvent",
     "Stage",
     "Strategy",
+    "StreamContext",
+    "StreamedResponse",
     "Timeout",
     "TransportError",
     "adaptive_delays",

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import _clock
-from ._call import Call, CallSettings
+from ._call import _ATTEMPT, Call, CallSettings
 from ._classifier import Classifier, default_classifier
 from ._deadline import (
     Deadline,
@@ -43,6 +43,7 @@ from ._size_limit import (
     UseClientDefault,
     validate_max_size,
 )
+from ._stream import OpenedBodies, StreamedResponse
 from ._timer import DeadlineTimer
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
     from ._circuit_state import CircuitState, NamedBreaker
     from .strategies._base import Strategy
-    from .transports._base import Transport
+    from .transports._base import BodyStream, Transport
 
 __all__ = [
     "Client",
@@ -62,6 +63,7 @@ __all__ = [
     "RequestContext",
     "RequestOptions",
     "RequestWithBodyOptions",
+    "StreamContext",
 ]
 
 #: A base URL, or a function (sync or async) returning one or several: service discovery.
@@ -98,6 +100,8 @@ class RequestWithBodyOptions(RequestOptions, total=False):
 
 # The call pipeline is folded once and shared; the call in progress rides here.
 _CURRENT: ContextVar[tuple[Call, Strategy]] = ContextVar("aio_client_call")
+# Where a streamed call's attempts leave the bodies they opened (hedges see it too).
+_OPENED: ContextVar[OpenedBodies | None] = ContextVar("aio_client_opened", default=None)
 
 
 @final
@@ -147,6 +151,7 @@ class Client:
         "_rotation",
         "_settings",
         "_strategy",
+        "_stream_settings",
         "_timeout",
         "_timer",
         "_transport",
@@ -224,6 +229,16 @@ class Client:
             validate_max_size(max_response_size, "max_response_size"),
         )
         self._call_pipeline = compose(stages, self._run_strategy) if stages else None
+        # Streamed calls run the same attempt stages over the transport's open().
+        self._stream_settings: CallSettings | None = None
+        if callable(getattr(transport, "open", None)):
+            self._stream_settings = CallSettings(
+                compose(inner, self._open_attempt),
+                classifier,
+                self._settings.budget,
+                self._low_timeout,
+                None,
+            )
 
     # -- public API --------------------------------------------------------
 
@@ -260,6 +275,48 @@ class Client:
             max_response_size = validate_max_size(max_response_size, "max_response_size")
         return RequestContext(
             self, request, timeout, deadline, priority, strategy, idempotent, max_response_size
+        )
+
+    def stream(
+        self,
+        request: Request,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        priority: Priority | str | None = None,
+        strategy: Strategy | None = None,
+        idempotent: bool | None = None,
+        max_size: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> StreamContext:
+        """Send ``request`` and read the response's body as it arrives::
+
+            async with client.stream(aio_client.get("events")) as response:
+                async for event in response.aiter_sse():
+                    ...
+
+        The options are :meth:`request`'s, and:
+
+        - ``max_size``: the most bytes of (decoded) body to read; ``None``
+          (the default) for no limit: the client's ``max_response_size`` is
+          for buffered responses only.
+        - ``idle_timeout``: seconds the body may go without a byte.
+
+        The strategy races for the response head only: retries and hedges
+        run until a head is accepted, the other attempts are cancelled and
+        their connections closed, and nothing is repeated once body bytes
+        were handed out. The call's deadline covers the whole exchange: a
+        read past it (or past ``idle_timeout``) raises
+        :class:`~aio_client.DeadlineExceededError`. Leaving the block, however
+        it happens, closes the connection (or gives it back, when the body
+        was read whole) before the block is left. Observers see one call that
+        ends when the block does.
+        """
+        return StreamContext(
+            self,
+            (request, timeout, deadline, priority, strategy, idempotent),
+            validate_max_size(max_size, "max_size"),
+            _validate_idle_timeout(idle_timeout),
         )
 
     def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
@@ -446,6 +503,20 @@ class Client:
         self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None, start: float
     ) -> Response:
         """:meth:`_enforced`, with the observers told of the call's start and end."""
+        if not self._watch(call, start):
+            return await self._enforced(call, strategy, loop)
+        request = call.request
+        now = _clock.now if loop is None else loop.time
+        try:
+            response = await self._enforced(call, strategy, loop)
+        except BaseException as exc:
+            _call_finished(call, request, now() - start, None, exc)
+            raise
+        _call_finished(call, request, now() - start, response, None)
+        return response
+
+    def _watch(self, call: Call, start: float) -> bool:
+        """Tell the observers ``call`` started; whether any of them watches it."""
         request = call.request
         started = CallStarted(
             request.method, request.route, call.deadline.at - start, call.priority
@@ -460,15 +531,97 @@ class Client:
             if watcher is not None:
                 watchers.append(watcher)
         if not watchers:
-            return await self._enforced(call, strategy, loop)
+            return False
         call.watch(tuple(watchers))
-        now = _clock.now if loop is None else loop.time
+        return True
+
+    async def _open_attempt(self, request: Request) -> Response:
+        """A streamed call's attempt, under the attempt stages: send, keep the body aside."""
+        head, body = await self._transport.open(request)  # type: ignore[attr-defined]
+        opened = _OPENED.get()
+        attempt = _ATTEMPT.get()
+        if opened is None or attempt is None:  # pragma: no cover - only client.stream() gets here
+            await body.aclose()
+            raise RuntimeError("a streamed attempt ran outside client.stream()")
+        opened.add(attempt.number, body)
+        return head  # type: ignore[no-any-return]
+
+    async def _open_stream(self, context: StreamContext) -> StreamedResponse:
+        """Run a streamed call's strategy until a response head wins; hand out its body."""
+        request, timeout, deadline, priority, strategy, idempotent = context._args
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        settings = self._stream_settings
+        if settings is None:
+            raise ConfigError(
+                f"the transport {type(self._transport).__name__} cannot stream responses: "
+                "it has no open(request) method"
+            )
+        if not isinstance(request, Request):
+            raise InvalidRequestError(
+                f"request must be built with aio_client.get/post/...; got {request!r}"
+            )
+        # The same steps as _send's (kept apart so that request() stays lean).
+        loop = _get_running_loop()
+        clock = _clock.now if loop is None else loop.time
+        now = clock()
+        inherited = _ambient.get()
+        at = self._deadline_at(now, timeout, deadline, inherited.deadline)
+        prio = Priority.coerce(priority) if priority is not None else None
+        if prio is None:
+            prio = inherited.priority or self._priority
+        if idempotent is None:
+            retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
+        else:
+            retries_allowed = bool(idempotent)
+        call = Call(
+            request,
+            Deadline._trusted(at),
+            prio,
+            self._endpoints or await self._resolve_endpoints(),
+            next(self._rotation),
+            retries_allowed,
+            settings,
+            clock,
+        )
+        settings.budget.deposit()
+        chosen = strategy if strategy is not None else self._strategy
+        watched = bool(self._observers) and self._watch(call, now)
+        context._call, context._start, context._clock, context._watched = (
+            call,
+            now,
+            clock,
+            watched,
+        )
+        opened = OpenedBodies()
+        token = _OPENED.set(opened)
         try:
-            response = await self._enforced(call, strategy, loop)
+            head = await self._enforced(call, chosen, loop)
         except BaseException as exc:
-            _call_finished(call, request, now() - start, None, exc)
+            await opened.keep(None)
+            if watched:
+                _call_finished(call, request, clock() - now, None, exc)
             raise
-        _call_finished(call, request, now() - start, response, None)
+        finally:
+            _OPENED.reset(token)
+        body: BodyStream | None = await opened.keep(head.attempt)
+        if body is None:  # an attempt stage answered itself: its response is all there is
+            body = _WholeBody(head.content)
+        response = StreamedResponse(
+            head,
+            body,
+            deadline=call.deadline.at,
+            idle_timeout=context._idle_timeout,
+            max_size=context._max_size,
+            now=clock,
+        )
+        try:
+            response._check_announced_size()
+        except BaseException as exc:
+            await response.aclose()
+            if watched:
+                _call_finished(call, request, clock() - now, None, exc)
+            raise
         return response
 
     def _execute(self, call: Call, strategy: Strategy) -> Awaitable[Response]:
@@ -554,6 +707,95 @@ class RequestContext:
     ) -> None:
         # The body is already read and the connection released: nothing to close.
         return None
+
+
+@final
+class StreamContext:
+    """What :meth:`Client.stream` returns: an async context manager of a
+    :class:`~aio_client.StreamedResponse`."""
+
+    __slots__ = (
+        "_args",
+        "_call",
+        "_client",
+        "_clock",
+        "_idle_timeout",
+        "_max_size",
+        "_response",
+        "_start",
+        "_watched",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        args: tuple[
+            Request,
+            float | None,
+            Deadline | None,
+            Priority | str | None,
+            Strategy | None,
+            bool | None,
+        ],
+        max_size: int | None,
+        idle_timeout: float | None,
+    ) -> None:
+        self._client = client
+        self._args = args
+        self._max_size = max_size
+        self._idle_timeout = idle_timeout
+        self._response: StreamedResponse | None = None
+        self._call: Call | None = None
+        self._start = 0.0
+        self._clock: Callable[[], float] = _clock.now
+        self._watched = False
+
+    async def __aenter__(self) -> StreamedResponse:
+        if self._response is not None or self._call is not None:
+            raise RuntimeError("a stream context can be entered once")
+        self._response = await self._client._open_stream(self)
+        return self._response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        await response.aclose()
+        call = self._call
+        if self._watched and call is not None:
+            error = response._error if response._error is not None else exc
+            _call_finished(call, call.request, self._clock() - self._start, response._head, error)
+
+
+@final
+class _WholeBody:
+    """A body already read (a response an attempt stage made), handed out at once."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def receive(self) -> bytes:
+        content, self._content = self._content, b""
+        return content
+
+    async def aclose(self) -> None:
+        self._content = b""
+
+
+def _validate_idle_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    seconds = validate_timeout(value, "idle_timeout")
+    if seconds == 0:
+        raise ConfigError("idle_timeout must be > 0 seconds or None")
+    return seconds
 
 
 def _call_finished(

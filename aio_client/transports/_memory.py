@@ -8,11 +8,14 @@ from typing import Any, NoReturn, cast, final
 from urllib.parse import unquote, urlsplit
 
 import anyio
+import anyio.lowlevel
 
+from .._call import _ATTEMPT
 from .._errors import ConfigError, ProtocolError, ResponseTooLargeError
 from .._headers import Headers
 from .._models import Request, Response
-from .._size_limit import BodyCounter, response_size_limit, too_large
+from .._size_limit import DEFAULT_MAX_RESPONSE_SIZE, BodyCounter, response_size_limit, too_large
+from ._base import BodyStream
 
 __all__ = ["ASGIApp", "MemoryHandler", "MemoryTransport"]
 
@@ -56,13 +59,44 @@ class MemoryTransport:
         if self._asgi:
             return await _call_asgi(cast(ASGIApp, self._handler), request)
         response = await cast(MemoryHandler, self._handler)(request)
-        limit = response_size_limit()
+        attempt = _ATTEMPT.get()  # response_size_limit(), inlined: every call passes here
+        limit = DEFAULT_MAX_RESPONSE_SIZE if attempt is None else attempt.max_response_size
         if limit is not None and len(response.content) > limit:
             raise too_large(limit)
         return response
 
+    async def open(self, request: Request, /) -> tuple[Response, BodyStream]:
+        """:meth:`send`, with the body handed out afterwards.
+
+        The handler or app runs to its end first: the body is buffered, so an
+        app's endless stream never ends here (use a real server for those).
+        """
+        response = await self.send(request)
+        head = Response._received(response.status, response.headers, b"", request.url)
+        return head, _BufferedBody(response.content)
+
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+@final
+class _BufferedBody:
+    """A body already in memory, handed out in one piece."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def receive(self) -> bytes:
+        """The whole body the first time, then ``b""``."""
+        content, self._content = self._content, b""
+        await anyio.lowlevel.checkpoint()
+        return content
+
+    async def aclose(self) -> None:
+        """Drop the body."""
+        self._content = b""
 
 
 def _is_asgi(handler: Callable[..., object]) -> bool:
