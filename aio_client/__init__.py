@@ -6,6 +6,7 @@ in-memory transport.
 """
 
 from ._attempts import AttemptKind, AttemptRecord
+from ._body import StreamBody
 from ._call import AttemptInfo, Call, current_attempt
 from ._cancel import CancelReason, CancelToken, current_token
 from ._client import Client, EndpointProvider, RequestContext, StreamContext
@@ -95,6 +96,7 @@ __all__ = [
     "ServerSentEvent",
     "Stage",
     "Strategy",
+    "StreamBody",
     "StreamContext",
     "StreamedResponse",
     "Timeout",

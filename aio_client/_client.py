@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 import itertools
 from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
 from urllib.parse import urlsplit
@@ -13,8 +14,9 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import _clock
+from ._body import StreamBody
 from ._call import _ATTEMPT, Call, CallSettings
-from ._classifier import Classifier, default_classifier
+from ._classifier import Classifier, Verdict, default_classifier
 from ._deadline import (
     Deadline,
     _ambient,
@@ -22,7 +24,7 @@ from ._deadline import (
     set_ambient,
     validate_timeout,
 )
-from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
+from ._errors import AioClientError, ConfigError, DeadlineExceededError, InvalidRequestError
 from ._events import (
     BreakerChanged,
     CallFinished,
@@ -33,7 +35,7 @@ from ._events import (
     overrides,
 )
 from ._headers import HeadersInput
-from ._models import JSON, QueryInput, Request, Response
+from ._models import JSON, ContentInput, QueryInput, Request, Response
 from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
@@ -95,7 +97,7 @@ class RequestWithBodyOptions(RequestOptions, total=False):
     """Keyword options of ``client.post/put/patch(path, ...)``: a body as well."""
 
     json: JSON
-    content: bytes | str | None
+    content: ContentInput | None
 
 
 # The call pipeline is folded once and shared; the call in progress rides here.
@@ -435,9 +437,20 @@ class Client:
             call.max_response_size = max_response_size
         self._settings.budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
+        if request.content.__class__ is StreamBody:
+            return await self._send_streamed_body(call, chosen, loop, now)
         if self._observers:
             return await self._observed(call, chosen, loop, now)
         return await self._enforced(call, chosen, loop)
+
+    async def _send_streamed_body(
+        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None, now: float
+    ) -> Response:
+        """A call whose body is streamed: one attempt unless the body can be made again."""
+        with _once_unless_repeatable(call):
+            if self._observers:
+                return await self._observed(call, strategy, loop, now)
+            return await self._enforced(call, strategy, loop)
 
     def _deadline_at(
         self,
@@ -596,7 +609,8 @@ class Client:
         opened = OpenedBodies()
         token = _OPENED.set(opened)
         try:
-            head = await self._enforced(call, chosen, loop)
+            with _once_unless_repeatable(call):
+                head = await self._enforced(call, chosen, loop)
         except BaseException as exc:
             await opened.keep(None)
             if watched:
@@ -787,6 +801,26 @@ class _WholeBody:
 
     async def aclose(self) -> None:
         self._content = b""
+
+
+@contextmanager
+def _once_unless_repeatable(call: Call) -> Iterator[None]:
+    """A body streamed from an iterable is sent once: no retries, no hedges for the
+    call, and an error that would have been retried says why it was not."""
+    content = call.request.content
+    if not isinstance(content, StreamBody) or content.repeatable:
+        yield
+        return
+    call.retries_allowed = False
+    try:
+        yield
+    except AioClientError as exc:
+        if call.classifier(exc) is Verdict.RETRY:
+            exc.add_note(
+                "not retried: the request body is an iterable, which can be sent once; pass "
+                "content= a function returning a fresh iterable to let it be retried or hedged"
+            )
+        raise
 
 
 def _validate_idle_timeout(value: float | None) -> float | None:

@@ -11,6 +11,7 @@ from typing import Final, final
 import aiohttp
 from yarl import URL
 
+from .._body import StreamBody
 from .._errors import (
     AioClientError,
     ConfigError,
@@ -127,6 +128,8 @@ class AiohttpTransport:
         if timeout is not None and (client_timeout.total is None or client_timeout.total > timeout):
             client_timeout = _capped(client_timeout, timeout)
         url = URL(request.url, encoded=True)
+        content = request.content
+        repeatable = not isinstance(content, StreamBody) or content.repeatable
         fresh_only = False
         while True:
             sent = _Sent(fresh_only) if self._checks_reuse else None
@@ -136,7 +139,7 @@ class AiohttpTransport:
                     request.method,
                     url,
                     headers=request.headers.multi_items(),
-                    data=request.content or None,
+                    data=content.open() if isinstance(content, StreamBody) else content or None,
                     timeout=client_timeout,
                     allow_redirects=False,
                 )
@@ -147,11 +150,12 @@ class AiohttpTransport:
                     sent is not None
                     and sent.reused
                     and not fresh_only
+                    and repeatable
                     and _closed_before_answering(exc)
                 ):
                     fresh_only = True
                     continue
-                raise _mapped(exc, bodyless=not request.content) from exc
+                raise _mapped(exc, bodyless=not content) from exc
             finally:
                 _SENT.reset(token)
 

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import functools
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Final, TypeVar, final
 
 import anyio
 import httpx
 
+from .._body import StreamBody
 from .._errors import (
     AioClientError,
     ConfigError,
@@ -222,7 +223,7 @@ async def _open(
                 request.method,
                 request.url,
                 headers=request.headers.multi_items(),
-                content=request.content or None,
+                content=_content(request),
                 timeout=phases,
             )
             resp = await client.send(sent, stream=True, follow_redirects=False)
@@ -315,7 +316,7 @@ async def _exchange_admitted(
             request.method,
             request.url,
             headers=request.headers.multi_items(),
-            content=request.content or None,
+            content=_content(request),
             timeout=phases,
         )
         resp = await client.send(sent, stream=True, follow_redirects=False)
@@ -411,6 +412,13 @@ class _Inflater:
             return self._decoder.flush()
         except zlib.error as exc:
             raise ProtocolError(f"malformed response body: {exc}") from None
+
+
+def _content(request: Request) -> bytes | AsyncIterator[bytes] | None:
+    content = request.content
+    if isinstance(content, StreamBody):
+        return content.open()
+    return content or None
 
 
 def _pool(client: httpx.AsyncClient) -> Any:

@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import anyio.lowlevel
 
+from .._body import StreamBody
 from .._call import _ATTEMPT
 from .._errors import ConfigError, ProtocolError, ResponseTooLargeError
 from .._headers import Headers
@@ -58,6 +59,10 @@ class MemoryTransport:
         """Hand ``request`` to the handler or app and return what it answers."""
         if self._asgi:
             return await _call_asgi(cast(ASGIApp, self._handler), request)
+        content = request.content
+        if isinstance(content, StreamBody):  # a handler gets the body whole
+            body = b"".join([chunk async for chunk in content.open()])
+            request = Request(request.method, request.url, request.headers, body, request.route)
         response = await cast(MemoryHandler, self._handler)(request)
         attempt = _ATTEMPT.get()  # response_size_limit(), inlined: every call passes here
         limit = DEFAULT_MAX_RESPONSE_SIZE if attempt is None else attempt.max_response_size
@@ -128,12 +133,20 @@ async def _call_asgi(app: ASGIApp, request: Request) -> Response:
     }
     body_sent = False
     response_done = anyio.Event()
+    content = request.content
+    chunks_in = content.open() if isinstance(content, StreamBody) else None
 
     async def receive() -> _Message:
         nonlocal body_sent
+        if chunks_in is not None and not body_sent:
+            chunk = await anext(chunks_in, None)
+            if chunk is not None:
+                return {"type": "http.request", "body": chunk, "more_body": True}
+            body_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
         if not body_sent:
             body_sent = True
-            return {"type": "http.request", "body": request.content, "more_body": False}
+            return {"type": "http.request", "body": content, "more_body": False}
         await response_done.wait()
         return {"type": "http.disconnect"}
 

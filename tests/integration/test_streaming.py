@@ -15,7 +15,7 @@ from aiohttp import web
 import aio_client as ac
 from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
 
-from .servers import serve_aiohttp, settle
+from .servers import app_server, serve_aiohttp, settle
 
 BACKENDS = ["aiohttp", "httpx"]
 MiB: Final = 1024 * 1024
@@ -285,3 +285,32 @@ async def test_256_mib_stream_keeps_memory_bounded(
                 peak = max(peak, _rss())
     assert total == 256 * MiB
     assert peak - before < 48 * MiB, f"grew by {(peak - before) / MiB:.0f} MiB"
+
+
+async def _upload_pieces() -> AsyncIterator[bytes]:
+    for number in range(16):
+        yield bytes([number]) * (64 * 1024)
+
+
+async def test_streamed_upload_arrives_intact(transport: Transport) -> None:
+    """An async generator body (1 MiB in 16 pieces) and a sync one reach the server intact."""
+    async with app_server() as app:
+        client = ac.Client(transport, app.url)
+        echoed = (await client.post("echo", content=_upload_pieces(), timeout=10.0)).json()
+        assert isinstance(echoed, dict)
+        body = str(echoed["body"]).encode("latin-1")
+        assert body == b"".join(bytes([n]) * (64 * 1024) for n in range(16))
+        echoed = (await client.put("echo", content=iter([b"sync ", b"pieces"]))).json()
+        assert isinstance(echoed, dict)
+        assert echoed["body"] == "sync pieces"
+
+
+async def test_streamed_upload_from_a_function_is_retried(transport: Transport) -> None:
+    """A body made by a function goes out again with the retry after a 503."""
+    async with app_server() as app:
+        client = ac.Client(
+            transport, app.url, strategy=ac.sequential_strategy(delays=ac.constant_delays(0.0))
+        )
+        response = await client.put("record", query={"fail": 1}, content=_upload_pieces)
+        assert (response.status, response.attempt) == (200, 2)
+        assert [seen.attempt for seen in app.seen] == ["1", "2"]
