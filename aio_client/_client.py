@@ -273,8 +273,6 @@ class Client:
         :meth:`Response.raise_for_status`); raises a typed error, carrying every
         attempt's history, when no response was had.
         """
-        if max_response_size is not CLIENT_DEFAULT:
-            max_response_size = validate_max_size(max_response_size, "max_response_size")
         return RequestContext(
             self, request, timeout, deadline, priority, strategy, idempotent, max_response_size
         )
@@ -434,10 +432,10 @@ class Client:
             _clock.now if loop is None else loop.time,
         )
         if max_response_size is not CLIENT_DEFAULT:
-            call.max_response_size = max_response_size
+            call.max_response_size = validate_max_size(max_response_size, "max_response_size")
         self._settings.budget.deposit()
         chosen = strategy if strategy is not None else self._strategy
-        if request.content.__class__ is StreamBody:
+        if request.content and request.content.__class__ is StreamBody:  # cheap when empty
             return await self._send_streamed_body(call, chosen, loop, now)
         if self._observers:
             return await self._observed(call, chosen, loop, now)
