@@ -262,10 +262,13 @@ class _HttpxBody:
         self._pieces = _decoded(resp)
 
     async def receive(self) -> bytes:
-        """The next piece of the decoded body; ``b""`` at its end."""
-        return await _guarded(self._next())
+        """The next piece of the decoded body; ``b""`` at its end.
 
-    async def _next(self) -> bytes:
+        Read in the caller's task, unlike the exchange and the close: a task
+        per piece would cost more than the read itself, and a cancellation
+        here arrives once (the client's deadline timer is not armed while a
+        body is read), so httpcore's shielded cleanup runs undisturbed.
+        """
         try:
             return await self._pieces.__anext__()
         except StopAsyncIteration:
