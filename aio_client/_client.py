@@ -102,6 +102,8 @@ class RequestWithBodyOptions(RequestOptions, total=False):
 
 # The call pipeline is folded once and shared; the call in progress rides here.
 _CURRENT: ContextVar[tuple[Call, Strategy]] = ContextVar("aio_client_call")
+# A streaming transport's open(request).
+Opener = Callable[[Request], Awaitable[tuple[Response, "BodyStream"]]]
 # Where a streamed call's attempts leave the bodies they opened (hedges see it too).
 _OPENED: ContextVar[OpenedBodies | None] = ContextVar("aio_client_opened", default=None)
 
@@ -148,6 +150,7 @@ class Client:
         "_endpoints",
         "_low_timeout",
         "_observers",
+        "_opener",
         "_priority",
         "_provider",
         "_rotation",
@@ -233,7 +236,8 @@ class Client:
         self._call_pipeline = compose(stages, self._run_strategy) if stages else None
         # Streamed calls run the same attempt stages over the transport's open().
         self._stream_settings: CallSettings | None = None
-        if callable(getattr(transport, "open", None)):
+        self._opener: Opener | None = getattr(transport, "open", None)
+        if callable(self._opener):
             self._stream_settings = CallSettings(
                 compose(inner, self._open_attempt),
                 classifier,
@@ -548,14 +552,15 @@ class Client:
 
     async def _open_attempt(self, request: Request) -> Response:
         """A streamed call's attempt, under the attempt stages: send, keep the body aside."""
-        head, body = await self._transport.open(request)  # type: ignore[attr-defined]
+        assert self._opener is not None  # only streamed calls' pipeline ends here
+        head, body = await self._opener(request)
         opened = _OPENED.get()
         attempt = _ATTEMPT.get()
         if opened is None or attempt is None:  # pragma: no cover - only client.stream() gets here
             await body.aclose()
             raise RuntimeError("a streamed attempt ran outside client.stream()")
         opened.add(attempt.number, body)
-        return head  # type: ignore[no-any-return]
+        return head
 
     async def _open_stream(self, context: StreamContext) -> StreamedResponse:
         """Run a streamed call's strategy until a response head wins; hand out its body."""

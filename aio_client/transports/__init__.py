@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._size_limit import response_size_limit
 from ._base import BodyStream, StreamingTransport, Transport, backend_timeout
 from ._memory import MemoryTransport
 
@@ -23,6 +24,7 @@ __all__ = [
     "StreamingTransport",
     "Transport",
     "backend_timeout",
+    "response_size_limit",
 ]
 
 

@@ -22,8 +22,10 @@ class Transport(Protocol):
     policy. It raises only :mod:`aio_client` errors (mapped in one place per
     backend), and bounds its backend's own timeout by :func:`backend_timeout`
     (``None`` inside a client, which cancels the attempt at its deadline itself).
-    When the calling task is cancelled, the connection in use is released or
-    closed before the cancellation propagates.
+    It reads at most :func:`response_size_limit` bytes of decoded body, raising
+    :class:`~aio_client.ResponseTooLargeError` past it (and before reading when
+    ``Content-Length`` says more). When the calling task is cancelled, the
+    connection in use is released or closed before the cancellation propagates.
     """
 
     async def send(self, request: Request, /) -> Response: ...
