@@ -818,7 +818,8 @@ def _once_unless_repeatable(call: Call) -> Iterator[None]:
     try:
         yield
     except AioClientError as exc:
-        if call.classifier(exc) is Verdict.RETRY:
+        # A call out of time could not have been retried anyway: no note then.
+        if not isinstance(exc, DeadlineExceededError) and call.classifier(exc) is Verdict.RETRY:
             exc.add_note(
                 "not retried: the request body is an iterable, which can be sent once; pass "
                 "content= a function returning a fresh iterable to let it be retried or hedged"
