@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import select
 import weakref
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Final, final
 
@@ -26,6 +27,7 @@ from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
 from ._base import BodyStream, backend_timeout
+from ._inflate import INFLATED, Inflater
 
 __all__ = ["AiohttpTransport"]
 
@@ -63,7 +65,7 @@ class AiohttpTransport:
     the limit is stopped, and the connection is closed either way.
     """
 
-    __slots__ = ("_checks_reuse", "_limit", "_owns", "_session")
+    __slots__ = ("_checks_reuse", "_inflates", "_limit", "_owns", "_session")
 
     def __init__(self, session: aiohttp.ClientSession | None = None, *, limit: int = 100) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -73,8 +75,10 @@ class AiohttpTransport:
         self._session = session
         self._owns = session is None
         self._limit = limit
-        # Whether the session's connector reports reused connections (one the transport made).
+        # Whether the session's connector reports reused connections, and whether
+        # the session leaves gzip/deflate bodies to the transport (one it made).
         self._checks_reuse = False
+        self._inflates = False
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
@@ -82,6 +86,12 @@ class AiohttpTransport:
             session = aiohttp.ClientSession(
                 connector=_CheckingConnector(limit=self._limit),
                 timeout=_NO_TIMEOUT,
+                # Older aiohttp releases inflate each read whole: 64 KiB of a
+                # decompression bomb would become tens of MiB at once. The
+                # transport inflates in bounded pieces instead, so it offers only
+                # what it decodes (a request may still ask for more itself).
+                auto_decompress=False,
+                headers={"Accept-Encoding": "gzip, deflate"},
             )
             # aiohttp re-sends an idempotent request once when the connection
             # breaks before the response (RFC 9112 section 9.3.1). Hidden retries
@@ -92,6 +102,7 @@ class AiohttpTransport:
                 session._retry_connection = False
             self._session = session
             self._checks_reuse = True
+            self._inflates = True
         return session
 
     async def send(self, request: Request, /) -> Response:
@@ -99,7 +110,7 @@ class AiohttpTransport:
         limit = response_size_limit()
         resp = await self._start(request)
         try:
-            body = await resp.read() if limit is None else await _read(resp, limit)
+            body = await _read(resp, limit, self._inflates)
         except (aiohttp.ClientError, TimeoutError) as exc:
             resp.close()
             raise _mapped(exc) from exc
@@ -118,7 +129,7 @@ class AiohttpTransport:
         head = Response._received(
             resp.status, Headers._received(resp.headers.items()), b"", request.url
         )
-        return head, _AiohttpBody(resp)
+        return head, _AiohttpBody(resp, _inflater(resp, self._inflates))
 
     async def _start(self, request: Request) -> aiohttp.ClientResponse:
         """Send ``request`` and return the response once its head has arrived."""
@@ -233,20 +244,38 @@ def _readable(transport: object) -> bool:
 class _AiohttpBody:
     """An aiohttp response's body, read piece by piece (see :class:`BodyStream`)."""
 
-    __slots__ = ("_resp",)
+    __slots__ = ("_ended", "_inflater", "_pieces", "_resp")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, inflater: Inflater | None) -> None:
         self._resp = resp
+        self._inflater = inflater
+        self._pieces: Iterator[bytes] | None = None
+        self._ended = False
 
     async def receive(self) -> bytes:
         """The next piece of the decoded body; ``b""`` at its end."""
         resp = self._resp
         try:
-            return await resp.content.readany()
+            inflater = self._inflater
+            if inflater is None:
+                return await resp.content.readany()
+            while True:
+                if self._pieces is not None:
+                    piece = next(self._pieces, None)
+                    if piece is not None:
+                        return piece
+                    self._pieces = None
+                if self._ended:
+                    return b""
+                raw = await resp.content.readany()
+                if not raw:
+                    self._ended = True
+                    return inflater.flush()
+                self._pieces = inflater.feed(raw)
         except (aiohttp.ClientError, TimeoutError) as exc:
             resp.close()
             raise _mapped(exc) from exc
-        except BaseException:
+        except BaseException:  # cancelled, or a malformed encoding
             resp.close()
             raise
 
@@ -277,22 +306,49 @@ def _closed_before_answering(exc: BaseException) -> bool:
     )
 
 
-async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, read up to ``limit`` decoded bytes; the connection is closed past it."""
+def _inflater(resp: aiohttp.ClientResponse, inflates: bool) -> Inflater | None:
+    """The decoder of a gzip/deflate body the session left encoded, else ``None``."""
+    if not inflates:
+        return None
+    coding = resp.headers.get("Content-Encoding")
+    if coding is None:
+        return None
+    coding = coding.strip().lower()
+    return Inflater(coding) if coding in INFLATED else None
+
+
+async def _read(resp: aiohttp.ClientResponse, limit: int | None, inflates: bool) -> bytes:
+    """The body, decoded, up to ``limit`` bytes; the connection is closed past it.
+
+    ``inflates``: the session leaves gzip/deflate bodies encoded (the transport's
+    own session does), so they are decoded here, in bounded pieces.
+    """
     announced = resp.content_length
-    if announced is not None:
-        if announced > limit:
-            resp.close()
-            raise too_large(limit, announced=announced)
-        if "Content-Encoding" not in resp.headers:
-            # aiohttp stops at Content-Length: this body cannot grow past it.
-            return await resp.read()
-    counter = BodyCounter(limit)
+    if limit is not None and announced is not None and announced > limit:
+        resp.close()
+        raise too_large(limit, announced=announced)
+    inflater = _inflater(resp, inflates)
+    if inflater is None and (
+        limit is None
+        or (announced is not None and (inflates or "Content-Encoding" not in resp.headers))
+    ):
+        # No limit, or aiohttp stops at Content-Length and decodes nothing: the
+        # body cannot grow past what was announced.
+        return await resp.read()
+    counter = BodyCounter(limit) if limit is not None else None
     chunks: list[bytes] = []
     try:
         async for chunk in resp.content.iter_any():
-            counter.add(len(chunk))
-            chunks.append(chunk)
+            pieces = inflater.feed(chunk) if inflater is not None else (chunk,)
+            for piece in pieces:
+                if counter is not None:
+                    counter.add(len(piece))
+                chunks.append(piece)
+        if inflater is not None:
+            tail = inflater.flush()
+            if counter is not None:
+                counter.add(len(tail))
+            chunks.append(tail)
     except BaseException:
         chunks.clear()
         resp.close()

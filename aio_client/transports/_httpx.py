@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Final, TypeVar, final
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, final
 
 import anyio
 import httpx
@@ -27,6 +26,7 @@ from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
 from ._base import BodyStream, backend_timeout
+from ._inflate import INFLATED, Inflater
 
 __all__ = ["HttpxTransport"]
 
@@ -296,8 +296,8 @@ class _HttpxBody:
 async def _decoded(resp: httpx.Response) -> AsyncGenerator[bytes]:
     """The decoded body in pieces of at most a read's size (see :class:`_Inflater`)."""
     encoding = resp.headers.get("content-encoding", "").strip().lower()
-    if encoding in _INFLATED:
-        inflater = _Inflater(encoding)
+    if encoding in INFLATED:
+        inflater = Inflater(encoding)
         async for raw in resp.aiter_raw():
             for piece in inflater.feed(raw):
                 yield piece
@@ -356,10 +356,10 @@ async def _read(resp: httpx.Response, limit: int) -> bytes:
     chunks: list[bytes] = []
     encoding = headers.get("content-encoding", "").strip().lower()
     try:
-        if encoding in _INFLATED:
+        if encoding in INFLATED:
             # httpx inflates each raw chunk whole: 64 KiB of a decompression bomb
             # would become tens of MiB at once. Inflated here in bounded pieces.
-            inflater = _Inflater(encoding)
+            inflater = Inflater(encoding)
             async for raw in resp.aiter_raw():
                 for piece in inflater.feed(raw):
                     counter.add(len(piece))
@@ -375,46 +375,6 @@ async def _read(resp: httpx.Response, limit: int) -> bytes:
         chunks.clear()
         raise
     return b"".join(chunks)
-
-
-_INFLATED: Final = frozenset({"gzip", "x-gzip", "deflate"})
-# Bytes of decoded body made from raw bytes at a time.
-_PIECE: Final = 64 * 1024
-
-
-@final
-class _Inflater:
-    """gzip/deflate decoding that never makes more than :data:`_PIECE` bytes at once."""
-
-    __slots__ = ("_decoder", "_deflate", "_started")
-
-    def __init__(self, encoding: str) -> None:
-        self._deflate = encoding == "deflate"
-        # deflate is meant to be zlib-wrapped, but raw deflate is common: tried if zlib fails.
-        self._decoder = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else zlib.MAX_WBITS | 16)
-        self._started = False
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        try:
-            while data:
-                piece = self._decoder.decompress(data, _PIECE)
-                self._started = True
-                data = self._decoder.unconsumed_tail
-                if piece:
-                    yield piece
-        except zlib.error as exc:
-            if self._deflate and not self._started:
-                self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._deflate = False
-                yield from self.feed(data)
-                return
-            raise ProtocolError(f"malformed response body: {exc}") from None
-
-    def flush(self) -> bytes:
-        try:
-            return self._decoder.flush()
-        except zlib.error as exc:
-            raise ProtocolError(f"malformed response body: {exc}") from None
 
 
 def _content(request: Request) -> bytes | AsyncIterator[bytes] | None:

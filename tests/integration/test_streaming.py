@@ -289,17 +289,17 @@ async def test_256_mib_stream_keeps_memory_bounded(
 
 async def _upload_pieces() -> AsyncIterator[bytes]:
     for number in range(16):
-        yield bytes([number]) * (64 * 1024)
+        yield bytes([number]) * (32 * 1024)
 
 
 async def test_streamed_upload_arrives_intact(transport: Transport) -> None:
-    """An async generator body (1 MiB in 16 pieces) and a sync one reach the server intact."""
+    """An async generator body (512 KiB in 16 pieces) and a sync one reach the server intact."""
     async with app_server() as app:
         client = ac.Client(transport, app.url)
         echoed = (await client.post("echo", content=_upload_pieces(), timeout=10.0)).json()
         assert isinstance(echoed, dict)
         body = str(echoed["body"]).encode("latin-1")
-        assert body == b"".join(bytes([n]) * (64 * 1024) for n in range(16))
+        assert body == b"".join(bytes([n]) * (32 * 1024) for n in range(16))
         echoed = (await client.put("echo", content=iter([b"sync ", b"pieces"]))).json()
         assert isinstance(echoed, dict)
         assert echoed["body"] == "sync pieces"

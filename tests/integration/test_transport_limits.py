@@ -276,3 +276,25 @@ async def test_httpx_borrowed_client_queues_at_its_own_pool_size(anyio_backend: 
                     group.start_soon(one)
             # Six 0.1 s answers two at a time: three rounds.
             assert time.perf_counter() - started >= 0.29
+
+
+async def test_a_streamed_gzip_body_is_decoded_in_bounded_pieces(
+    transport: Transport, streaming: tuple[StreamingApp, str]
+) -> None:
+    """client.stream() hands out a gzip body decoded, no piece above 64 KiB, and max_size
+    stops the bomb."""
+    _, url = streaming
+    client = ac.Client(transport, url, strategy=ONCE)
+    total = 0
+    async with client.stream(ac.get("bomb"), timeout=20.0) as response:
+        async for piece in response.aiter_bytes():
+            assert len(piece) <= 64 * 1024
+            total += len(piece)
+    assert total == BOMB_SIZE
+
+    async def read_bomb() -> None:
+        async with client.stream(ac.get("bomb"), timeout=20.0, max_size=MiB) as response:
+            await response.aread()
+
+    with pytest.raises(ac.ResponseTooLargeError):
+        await read_bomb()
