@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import select
-import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Final, final
@@ -13,6 +12,7 @@ import aiohttp
 from yarl import URL
 
 from .._body import StreamBody
+from .._call import _ATTEMPT
 from .._errors import (
     AioClientError,
     ConfigError,
@@ -25,7 +25,7 @@ from .._errors import (
 )
 from .._headers import Headers
 from .._models import Request, Response
-from .._size_limit import BodyCounter, response_size_limit, too_large
+from .._size_limit import DEFAULT_MAX_RESPONSE_SIZE, BodyCounter, too_large
 from ._base import BodyStream, backend_timeout
 from ._inflate import INFLATED, Inflater
 
@@ -91,7 +91,7 @@ class AiohttpTransport:
                 # transport inflates in bounded pieces instead, so it offers only
                 # what it decodes (a request may still ask for more itself).
                 auto_decompress=False,
-                headers={"Accept-Encoding": "gzip, deflate"},
+                headers=_ACCEPT_ENCODING,
             )
             # aiohttp re-sends an idempotent request once when the connection
             # breaks before the response (RFC 9112 section 9.3.1). Hidden retries
@@ -107,10 +107,22 @@ class AiohttpTransport:
 
     async def send(self, request: Request, /) -> Response:
         """Send ``request`` and read the whole body."""
-        limit = response_size_limit()
+        attempt = _ATTEMPT.get()  # response_size_limit(), inlined: every call passes here
+        limit = DEFAULT_MAX_RESPONSE_SIZE if attempt is None else attempt.max_response_size
         resp = await self._start(request)
         try:
-            body = await _read(resp, limit, self._inflates)
+            # The common case first: nothing to decode, and aiohttp stops at a
+            # Content-Length within the limit.
+            headers = resp.headers
+            length = headers.get("Content-Length")
+            if (
+                length is not None
+                and "Content-Encoding" not in headers
+                and (limit is None or (length.isdigit() and int(length) <= limit))
+            ):
+                body = await resp.read()
+            else:
+                body = await _read(resp, limit, self._inflates)
         except (aiohttp.ClientError, TimeoutError) as exc:
             resp.close()
             raise _mapped(exc) from exc
@@ -140,17 +152,20 @@ class AiohttpTransport:
             client_timeout = _capped(client_timeout, timeout)
         url = URL(request.url, encoded=True)
         content = request.content
-        repeatable = not isinstance(content, StreamBody) or content.repeatable
         fresh_only = False
         while True:
-            sent = _Sent(fresh_only) if self._checks_reuse else None
+            data = None
+            if content:
+                data = content.open() if content.__class__ is StreamBody else content
+            # [fresh connection only, connection reused]: see _CheckingConnector.
+            sent = [fresh_only, False] if self._checks_reuse else None
             token = _SENT.set(sent)
             try:
                 return await session.request(
                     request.method,
                     url,
                     headers=request.headers.multi_items(),
-                    data=content.open() if isinstance(content, StreamBody) else content or None,
+                    data=data,
                     timeout=client_timeout,
                     allow_redirects=False,
                 )
@@ -159,9 +174,9 @@ class AiohttpTransport:
                 # the one case where the request provably did not get through.
                 if (
                     sent is not None
-                    and sent.reused
+                    and sent[_REUSED]
                     and not fresh_only
-                    and repeatable
+                    and (not isinstance(content, StreamBody) or content.repeatable)
                     and _closed_before_answering(exc)
                 ):
                     fresh_only = True
@@ -177,20 +192,23 @@ class AiohttpTransport:
             await session.close()
 
 
-@final
-class _Sent:
-    """What the connector tells the request being sent about its connection."""
-
-    __slots__ = ("fresh_only", "reused")
-
-    def __init__(self, fresh_only: bool) -> None:
-        #: Only a new connection will do (a re-send after a stale one).
-        self.fresh_only = fresh_only
-        #: Set by the connector: the connection came from the pool.
-        self.reused = False
-
-
-_SENT: ContextVar[_Sent | None] = ContextVar("aio_client_aiohttp_sent", default=None)
+# What an owned session offers: aiohttp's own default when it is exactly what the
+# transport decodes (no per-request header merge then), else that.
+_ACCEPT_ENCODING: Final = (
+    None
+    if aiohttp.ClientRequest.DEFAULT_HEADERS.get(aiohttp.hdrs.ACCEPT_ENCODING) == "gzip, deflate"
+    else {"Accept-Encoding": "gzip, deflate"}
+)
+# What the connector tells the request being sent about its connection, in a
+# list (the cheapest record: every request makes one): whether only a new
+# connection will do (a re-send after a stale one), and whether the connection
+# came from the pool.
+_FRESH_ONLY: Final = 0
+_REUSED: Final = 1
+_SENT: ContextVar[list[bool] | None] = ContextVar("aio_client_aiohttp_sent", default=None)
+# The attribute a connection's protocol carries once it carried a request: its
+# socket's descriptor, for the staleness check when it is reused.
+_FD: Final = "_aio_client_fd"
 
 
 class _CheckingConnector(aiohttp.TCPConnector):
@@ -202,10 +220,6 @@ class _CheckingConnector(aiohttp.TCPConnector):
     and may ask for a new one (closing pooled ones until one is made).
     """
 
-    def __init__(self, *, limit: int) -> None:
-        super().__init__(limit=limit)
-        self._used: weakref.WeakSet[object] = weakref.WeakSet()
-
     async def connect(
         self,
         req: aiohttp.ClientRequest,
@@ -215,29 +229,29 @@ class _CheckingConnector(aiohttp.TCPConnector):
         while True:
             conn = await super().connect(req, traces, timeout)
             protocol = conn.protocol
-            if protocol is None or protocol not in self._used:
+            fd = getattr(protocol, _FD, None)
+            if fd is None:  # a new connection
                 if protocol is not None:
-                    self._used.add(protocol)
+                    setattr(protocol, _FD, _descriptor(conn.transport))
                 return conn
             sent = _SENT.get()
-            if not _readable(conn.transport) and (sent is None or not sent.fresh_only):
+            # An idle connection with bytes (or EOF) waiting cannot carry a request.
+            try:
+                stale = fd >= 0 and bool(select.select((fd,), (), (), 0)[0])
+            except (OSError, ValueError):
+                stale = True
+            if not stale and (sent is None or not sent[_FRESH_ONLY]):
                 if sent is not None:
-                    sent.reused = True
+                    sent[_REUSED] = True
                 return conn
             conn.close()
 
 
-def _readable(transport: object) -> bool:
-    # An idle connection with bytes (or EOF) waiting cannot carry a request.
+def _descriptor(transport: object) -> int:
+    """The connection's socket descriptor; -1 when there is none to look at."""
     get_extra_info = getattr(transport, "get_extra_info", None)
     sock = get_extra_info("socket") if get_extra_info is not None else None
-    if sock is None:
-        return False
-    try:
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
+    return sock.fileno() if sock is not None else -1
 
 
 @final
