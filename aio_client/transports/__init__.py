@@ -1,7 +1,7 @@
-"""Transports: aiohttp, httpx and in-memory.
+"""Transports: aiohttp, httpx, httpx2 and in-memory.
 
-The aiohttp and httpx adapters import their library only when first used, so
-``import aio_client`` works with neither installed.
+The aiohttp, httpx and httpx2 adapters import their library only when first
+used, so ``import aio_client`` works with none of them installed.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from ._memory import MemoryTransport
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpTransport
     from ._httpx import HttpxTransport
+    from ._httpx2 import Httpx2Transport
 
 __all__ = [
     "AiohttpTransport",
     "BodyStream",
+    "Httpx2Transport",
     "HttpxTransport",
     "MemoryTransport",
     "StreamingTransport",
@@ -37,4 +39,8 @@ def __getattr__(name: str) -> Any:
         from ._httpx import HttpxTransport
 
         return HttpxTransport
+    if name == "Httpx2Transport":
+        from ._httpx2 import Httpx2Transport
+
+        return Httpx2Transport
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

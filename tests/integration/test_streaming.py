@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 
 import aio_client as ac
-from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
+from aio_client.transports import AiohttpTransport, Httpx2Transport, HttpxTransport, Transport
 
 from .servers import app_server, serve_aiohttp, settle
 
-BACKENDS = ["aiohttp", "httpx"]
+BACKENDS = ["aiohttp", "httpx", "httpx2"]
 MiB: Final = 1024 * 1024
 #: What /events sends, one block every ``?every=`` seconds.
 EVENT_BLOCKS: Final = (
@@ -110,7 +110,8 @@ class StreamServer:
 @pytest.fixture(params=BACKENDS)
 async def transport(request: pytest.FixtureRequest, anyio_backend: str) -> AsyncIterator[Transport]:
     """A fresh transport of each backend, owning its pool, closed after the test."""
-    made: Transport = AiohttpTransport() if request.param == "aiohttp" else HttpxTransport()
+    makers = {"aiohttp": AiohttpTransport, "httpx": HttpxTransport, "httpx2": Httpx2Transport}
+    made: Transport = makers[request.param]()
     try:
         yield made
     finally:

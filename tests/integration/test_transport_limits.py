@@ -11,11 +11,12 @@ from typing import Final
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from aiohttp import web
 
 import aio_client as ac
-from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
+from aio_client.transports import AiohttpTransport, Httpx2Transport, HttpxTransport, Transport
 
 from .servers import (
     advertise_huge_body,
@@ -26,7 +27,9 @@ from .servers import (
     settle,
 )
 
-BACKENDS = ["aiohttp", "httpx"]
+BACKENDS = ["aiohttp", "httpx", "httpx2"]
+#: The httpx family: httpx, and its maintained fork httpx2 (same API, same transport core).
+HTTPX_FAMILY: Final = {"httpx": (httpx, HttpxTransport), "httpx2": (httpx2, Httpx2Transport)}
 ONCE = ac.single_attempt_strategy()
 MiB: Final = 1024 * 1024
 #: Decoded size of the gzip bomb: 64 MiB of zeros in about 64 KiB on the wire.
@@ -83,7 +86,7 @@ class StreamingApp:
 
 
 def _make_transport(backend: str) -> Transport:
-    return AiohttpTransport() if backend == "aiohttp" else HttpxTransport()
+    return AiohttpTransport() if backend == "aiohttp" else HTTPX_FAMILY[backend][1]()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -220,10 +223,12 @@ async def test_a_server_closing_after_each_answer_costs_no_failed_call(
 # --- httpx under concurrency and HTTP/2 ------------------------------------------------
 
 
-async def test_httpx_serves_200_calls_in_flight(anyio_backend: str) -> None:
-    """200 calls in flight over HttpxTransport's 100 connections: every one succeeds."""
+@pytest.mark.parametrize("family", HTTPX_FAMILY)
+async def test_httpx_serves_200_calls_in_flight(family: str, anyio_backend: str) -> None:
+    """200 calls in flight over the transport's 100 connections: every one succeeds."""
     async with app_server() as server:
-        async with ac.Client(HttpxTransport(), server.url, strategy=ONCE) as client:
+        make = HTTPX_FAMILY[family][1]
+        async with ac.Client(make(), server.url, strategy=ONCE) as client:
             statuses: list[int] = []
 
             async def one() -> None:
@@ -236,11 +241,14 @@ async def test_httpx_serves_200_calls_in_flight(anyio_backend: str) -> None:
         assert statuses == [200] * 200
 
 
-async def test_httpx_queue_wait_is_bounded_by_the_ambient_deadline(anyio_backend: str) -> None:
+@pytest.mark.parametrize("family", HTTPX_FAMILY)
+async def test_httpx_queue_wait_is_bounded_by_the_ambient_deadline(
+    family: str, anyio_backend: str
+) -> None:
     """On its own, the transport gives up waiting for a connection at the ambient deadline:
     DeadlineExceededError, not sent."""
     async with app_server() as server:
-        transport = HttpxTransport(limit=1)
+        transport = HTTPX_FAMILY[family][1](limit=1)
         try:
             bound = ac.Request("GET", f"{server.url}/slow?seconds=1.0")
             async with anyio.create_task_group() as group:
@@ -253,19 +261,25 @@ async def test_httpx_queue_wait_is_bounded_by_the_ambient_deadline(anyio_backend
             await transport.aclose()
 
 
-async def test_httpx_refuses_an_http2_client(anyio_backend: str) -> None:
-    """An http2-enabled httpx client is refused with a ConfigError saying why."""
-    async with httpx.AsyncClient(http2=True) as http2_client:
+@pytest.mark.parametrize("family", HTTPX_FAMILY)
+async def test_httpx_refuses_an_http2_client(family: str, anyio_backend: str) -> None:
+    """An http2-enabled client is refused with a ConfigError saying why."""
+    lib, make = HTTPX_FAMILY[family]
+    async with lib.AsyncClient(http2=True) as http2_client:
         with pytest.raises(ac.ConfigError, match="RST_STREAM"):
-            HttpxTransport(http2_client)
+            make(http2_client)
 
 
-async def test_httpx_borrowed_client_queues_at_its_own_pool_size(anyio_backend: str) -> None:
-    """A borrowed client's max_connections bounds what the transport lets into httpx."""
+@pytest.mark.parametrize("family", HTTPX_FAMILY)
+async def test_httpx_borrowed_client_queues_at_its_own_pool_size(
+    family: str, anyio_backend: str
+) -> None:
+    """A borrowed client's max_connections bounds what the transport lets into the library."""
+    lib, make = HTTPX_FAMILY[family]
     async with app_server() as server:
-        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        async with httpx.AsyncClient(limits=limits) as borrowed:
-            client = ac.Client(HttpxTransport(borrowed), server.url, strategy=ONCE)
+        limits = lib.Limits(max_connections=2, max_keepalive_connections=2)
+        async with lib.AsyncClient(limits=limits) as borrowed:
+            client = ac.Client(make(borrowed), server.url, strategy=ONCE)
 
             async def one() -> None:
                 await client.get("slow")
