@@ -6,10 +6,11 @@ in-memory transport.
 """
 
 from ._attempts import AttemptKind, AttemptRecord
+from ._body import StreamBody
 from ._call import AttemptInfo, Call, current_attempt
 from ._cancel import CancelReason, CancelToken, current_token
 from ._circuit_state import CircuitState
-from ._client import Client, EndpointProvider, RequestContext
+from ._client import Client, EndpointProvider, RequestContext, StreamContext
 from ._deadline import Deadline, ambient, current_deadline, current_priority
 from ._errors import (
     AioClientError,
@@ -22,6 +23,7 @@ from ._errors import (
     NetworkError,
     ProtocolError,
     RefusedError,
+    ResponseTooLargeError,
     TokenCancelledError,
     TransportError,
 )
@@ -43,6 +45,7 @@ from ._models import (
 from ._pipeline import Handler, Stage
 from ._priority import Priority
 from ._redaction import redact_headers
+from ._stream import ServerSentEvent, StreamedResponse
 from .policies._breaker import CircuitBreaker
 from .policies._bulkhead import Bulkhead
 from .policies._errors import BulkheadFullError, RateLimitedError
@@ -94,9 +97,14 @@ __all__ = [
     "Request",
     "RequestContext",
     "Response",
+    "ResponseTooLargeError",
     "RetryBudget",
+    "ServerSentEvent",
     "Stage",
     "Strategy",
+    "StreamBody",
+    "StreamContext",
+    "StreamedResponse",
     "Timeout",
     "TokenCancelledError",
     "TransportError",

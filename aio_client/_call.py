@@ -61,9 +61,16 @@ Outcome = Response | AioClientError
 class AttemptInfo:
     """Which physical attempt is running: for attempt stages and observers."""
 
-    __slots__ = ("deadline", "endpoint", "kind", "number")
+    __slots__ = ("deadline", "endpoint", "kind", "max_response_size", "number")
 
-    def __init__(self, number: int, kind: AttemptKind, endpoint: str, deadline: Deadline) -> None:
+    def __init__(
+        self,
+        number: int,
+        kind: AttemptKind,
+        endpoint: str,
+        deadline: Deadline,
+        max_response_size: int | None = None,
+    ) -> None:
         #: 1-based attempt number (as in ``X-Request-Attempt``).
         self.number = number
         #: Why it was sent: first, retry or hedge.
@@ -73,6 +80,8 @@ class AttemptInfo:
         #: When the client cancels the attempt: the call's deadline, or the
         #: attempt's share of it when the strategy splits the budget.
         self.deadline = deadline
+        #: The most body bytes (decoded) the transport may read; ``None``: no limit.
+        self.max_response_size = max_response_size
 
     def __repr__(self) -> str:
         return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
@@ -102,10 +111,15 @@ def current_attempt() -> AttemptInfo | None:
 class CallSettings:
     """What every call of one client shares: made once, when the client is built."""
 
-    __slots__ = ("budget", "classifier", "low_timeout", "send")
+    __slots__ = ("budget", "classifier", "low_timeout", "max_response_size", "send")
 
     def __init__(
-        self, send: Handler, classifier: Classifier, budget: RetryBudget, low_timeout: float
+        self,
+        send: Handler,
+        classifier: Classifier,
+        budget: RetryBudget,
+        low_timeout: float,
+        max_response_size: int | None = None,
     ) -> None:
         #: The folded attempt stages over the transport.
         self.send = send
@@ -115,6 +129,8 @@ class CallSettings:
         self.budget = budget
         #: Below this many seconds left, no attempt is sent.
         self.low_timeout = low_timeout
+        #: The client's response size limit (bytes of decoded body); ``None``: no limit.
+        self.max_response_size = max_response_size
 
 
 @final
@@ -133,6 +149,7 @@ class Call:
         "deadline",
         "history",
         "low_timeout",
+        "max_response_size",
         "priority",
         "request",
         "retries_allowed",
@@ -166,6 +183,8 @@ class Call:
         self.budget = settings.budget
         #: Below this many seconds left, no attempt is sent.
         self.low_timeout = settings.low_timeout
+        #: The most body bytes (decoded) an attempt may read; ``None``: no limit.
+        self.max_response_size = settings.max_response_size
         #: Every attempt so far, in start order.
         self.history: list[AttemptRecord] = []
         #: The observers' watchers of this call (see :mod:`aio_client._events`).
@@ -288,10 +307,14 @@ class Call:
         outcome: Outcome
         if attempt_at < call_at:
             capped = Deadline._trusted(attempt_at)
-            attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base, capped))
+            attempt_token = _ATTEMPT.set(
+                AttemptInfo(number, kind, base, capped, self.max_response_size)
+            )
         else:
             capped = None
-            attempt_token = _ATTEMPT.set(AttemptInfo(number, kind, base, self.deadline))
+            attempt_token = _ATTEMPT.set(
+                AttemptInfo(number, kind, base, self.deadline, self.max_response_size)
+            )
         try:
             if capped is not None:
                 outcome = await self._send_capped(bound, capped, number)

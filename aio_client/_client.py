@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from asyncio import CancelledError, _get_running_loop, current_task
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
 
 import anyio
 
 from . import _clock
-from ._call import Call, CallSettings
-from ._classifier import Classifier, default_classifier
+from ._body import StreamBody
+from ._call import _ATTEMPT, Call, CallSettings
+from ._classifier import Classifier, Verdict, default_classifier
 from ._deadline import (
     Deadline,
     _ambient,
     reset_ambient,
     set_ambient,
 )
-from ._errors import ConfigError, DeadlineExceededError, InvalidRequestError
+from ._errors import AioClientError, ConfigError, DeadlineExceededError, InvalidRequestError
 from ._events import (
     RESPONSE,
     BreakerChanged,
@@ -33,10 +35,17 @@ from ._events import (
     overrides,
 )
 from ._headers import HeadersInput
-from ._models import JSON, QueryInput, Request, Response
+from ._models import JSON, ContentInput, QueryInput, Request, Response
 from ._models import request as build_request
 from ._pipeline import Stage, compose
 from ._priority import Priority
+from ._size_limit import (
+    CLIENT_DEFAULT,
+    DEFAULT_MAX_RESPONSE_SIZE,
+    UseClientDefault,
+    validate_max_size,
+)
+from ._stream import OpenedBodies, StreamedResponse
 from ._timer import DeadlineTimer
 from ._validation import validate_endpoint, validate_timeout
 from .policies._breaker import CircuitBreaker
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
 
     from ._circuit_state import CircuitState, NamedBreaker
     from .strategies._base import Strategy
-    from .transports._base import Transport
+    from .transports._base import BodyStream, Transport
 
 __all__ = [
     "Client",
@@ -57,6 +66,7 @@ __all__ = [
     "RequestContext",
     "RequestOptions",
     "RequestWithBodyOptions",
+    "StreamContext",
 ]
 
 #: A base URL, or a function (sync or async) returning one or several: service discovery.
@@ -65,7 +75,9 @@ EndpointProvider = Callable[[], "str | Sequence[str] | Awaitable[str | Sequence[
 _IDEMPOTENCY_KEY: Final = "idempotency-key"
 # What client.get(...) and friends hand to the request builder; the rest go to request().
 _BUILDER_OPTIONS: Final = frozenset({"path_params", "query", "headers", "json", "content"})
-_CALL_OPTIONS: Final = frozenset({"timeout", "deadline", "priority", "strategy", "idempotent"})
+_CALL_OPTIONS: Final = frozenset(
+    {"timeout", "deadline", "priority", "strategy", "idempotent", "max_response_size"}
+)
 _CALL_NAMES: Final = {
     method: f"Client.{method.lower()}"
     for method in ("GET", "HEAD", "OPTIONS", "DELETE", "POST", "PUT", "PATCH")
@@ -83,19 +95,24 @@ class RequestOptions(TypedDict, total=False):
     priority: Priority | str | None
     strategy: Strategy | None
     idempotent: bool | None
+    max_response_size: int | UseClientDefault | None
 
 
 class RequestWithBodyOptions(RequestOptions, total=False):
     """Keyword options of ``client.post/put/patch(path, ...)``: a body as well."""
 
     json: JSON
-    content: bytes | str | None
+    content: ContentInput | None
 
 
 _tuple_new = tuple.__new__
 
 # The call pipeline is folded once and shared; the call in progress rides here.
 _CURRENT: ContextVar[tuple[Call, Strategy]] = ContextVar("aio_client_call")
+# A streaming transport's open(request).
+Opener = Callable[[Request], Awaitable[tuple[Response, "BodyStream"]]]
+# Where a streamed call's attempts leave the bodies they opened (hedges see it too).
+_OPENED: ContextVar[OpenedBodies | None] = ContextVar("aio_client_opened", default=None)
 
 
 @final
@@ -128,6 +145,10 @@ class Client:
       each hears every call's events (start, attempts, refused retries and hedges,
       end) and the circuit breakers' state changes.
     - ``low_timeout``: below this budget an attempt is not sent (5 ms).
+    - ``max_response_size``: the most bytes of (decoded) body a response may
+      have (64 MiB); ``None`` for no limit. A larger one raises
+      :class:`~aio_client.ResponseTooLargeError` (refused before reading when
+      ``Content-Length`` says so) and its connection is closed.
     """
 
     __slots__ = (
@@ -136,11 +157,13 @@ class Client:
         "_endpoints",
         "_low_timeout",
         "_observers",
+        "_opener",
         "_priority",
         "_provider",
         "_rotation",
         "_settings",
         "_strategy",
+        "_stream_settings",
         "_timeout",
         "_timer",
         "_transport",
@@ -161,6 +184,7 @@ class Client:
         circuit_breaker: CircuitBreaker | None = None,
         observers: Sequence[Observer] = (),
         low_timeout: float = 0.005,
+        max_response_size: int | None = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         if not callable(getattr(transport, "send", None)):
             raise ConfigError(f"transport must have an async send(request); got {transport!r}")
@@ -214,8 +238,20 @@ class Client:
             classifier,
             budget if budget is not None else RetryBudget(),
             self._low_timeout,
+            validate_max_size(max_response_size, "max_response_size"),
         )
         self._call_pipeline = compose(stages, self._run_strategy) if stages else None
+        # Streamed calls run the same attempt stages over the transport's open().
+        self._stream_settings: CallSettings | None = None
+        self._opener: Opener | None = getattr(transport, "open", None)
+        if callable(self._opener):
+            self._stream_settings = CallSettings(
+                compose(inner, self._open_attempt),
+                classifier,
+                self._settings.budget,
+                self._low_timeout,
+                None,
+            )
 
     # -- public API --------------------------------------------------------
 
@@ -228,6 +264,7 @@ class Client:
         priority: Priority | str | None = None,
         strategy: Strategy | None = None,
         idempotent: bool | None = None,
+        max_response_size: int | UseClientDefault | None = CLIENT_DEFAULT,
     ) -> RequestContext:
         """Send ``request``; await the result or use it as ``async with``.
 
@@ -240,13 +277,59 @@ class Client:
           ``False`` forbids repeating even a GET. By default, GET, HEAD,
           OPTIONS, PUT, DELETE and requests with an ``Idempotency-Key`` header
           may be repeated.
+        - ``max_response_size``: this call's size limit (bytes of decoded body;
+          ``None``: no limit) instead of the client's.
 
         Returns the final response, whatever its status (see
         :meth:`Response.raise_for_status`); raises a typed error, carrying every
         attempt's history, when no response was had.
         """
         return RequestContext(
-            self._send(request, timeout, deadline, priority, strategy, idempotent)
+            self._send(
+                request, timeout, deadline, priority, strategy, idempotent, max_response_size
+            )
+        )
+
+    def stream(
+        self,
+        request: Request,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        priority: Priority | str | None = None,
+        strategy: Strategy | None = None,
+        idempotent: bool | None = None,
+        max_size: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> StreamContext:
+        """Send ``request`` and read the response's body as it arrives::
+
+            async with client.stream(aio_client.get("events")) as response:
+                async for event in response.aiter_sse():
+                    ...
+
+        The options are :meth:`request`'s, and:
+
+        - ``max_size``: the most bytes of (decoded) body to read; ``None``
+          (the default) for no limit: the client's ``max_response_size`` is
+          for buffered responses only.
+        - ``idle_timeout``: seconds the body may go without a byte.
+
+        The strategy races for the response head only: retries and hedges
+        run until a head is accepted, the other attempts are cancelled and
+        their connections closed, and nothing is repeated once body bytes
+        were handed out. The call's deadline covers the whole exchange: a
+        read past it (or past ``idle_timeout``) raises
+        :class:`~aio_client.DeadlineExceededError`. Leaving the block, however
+        it happens, closes the connection (or gives it back, when the body
+        was read whole) before the block is left. Observers see one call that
+        ends when the block does.
+        """
+        return StreamContext(
+            self,
+            (request, timeout, deadline, priority, strategy, idempotent),
+            validate_max_size(max_size, "max_size"),
+            _validate_idle_timeout(idle_timeout),
         )
 
     def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
@@ -331,6 +414,7 @@ class Client:
         priority: Priority | str | None,
         strategy: Strategy | None,
         idempotent: bool | None,
+        max_response_size: int | UseClientDefault | None,
     ) -> Response:
         # The steps of ARCHITECTURE.md's diagram: deadline, priority, (observers),
         # call stages and strategy; the attempts' steps live in Call.attempt.
@@ -351,13 +435,17 @@ class Client:
             idempotent,
             self._endpoints or await self._resolve_endpoints(),
             _clock.now if loop is None else loop.time,
+            self._settings,
         )
+        if max_response_size is not CLIENT_DEFAULT:
+            call.max_response_size = validate_max_size(max_response_size, "max_response_size")
         chosen = strategy if strategy is not None else self._strategy
+        if request.content and request.content.__class__ is StreamBody:  # cheap when empty
+            return await self._send_streamed_body(call, chosen, loop, now)
         watchers = self._call_started(call, now) if self._observers else None
-        # Enforcement stays inline (no coroutine frame of its own on every call):
-        # the call's deadline is the ambient deadline of everything inside, and
-        # on asyncio one timer per client cancels the task natively at it (see
-        # _timer.py), which anyio's task groups and scopes inside honour.
+        # Enforcement is inline here, on the path of every request() (a coroutine
+        # frame of its own costs about 2% of a call); _enforced() is the same for
+        # the rarer streamed calls.
         token = set_ambient(call.deadline, call.priority)
         try:
             if loop is not None:
@@ -389,6 +477,22 @@ class Client:
             raise
         finally:
             reset_ambient(token)
+        if watchers:
+            _call_finished(call, watchers, now, response, None)
+        return response
+
+    async def _send_streamed_body(
+        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None, now: float
+    ) -> Response:
+        """A call whose body is streamed: one attempt unless the body can be made again."""
+        watchers = self._call_started(call, now) if self._observers else None
+        try:
+            with _once_unless_repeatable(call):
+                response = await self._enforced(call, strategy, loop)
+        except BaseException as exc:
+            if watchers:
+                _call_finished(call, watchers, now, None, exc)
+            raise
         if watchers:
             _call_finished(call, watchers, now, response, None)
         return response
@@ -425,6 +529,7 @@ class Client:
         idempotent: bool | None,
         endpoints: tuple[str, ...],
         clock: Callable[[], float],
+        settings: CallSettings,
     ) -> Call:
         """The call's state: its priority (given, else inherited, else the client's),
         whether it may be repeated, its place in the endpoint rotation."""
@@ -433,7 +538,6 @@ class Client:
             retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
         else:
             retries_allowed = bool(idempotent)
-        settings = self._settings
         settings.budget.deposit()
         return Call(
             request,
@@ -445,6 +549,42 @@ class Client:
             settings,
             clock,
         )
+
+    async def _enforced(
+        self, call: Call, strategy: Strategy, loop: AbstractEventLoop | None
+    ) -> Response:
+        """Run the call under its deadline, as the ambient deadline of everything inside."""
+        at = call.deadline.at
+        token = set_ambient(call.deadline, call.priority)
+        try:
+            if loop is not None:
+                # On asyncio, one timer per client enforces every call's deadline
+                # (see _timer.py); it cancels the task natively, which anyio's
+                # task groups and scopes inside honour.
+                timer = self._timer
+                if timer is None or timer.loop is not loop:
+                    timer = self._timer = DeadlineTimer(loop)
+                task = current_task(loop)
+                if task is None:
+                    raise RuntimeError("aio_client needs to run inside a task")
+                entry = timer.start(at, task)
+                call.task = task
+                call.timer = timer
+                try:
+                    return await self._execute(call, strategy)
+                except CancelledError:
+                    if timer.finish(entry):
+                        raise call.deadline_error() from None
+                    raise
+                finally:
+                    timer.finish(entry)
+            with anyio.CancelScope(deadline=at) as scope:
+                return await self._execute(call, strategy)
+        finally:
+            reset_ambient(token)
+        if scope.cancelled_caught:  # pragma: no branch
+            raise call.deadline_error()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _call_started(self, call: Call, now: float) -> tuple[CallWatcher, ...] | None:
         """Tell the observers a call starts; the watchers of its further events."""
@@ -466,6 +606,88 @@ class Client:
             return None
         call.watch(watchers)
         return watchers
+
+    async def _open_attempt(self, request: Request) -> Response:
+        """A streamed call's attempt, under the attempt stages: send, keep the body aside."""
+        assert self._opener is not None  # only streamed calls' pipeline ends here
+        head, body = await self._opener(request)
+        opened = _OPENED.get()
+        attempt = _ATTEMPT.get()
+        if opened is None or attempt is None:  # pragma: no cover - only client.stream() gets here
+            await body.aclose()
+            raise RuntimeError("a streamed attempt ran outside client.stream()")
+        opened.add(attempt.number, body)
+        return head
+
+    async def _open_stream(self, context: StreamContext) -> StreamedResponse:
+        """Run a streamed call's strategy until a response head wins; hand out its body."""
+        request, timeout, deadline, priority, strategy, idempotent = context._args
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        settings = self._stream_settings
+        if settings is None:
+            raise ConfigError(
+                f"the transport {type(self._transport).__name__} cannot stream responses: "
+                "it has no open(request) method"
+            )
+        if not isinstance(request, Request):
+            raise InvalidRequestError(
+                f"request must be built with aio_client.get/post/...; got {request!r}"
+            )
+        # The same steps as _send's: deadline, call (kept apart so that request() stays lean).
+        loop = _get_running_loop()
+        clock = _clock.now if loop is None else loop.time
+        now = clock()
+        inherited = _ambient.get()
+        at = self._deadline_at(now, timeout, deadline, inherited.deadline)
+        call = self._new_call(
+            request,
+            at,
+            priority if priority is not None else inherited.priority,
+            idempotent,
+            self._endpoints or await self._resolve_endpoints(),
+            clock,
+            settings,
+        )
+        chosen = strategy if strategy is not None else self._strategy
+        watchers = self._call_started(call, now) if self._observers else None
+        context._call, context._start, context._clock, context._watchers = (
+            call,
+            now,
+            clock,
+            watchers,
+        )
+        opened = OpenedBodies()
+        token = _OPENED.set(opened)
+        try:
+            with _once_unless_repeatable(call):
+                head = await self._enforced(call, chosen, loop)
+        except BaseException as exc:
+            await opened.keep(None)
+            if watchers:
+                _call_finished(call, watchers, now, None, exc)
+            raise
+        finally:
+            _OPENED.reset(token)
+        body: BodyStream | None = await opened.keep(head.attempt)
+        if body is None:  # an attempt stage answered itself: its response is all there is
+            body = _WholeBody(head.content)
+        response = StreamedResponse(
+            head,
+            body,
+            deadline=call.deadline.at,
+            idle_timeout=context._idle_timeout,
+            max_size=context._max_size,
+            now=clock,
+        )
+        try:
+            response._check_announced_size()
+        except BaseException as exc:
+            await response.aclose()
+            if watchers:
+                _call_finished(call, watchers, now, None, exc)
+            raise
+        return response
 
     def _execute(self, call: Call, strategy: Strategy) -> Awaitable[Response]:
         # A plain function returning the awaitable: no extra coroutine frame per call.
@@ -547,6 +769,117 @@ class RequestContext:
     ) -> None:
         # The body is already read and the connection released: nothing to close.
         return None
+
+
+@final
+class StreamContext:
+    """What :meth:`Client.stream` returns: an async context manager of a
+    :class:`~aio_client.StreamedResponse`."""
+
+    __slots__ = (
+        "_args",
+        "_call",
+        "_client",
+        "_clock",
+        "_idle_timeout",
+        "_max_size",
+        "_response",
+        "_start",
+        "_watchers",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        args: tuple[
+            Request,
+            float | None,
+            Deadline | None,
+            Priority | str | None,
+            Strategy | None,
+            bool | None,
+        ],
+        max_size: int | None,
+        idle_timeout: float | None,
+    ) -> None:
+        self._client = client
+        self._args = args
+        self._max_size = max_size
+        self._idle_timeout = idle_timeout
+        self._response: StreamedResponse | None = None
+        self._call: Call | None = None
+        self._start = 0.0
+        self._clock: Callable[[], float] = _clock.now
+        self._watchers: tuple[CallWatcher, ...] | None = None
+
+    async def __aenter__(self) -> StreamedResponse:
+        if self._response is not None or self._call is not None:
+            raise RuntimeError("a stream context can be entered once")
+        self._response = await self._client._open_stream(self)
+        return self._response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        await response.aclose()
+        call = self._call
+        if self._watchers and call is not None:
+            error = response._error if response._error is not None else exc
+            head = response._head if error is None else None
+            _call_finished(call, self._watchers, self._start, head, error)
+
+
+@final
+class _WholeBody:
+    """A body already read (a response an attempt stage made), handed out at once."""
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def receive(self) -> bytes:
+        content, self._content = self._content, b""
+        return content
+
+    async def aclose(self) -> None:
+        self._content = b""
+
+
+@contextmanager
+def _once_unless_repeatable(call: Call) -> Iterator[None]:
+    """A body streamed from an iterable is sent once: no retries, no hedges for the
+    call, and an error that would have been retried says why it was not."""
+    content = call.request.content
+    if not isinstance(content, StreamBody) or content.repeatable:
+        yield
+        return
+    call.retries_allowed = False
+    try:
+        yield
+    except AioClientError as exc:
+        # A call out of time could not have been retried anyway: no note then.
+        if not isinstance(exc, DeadlineExceededError) and call.classifier(exc) is Verdict.RETRY:
+            exc.add_note(
+                "not retried: the request body is an iterable, which can be sent once; pass "
+                "content= a function returning a fresh iterable to let it be retried or hedged"
+            )
+        raise
+
+
+def _validate_idle_timeout(value: float | None) -> float | None:
+    if value is None:
+        return None
+    seconds = validate_timeout(value, "idle_timeout")
+    if seconds == 0:
+        raise ConfigError("idle_timeout must be > 0 seconds or None")
+    return seconds
 
 
 def _call_finished(

@@ -12,6 +12,7 @@ and also from the builtin it resembles, so ``except TimeoutError`` and
     │   ├── ConnectError (ConnectionError)        could not connect: never sent
     │   ├── NetworkError (ConnectionError)        connection broke mid-exchange
     │   └── ProtocolError                         the server's answer was malformed
+    ├── ResponseTooLargeError                     the body passed max_response_size
     ├── CircuitOpenError                          a breaker refused the call
     ├── HTTPStatusError                           raised by Response.raise_for_status()
     └── TokenCancelledError                       CancelToken.raise_if_cancelled()
@@ -41,6 +42,7 @@ __all__ = [
     "NetworkError",
     "ProtocolError",
     "RefusedError",
+    "ResponseTooLargeError",
     "TokenCancelledError",
     "TransportError",
 ]
@@ -103,6 +105,27 @@ class NetworkError(TransportError, ConnectionError):
 
 class ProtocolError(TransportError):
     """The server answered with something that is not valid HTTP."""
+
+
+class ResponseTooLargeError(AioClientError):
+    """The response body is larger than the call's size limit; the connection was closed.
+
+    Raised before reading when ``Content-Length`` announces more than the
+    limit, and while reading otherwise (counted on the decoded body, so a
+    compressed body that unpacks past the limit is stopped too). Not retried
+    by the default classifier: the same request would get the same body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        attempts: tuple[AttemptRecord, ...] = (),
+    ) -> None:
+        super().__init__(message, may_have_reached_server=True, attempts=attempts)
+        #: The limit (bytes) the body went past.
+        self.limit = limit
 
 
 class RefusedError(AioClientError):

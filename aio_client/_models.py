@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final, final
 from urllib.parse import quote
 
+from ._body import BodyChunks, BodyFactory, StreamBody
 from ._errors import HTTPStatusError, InvalidRequestError
 from ._headers import Headers, HeadersInput
 from ._redaction import redacted_url
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON",
+    "ContentInput",
     "QueryInput",
     "Request",
     "Response",
@@ -36,6 +38,8 @@ __all__ = [
 #: A JSON-serialisable value.
 JSON = None | bool | int | float | str | Sequence["JSON"] | Mapping[str, "JSON"]
 _Scalar = str | int | float
+#: A request body: bytes, text (sent as UTF-8), or a streamed body (see :class:`StreamBody`).
+ContentInput = bytes | str | BodyChunks | BodyFactory
 #: Query parameters: a mapping (values may be sequences for repeated keys) or a
 #: sequence of pairs. (Any iterable of pairs works; a sequence in the type lets
 #: type checkers infer ``{"q": "a", "n": 2}`` as a mapping.)
@@ -68,8 +72,8 @@ class Request:
     url: str
     #: Request headers.
     headers: Headers = _EMPTY_HEADERS
-    #: Body bytes (empty for none).
-    content: bytes = b""
+    #: Body bytes (empty for none), or a :class:`StreamBody` sent as it is produced.
+    content: bytes | StreamBody = b""
     #: The path template the URL was built from (``"users/{id}"``): a bounded metrics label.
     route: str = ""
 
@@ -268,13 +272,17 @@ def request(
     query: QueryInput | None = None,
     headers: HeadersInput | None = None,
     json: JSON = None,
-    content: bytes | str | None = None,
+    content: ContentInput | None = None,
 ) -> Request:
     """Build a request for ``path`` (relative to the client's endpoint).
 
     ``path`` is a template such as ``"users/{id}"``: each ``{name}`` is filled
     from ``path_params`` with the value percent-escaped, so a value cannot add
     path segments. ``json`` and ``content`` are exclusive; ``json`` sets
+    ``Content-Type: application/json``. ``content`` is bytes, text (sent as
+    UTF-8), or a body streamed as it is produced (see :class:`StreamBody`): an
+    iterable of bytes, sync or async, sent once; or a function returning a
+    fresh one, which retries and hedges may send again.
     ``Content-Type: application/json``.
     """
     if not isinstance(method, str) or not _METHOD.fullmatch(method.upper()):
@@ -302,7 +310,7 @@ def request(
         elif isinstance(content, (bytes, bytearray, memoryview)):
             body = bytes(content)
         else:
-            raise InvalidRequestError(f"content must be bytes or str; got {type(content).__name__}")
+            return Request(method, url, built_headers, StreamBody(content), path)
     return Request(method=method, url=url, headers=built_headers, content=body, route=path)
 
 
@@ -357,7 +365,7 @@ def post(
     query: QueryInput | None = None,
     headers: HeadersInput | None = None,
     json: JSON = None,
-    content: bytes | str | None = None,
+    content: ContentInput | None = None,
 ) -> Request:
     """Build a POST request; see :func:`request`."""
     return request(
@@ -378,7 +386,7 @@ def put(
     query: QueryInput | None = None,
     headers: HeadersInput | None = None,
     json: JSON = None,
-    content: bytes | str | None = None,
+    content: ContentInput | None = None,
 ) -> Request:
     """Build a PUT request; see :func:`request`."""
     return request(
@@ -399,7 +407,7 @@ def patch(
     query: QueryInput | None = None,
     headers: HeadersInput | None = None,
     json: JSON = None,
-    content: bytes | str | None = None,
+    content: ContentInput | None = None,
 ) -> Request:
     """Build a PATCH request; see :func:`request`."""
     return request(

@@ -56,9 +56,14 @@ SURFACE: dict[str, list[str]] = {
         "Request",
         "RequestContext",
         "Response",
+        "ResponseTooLargeError",
         "RetryBudget",
+        "ServerSentEvent",
         "Stage",
         "Strategy",
+        "StreamBody",
+        "StreamContext",
+        "StreamedResponse",
         "Timeout",
         "TokenCancelledError",
         "TransportError",
@@ -141,7 +146,10 @@ SURFACE: dict[str, list[str]] = {
         "status_of_refusal",
         "trusted_peers",
     ],
-    "aio_client.server.sanic": ["SanicDeadline", "setup"],
+    "aio_client.server.sanic": [
+        "SanicDeadline",
+        "setup",
+    ],
     "aio_client.strategies": [
         "AttemptTimeout",
         "Classifier",
@@ -159,10 +167,14 @@ SURFACE: dict[str, list[str]] = {
     ],
     "aio_client.transports": [
         "AiohttpTransport",
+        "BodyStream",
+        "Httpx2Transport",
         "HttpxTransport",
         "MemoryTransport",
+        "StreamingTransport",
         "Transport",
         "backend_timeout",
+        "response_size_limit",
     ],
 }
 # Names a namespace still resolves (lazily, not in its __all__) for code that

@@ -11,7 +11,7 @@ from .._errors import DeadlineExceededError
 if TYPE_CHECKING:
     from .._models import Request, Response
 
-__all__ = ["Transport", "backend_timeout"]
+__all__ = ["BodyStream", "StreamingTransport", "Transport", "backend_timeout"]
 
 
 @runtime_checkable
@@ -22,13 +22,44 @@ class Transport(Protocol):
     policy. It raises only :mod:`aio_client` errors (mapped in one place per
     backend), and bounds its backend's own timeout by :func:`backend_timeout`
     (``None`` inside a client, which cancels the attempt at its deadline itself).
-    When the calling task is cancelled, the connection in use is released or
-    closed before the cancellation propagates.
+    It reads at most :func:`response_size_limit` bytes of decoded body, raising
+    :class:`~aio_client.ResponseTooLargeError` past it (and before reading when
+    ``Content-Length`` says more). When the calling task is cancelled, the
+    connection in use is released or closed before the cancellation propagates.
     """
 
     async def send(self, request: Request, /) -> Response: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class BodyStream(Protocol):
+    """The body of a response whose head has arrived, read as it comes.
+
+    ``receive()`` returns the next piece of the decoded body (never more than
+    a transport's read size at once), and ``b""`` at its end; it raises only
+    :mod:`aio_client` errors, and on cancellation the connection is closed
+    before the cancellation propagates. ``aclose()`` gives the connection
+    back when the body was read to its end and closes it otherwise; it may
+    be called more than once.
+    """
+
+    async def receive(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A transport that can also hand out a response before its body is read.
+
+    ``open(request)`` returns the response head (a :class:`Response` with an
+    empty body) and the :class:`BodyStream` of its body. No size limit applies
+    inside: the caller counts what it reads.
+    """
+
+    async def open(self, request: Request, /) -> tuple[Response, BodyStream]: ...
 
 
 def backend_timeout() -> float | None:

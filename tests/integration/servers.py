@@ -35,8 +35,10 @@ __all__ = [
     "AppServer",
     "RawServer",
     "Seen",
+    "advertise_huge_body",
     "answer_garbage",
     "answer_ok_keep_alive",
+    "answer_once_then_close",
     "app_server",
     "close_without_answer",
     "hanging_connect_url",
@@ -51,6 +53,11 @@ __all__ = [
 LARGE_BODY: Final = bytes(range(256)) * 4096
 #: Bytes that are not an HTTP response (no status line).
 GARBAGE: Final = b"SPAM SPAM SPAM\r\nnot: http\r\n\r\n"
+#: A response head announcing 1 GiB of body.
+HUGE_HEAD: Final = (
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n"
+    b"Content-Type: application/octet-stream\r\n\r\n"
+)
 _OK_KEEP_ALIVE: Final = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 )
@@ -260,6 +267,39 @@ async def answer_ok_keep_alive(reader: asyncio.StreamReader, writer: asyncio.Str
             return  # the client closed the idle connection
         writer.write(_OK_KEEP_ALIVE)
         await writer.drain()
+
+
+def answer_once_then_close(served: list[str]) -> Behaviour:
+    """Answer one request per connection with a keep-alive 200, then close the connection.
+
+    The answer does not say ``Connection: close``: the client pools the
+    connection and finds it closed only when it sends the next request on it,
+    as after a server's idle keep-alive timeout. Each request line that
+    reached the server is appended to ``served``.
+    """
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _read_head(reader)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await reader.readexactly(length)
+        served.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+        writer.write(_OK_KEEP_ALIVE)
+        await writer.drain()
+
+    return behaviour
+
+
+async def advertise_huge_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer a head announcing a 1 GiB body, send 64 KiB of it, then wait for the client."""
+    await _read_head(reader)
+    writer.write(HUGE_HEAD + bytes(65536))
+    await writer.drain()
+    await _wait_for_eof(reader)
 
 
 @final

@@ -11,11 +11,12 @@ from urllib.parse import unquote
 import aiohttp
 import anyio
 import httpx
+import httpx2
 import pytest
 
 import aio_client as ac
 from aio_client import Strategy
-from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
+from aio_client.transports import AiohttpTransport, Httpx2Transport, HttpxTransport, Transport
 
 from .servers import (
     LARGE_BODY,
@@ -30,13 +31,15 @@ from .servers import (
     reset_after_request,
 )
 
-BACKENDS = ["aiohttp", "httpx"]
+BACKENDS = ["aiohttp", "httpx", "httpx2"]
 FAST_RETRIES = ac.sequential_strategy(attempts=3, delays=ac.constant_delays(0.0))
 ONCE = ac.single_attempt_strategy()
 
 
 def _make_transport(backend: str) -> Transport:
-    return AiohttpTransport() if backend == "aiohttp" else HttpxTransport()
+    if backend == "aiohttp":
+        return AiohttpTransport()
+    return HttpxTransport() if backend == "httpx" else Httpx2Transport()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -407,9 +410,12 @@ async def _borrowed_pool(
         limits = aiohttp.ClientTimeout(total=own_limit)
         async with aiohttp.ClientSession(timeout=limits) as session:
             yield (lambda: AiohttpTransport(session)), (lambda: session.closed)
-    else:
+    elif backend == "httpx":
         async with httpx.AsyncClient(timeout=own_limit) as client:
             yield (lambda: HttpxTransport(client)), (lambda: client.is_closed)
+    else:
+        async with httpx2.AsyncClient(timeout=own_limit) as client2:
+            yield (lambda: Httpx2Transport(client2)), (lambda: client2.is_closed)
 
 
 async def test_owned_pool_is_closed_by_aclose(backend: str, anyio_backend: str) -> None:
