@@ -181,6 +181,14 @@ class AiohttpTransport:
                     fresh_only = True
                     continue
                 raise _mapped(exc, bodyless=not content) from exc
+            except RuntimeError as exc:
+                if not session.closed:
+                    raise
+                # The session was closed under a call (the transport's, or the
+                # caller's own session): nothing was sent.
+                raise ConnectError(
+                    "not sent: the transport's session is closed", may_have_reached_server=False
+                ) from exc
             finally:
                 _SENT.reset(token)
 

@@ -203,6 +203,10 @@ async def _open(
         except (lib.HTTPError, lib.InvalidURL) as exc:
             _reclaim_orphans(client)
             raise _mapped(lib, exc) from exc
+        except RuntimeError as exc:
+            if not getattr(client, "is_closed", False):
+                raise
+            raise _closed() from exc
         except BaseException:
             _reclaim_orphans(client)
             raise
@@ -300,6 +304,10 @@ async def _exchange_admitted(lib: Any, client: Any, request: Request, phases: An
     except (lib.HTTPError, lib.InvalidURL) as exc:
         _reclaim_orphans(client)
         raise _mapped(lib, exc) from exc
+    except RuntimeError as exc:
+        if not getattr(client, "is_closed", False):
+            raise
+        raise _closed() from exc
     except BaseException:
         _reclaim_orphans(client)
         raise
@@ -410,6 +418,12 @@ def _capped(lib: Any, limits: Any, budget: float) -> Any:
         write=budget if limits.write is None else min(limits.write, budget),
         pool=budget if limits.pool is None else min(limits.pool, budget),
     )
+
+
+def _closed() -> ConnectError:
+    """The error for a call on a client closed under it (httpx raises RuntimeError): nothing
+    was sent."""
+    return ConnectError("not sent: the transport's client is closed", may_have_reached_server=False)
 
 
 def _mapped(lib: Any, exc: Exception) -> AioClientError:
