@@ -20,6 +20,7 @@ from ._errors import (
     ConfigError,
     ConnectError,
     DeadlineExceededError,
+    FanOutStoppedError,
     HTTPStatusError,
     InvalidRequestError,
     NetworkError,
@@ -28,6 +29,7 @@ from ._errors import (
     TokenCancelledError,
     TransportError,
 )
+from ._fan_out import FanOut, fan_out
 from ._headers import Headers, HeadersInput
 from ._models import (
     QueryInput,
@@ -81,6 +83,8 @@ __all__ = [
     "DeadlineExceededError",
     "EndpointProvider",
     "Fallback",
+    "FanOut",
+    "FanOutStoppedError",
     "HTTPStatusError",
     "Handler",
     "Headers",
@@ -111,6 +115,7 @@ __all__ = [
     "current_token",
     "delete",
     "exponential_delays",
+    "fan_out",
     "get",
     "head",
     "linear_delays",
