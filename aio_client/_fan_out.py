@@ -29,7 +29,9 @@ Outcomes of calls that did not end on their own:
 
 from __future__ import annotations
 
+import asyncio
 import math
+from asyncio import _get_running_loop
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar, cast, final
 
@@ -261,12 +263,15 @@ class _Run:
         "_group",
         "_in_flight",
         "_late",
+        "_native",
         "_next_start",
         "_pulled",
+        "_pulling",
         "_send",
         "_settings",
         "_stopped",
         "_successes",
+        "_tasks",
         "results",
     )
 
@@ -280,6 +285,9 @@ class _Run:
         self._in_flight = 0
         self._freed: anyio.Event | None = None
         self._group: TaskGroup | None = None
+        self._native: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._pulling: anyio.CancelScope | None = None
         self._stopped: StopReason | None = None
         self._successes = 0
         self._pulled = 0
@@ -300,17 +308,30 @@ class _Run:
         # Every call inherits the fan-out's deadline, as the ambient one.
         token = set_ambient(deadline, inherited.priority)
         try:
-            async with anyio.create_task_group() as group:
-                self._group = group
-                # Only the pulling stops at the deadline: the calls in flight end
-                # on their own, each with its client's deadline error (and history).
-                with anyio.CancelScope(deadline=math.inf if deadline is None else deadline.at):
-                    if isinstance(settings.source, AsyncIterable):
-                        await self._pull_async(group, aiter(settings.source))
-                    else:
-                        await self._pull(group, iter(settings.source))
+            if _get_running_loop() is not None:
+                # On asyncio, native tasks: a third of the cost of anyio's per call.
+                async with asyncio.TaskGroup() as native:
+                    self._native = native
+                    self._tasks = set()
+                    await self._pull_until(deadline)
+            else:
+                async with anyio.create_task_group() as group:
+                    self._group = group
+                    await self._pull_until(deadline)
         finally:
             reset_ambient(token)
+
+    async def _pull_until(self, deadline: Deadline | None) -> None:
+        # Only the pulling stops at the deadline: the calls in flight end on
+        # their own, each with its client's deadline error (and history).
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline.at) as pulling:
+            self._pulling = pulling
+            if self._stopped is None:
+                source = self._settings.source
+                if isinstance(source, AsyncIterable):
+                    await self._pull_async(aiter(source))
+                else:
+                    await self._pull(iter(source))
 
     def leftovers(self) -> list[Indexed]:
         """Outcomes not handed over yet: late ones, then the sequence's items never started."""
@@ -351,28 +372,35 @@ class _Run:
                 now = self._next_start
             self._next_start = now + settings.interval
 
-    async def _pull(self, group: TaskGroup, items: Iterable[object]) -> None:
+    async def _pull(self, items: Iterable[object]) -> None:
         for item in items:
-            self._start(group, item)
+            self._start(item)
             if self._in_flight >= self._settings.concurrency or self._settings.interval:
                 await self._slot()
 
-    async def _pull_async(self, group: TaskGroup, items: AsyncIterator[object]) -> None:
+    async def _pull_async(self, items: AsyncIterator[object]) -> None:
         while True:
             await self._slot()
             try:
                 item = await anext(items)
             except StopAsyncIteration:
                 return
-            self._start(group, item)
+            self._start(item)
 
-    def _start(self, group: TaskGroup, item: object) -> None:
+    def _start(self, item: object) -> None:
         index = self._pulled
         self._pulled = index + 1
         if self.results is not None and self._send is None and index == len(self.results):
             self.results.append(None)
         self._in_flight += 1
-        group.start_soon(self._call, index, item)
+        if self._native is not None:
+            assert self._tasks is not None
+            task = self._native.create_task(self._call(index, item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            assert self._group is not None
+            self._group.start_soon(self._call, index, item)
 
     # -- one call ---------------------------------------------------------------
 
@@ -431,8 +459,13 @@ class _Run:
     def _stop(self, reason: StopReason) -> None:
         if self._stopped is None:
             self._stopped = reason
-            assert self._group is not None
-            self._group.cancel_scope.cancel()
+            if self._pulling is not None:
+                self._pulling.cancel()
+            if self._tasks is not None:
+                for task in self._tasks:
+                    task.cancel()
+            elif self._group is not None:
+                self._group.cancel_scope.cancel()
 
 
 def _is_call(item: object) -> bool:
