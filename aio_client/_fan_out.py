@@ -32,7 +32,15 @@ from __future__ import annotations
 import asyncio
 import math
 from asyncio import _get_running_loop
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Generator, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar, cast, final
 
 import anyio
@@ -358,8 +366,12 @@ class _Run:
 
     # -- pulling and starting ---------------------------------------------------
 
-    async def _slot(self) -> None:
-        """Wait for room under ``concurrency``, then for the ``rate`` spacing."""
+    async def _slot(self) -> bool:
+        """Wait for room under ``concurrency``, then for the ``rate`` spacing.
+
+        Returns whether a call may start: a stop that came while this waited
+        reaches the wait's scope only at its next checkpoint, so it is checked here.
+        """
         settings = self._settings
         while self._in_flight >= settings.concurrency:
             self._freed = anyio.Event()
@@ -371,16 +383,24 @@ class _Run:
                 await anyio.sleep_until(self._next_start)
                 now = self._next_start
             self._next_start = now + settings.interval
+        return self._stopped is None
 
-    async def _pull(self, items: Iterable[object]) -> None:
-        for item in items:
-            self._start(item)
-            if self._in_flight >= self._settings.concurrency or self._settings.interval:
+    async def _pull(self, items: Iterator[object]) -> None:
+        settings = self._settings
+        while True:
+            # Only wait (a checkpoint) when there is something to wait for.
+            if (self._in_flight >= settings.concurrency or settings.interval) and not (
                 await self._slot()
+            ):
+                return
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            self._start(item)
 
     async def _pull_async(self, items: AsyncIterator[object]) -> None:
-        while True:
-            await self._slot()
+        while await self._slot():
             try:
                 item = await anext(items)
             except StopAsyncIteration:
@@ -392,6 +412,10 @@ class _Run:
         self._pulled = index + 1
         if self.results is not None and self._send is None and index == len(self.results):
             self.results.append(None)
+        if self._stopped is not None:
+            # Pulled as the fan-out stopped (the stop came while the pull awaited).
+            self._late.append((index, _stopped_error(self._stopped, started=False)))
+            return
         self._in_flight += 1
         if self._native is not None:
             assert self._tasks is not None
