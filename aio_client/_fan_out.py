@@ -30,6 +30,7 @@ Outcomes of calls that did not end on their own:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from asyncio import _get_running_loop
 from collections.abc import (
@@ -212,7 +213,7 @@ class FanOut:
         return self._run.__await__()
 
     async def __aenter__(self) -> AsyncIterator[Indexed]:
-        if self._group is not None:
+        if self._group is not None or inspect.getcoroutinestate(self._run) != "CORO_CREATED":
             raise RuntimeError("a fan-out runs once; make a new one")
         # Closing the never-started coroutine spends it: awaiting it later
         # fails, and it does not warn as never awaited.

@@ -462,6 +462,9 @@ async def test_a_fan_out_runs_once_and_warns_when_never_used() -> None:
         await once
         with pytest.raises(RuntimeError):
             await once
+        with pytest.raises(RuntimeError, match="runs once"):
+            async with once:
+                pass
         entered = client.fan_out(numbered(1))
         async with entered as outcomes:
             async for _ in outcomes:
