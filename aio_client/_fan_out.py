@@ -58,7 +58,7 @@ from ._errors import (
 )
 from ._models import Request, Response
 from ._priority import Priority
-from ._validation import positive_int, positive_seconds, validate_timeout
+from ._validation import positive_int, validate_timeout
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -121,7 +121,7 @@ class _Settings:
         self.source: Iterable[object] | AsyncIterable[object] = source
         self.client = client
         self.concurrency = positive_int(concurrency, "concurrency")
-        self.interval = 0.0 if rate is None else 1.0 / positive_seconds(rate, "rate")
+        self.interval = 0.0 if rate is None else 1.0 / _rate(rate)
         self.timeout = None if timeout is None else validate_timeout(timeout)
         if deadline is not None and not isinstance(deadline, Deadline):
             raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
@@ -491,6 +491,15 @@ class _Run:
                     task.cancel()
             elif self._group is not None:
                 self._group.cancel_scope.cancel()
+
+
+def _rate(value: object) -> float:
+    """``value`` as calls per second if it is a finite number greater than 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"rate must be a number of calls per second; got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"rate must be finite and > 0 calls per second; got {value!r}")
+    return float(value)
 
 
 def _is_call(item: object) -> bool:

@@ -80,16 +80,16 @@ async def test_the_upstream_never_sees_more_than_concurrency_calls() -> None:
 
 
 async def test_the_fan_out_deadline_cuts_the_stragglers_at_the_server() -> None:
-    """A 0.3 s fan-out where 1% of 500 calls take 2 s: it returns at about 0.3 s with those
+    """A 0.3 s fan-out where 1% of 200 calls take 2 s: it returns at about 0.3 s with those
     calls as DeadlineExceededError and the rest as responses, and the server sees the
     stragglers' handlers cancelled."""
-    slow = frozenset(range(7, 500, 100))
+    slow = frozenset({7, 107})
     upstream = Upstream(slow=slow)
     async with served(upstream) as client:
         start = time.monotonic()
-        outcomes = await client.fan_out(numbered(500), concurrency=50, timeout=0.3)
+        outcomes = await client.fan_out(numbered(200), concurrency=50, timeout=0.3)
         elapsed = time.monotonic() - start
-        assert await settle(lambda: len(upstream.cancelled) == len(slow), within=2.0)
+        assert await settle(lambda: slow <= set(upstream.cancelled), within=2.0)
     assert 0.3 <= elapsed < 0.6, elapsed
     for number, outcome in enumerate(outcomes):
         if number in slow:

@@ -428,6 +428,7 @@ async def test_unexpected_errors_are_raised_as_themselves() -> None:
         ({"concurrency": True}, "concurrency"),
         ({"rate": 0.0}, "rate"),
         ({"rate": float("inf")}, "rate"),
+        ({"rate": "10/s"}, "calls per second"),
         ({"timeout": -1.0}, "timeout"),
         ({"deadline": 5.0}, "deadline"),
         ({"min_success": 0}, "min_success"),
