@@ -5,16 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
-from collections.abc import (
-    AsyncIterable,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Generator,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
 
@@ -55,6 +46,7 @@ from .strategies._budget import RetryBudget
 from .strategies._sequential import sequential_strategy
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Iterable
     from types import TracebackType
 
     from ._circuit_state import CircuitState, NamedBreaker
