@@ -1,19 +1,17 @@
 """Fan-out: one deadline, bounded concurrency, every outcome kept, quorum; asyncio and trio.
 
-Every test runs on both backends, on virtual time: asyncio through looptime,
-trio through its autojumping mock clock.
+Every test runs on both backends, on virtual time: asyncio through the unit tests'
+virtual-time loop, trio through its autojumping mock clock.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
-import looptime
 import pytest
 import trio.testing
 
@@ -22,15 +20,13 @@ from aio_client.transports import MemoryTransport
 
 from .helpers import client_for
 
-_ASYNCIO: Any = ("asyncio", {"loop_factory": functools.partial(looptime.new_event_loop, start=0.0)})
-
 
 @pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """Virtual-time asyncio and virtual-time trio."""
+def anyio_backend(request: pytest.FixtureRequest, anyio_backend: Any) -> Any:
+    """The unit tests' virtual-time asyncio (tests/unit/conftest.py) and virtual-time trio."""
     if request.param == "trio":
         return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
-    return _ASYNCIO
+    return anyio_backend
 
 
 class Upstream:
@@ -339,7 +335,7 @@ async def test_async_iterable_is_pulled_lazily() -> None:
     assert max(ahead) <= 2 * 10 + 1
 
 
-@pytest.mark.parametrize("anyio_backend", [_ASYNCIO])
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_memory_stays_bounded_over_a_long_async_iterable() -> None:
     """Requests carrying 20 KB each, 3,000 of them (60 MB if held): the traced peak
     stays under 5 MB (about 1.3 MB measured), since only ``concurrency`` requests and
