@@ -18,6 +18,7 @@ from ._errors import (
     ConfigError,
     ConnectError,
     DeadlineExceededError,
+    FanOutStoppedError,
     HTTPStatusError,
     InvalidRequestError,
     NetworkError,
@@ -27,6 +28,7 @@ from ._errors import (
     TokenCancelledError,
     TransportError,
 )
+from ._fan_out import FanOut, fan_out
 from ._headers import Headers, HeadersInput
 from ._lazy import lazy_names as _lazy_names
 from ._models import (
@@ -82,6 +84,8 @@ __all__ = [
     "DeadlineExceededError",
     "EndpointProvider",
     "Fallback",
+    "FanOut",
+    "FanOutStoppedError",
     "HTTPStatusError",
     "Handler",
     "Headers",
@@ -117,6 +121,7 @@ __all__ = [
     "current_token",
     "delete",
     "exponential_delays",
+    "fan_out",
     "get",
     "head",
     "linear_delays",

@@ -34,6 +34,7 @@ from ._events import (
     hook_failed,
     overrides,
 )
+from ._fan_out import FanOut, _Settings
 from ._headers import HeadersInput
 from ._models import JSON, ContentInput, QueryInput, Request, Response
 from ._models import request as build_request
@@ -54,6 +55,7 @@ from .strategies._budget import RetryBudget
 from .strategies._sequential import sequential_strategy
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Iterable
     from types import TracebackType
 
     from ._circuit_state import CircuitState, NamedBreaker
@@ -331,6 +333,63 @@ class Client:
             validate_max_size(max_size, "max_size"),
             _validate_idle_timeout(idle_timeout),
         )
+
+    def fan_out(
+        self,
+        requests: Iterable[Request] | AsyncIterable[Request],
+        *,
+        concurrency: int = 10,
+        rate: float | None = None,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        min_success: int | None = None,
+        fail_fast: bool = False,
+        strategy: Strategy | None = None,
+        priority: Priority | str | None = None,
+        idempotent: bool | None = None,
+    ) -> FanOut:
+        """Send many requests as one fan-out; await the outcomes or read them as they end.
+
+        ``await client.fan_out(requests, ...)`` returns one :class:`Response`
+        or :class:`AioClientError` per request, in input order (never one
+        exception for all); ``async with client.fan_out(...) as outcomes:``
+        yields ``(index, outcome)`` as each call ends (see :class:`FanOut`).
+
+        - ``requests``: a sequence, iterable or async iterable, pulled only when
+          a call can start.
+        - ``concurrency``: most calls in flight at once (10).
+        - ``rate``: most calls started per second, evenly spaced (no limit).
+        - ``timeout`` (seconds) / ``deadline``: the budget of the whole fan-out,
+          also the ambient deadline every call inherits (nearest wins, as for
+          :meth:`request`). A call in flight when it passes ends with its
+          :class:`DeadlineExceededError`; one never started gets one with
+          ``may_have_reached_server=False``.
+        - ``min_success``: return as soon as this many calls got a 2xx response;
+          the rest are cancelled (and awaited) and end with
+          :class:`FanOutStoppedError`.
+        - ``fail_fast``: stop at the first call that ends without a 2xx
+          response; the rest end with :class:`FanOutStoppedError`.
+        - ``strategy``, ``priority``, ``idempotent``: each call's, as for
+          :meth:`request`. Retries and hedges draw from this client's budget.
+
+        Cancelling the caller cancels every call; none runs after it returns.
+        """
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        settings = _Settings(
+            requests,
+            self,
+            concurrency=concurrency,
+            rate=rate,
+            timeout=timeout,
+            deadline=deadline,
+            min_success=min_success,
+            fail_fast=fail_fast,
+            strategy=strategy,
+            priority=priority,
+            idempotent=idempotent,
+        )
+        return FanOut(settings, "Client.fan_out")
 
     def get(self, path: str, /, **options: Unpack[RequestOptions]) -> RequestContext:
         """``request(aio_client.get(path, ...), ...)``: the options are the builder's

@@ -14,6 +14,7 @@ and also from the builtin it resembles, so ``except TimeoutError`` and
     │   └── ProtocolError                         the server's answer was malformed
     ├── ResponseTooLargeError                     the body passed max_response_size
     ├── CircuitOpenError                          a breaker refused the call
+    ├── FanOutStoppedError                        a fan-out stopped before this call ended
     ├── HTTPStatusError                           raised by Response.raise_for_status()
     └── TokenCancelledError                       CancelToken.raise_if_cancelled()
 
@@ -24,7 +25,7 @@ never left the process.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from ._attempts import AttemptRecord
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "DeadlineExceededError",
+    "FanOutStoppedError",
     "HTTPStatusError",
     "InvalidRequestError",
     "NetworkError",
@@ -154,6 +156,26 @@ class CircuitOpenError(RefusedError):
 
     :attr:`retry_after` is the seconds until the breaker lets a probe through.
     """
+
+
+class FanOutStoppedError(AioClientError):
+    """A fan-out stopped early and cancelled this call, or never started it.
+
+    :attr:`reason` names the setting that stopped it: ``"min_success"`` (enough
+    calls succeeded) or ``"fail_fast"`` (another call failed).
+    ``may_have_reached_server`` is ``False`` only for a call never started.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Literal["min_success", "fail_fast"],
+        may_have_reached_server: bool,
+    ) -> None:
+        super().__init__(message, may_have_reached_server=may_have_reached_server)
+        #: The fan-out setting that stopped the call.
+        self.reason = reason
 
 
 class HTTPStatusError(AioClientError):

@@ -41,7 +41,7 @@ def test_example_runs(name: str) -> None:
 
 
 def test_demo_command_runs(tmp_path: Path) -> None:
-    """`python -m aio_client demo` runs all four phases with measured numbers and a report."""
+    """`python -m aio_client demo` runs all five phases with measured numbers and a report."""
     report = tmp_path / "demo.html"
     out = subprocess.run(
         [
@@ -65,11 +65,13 @@ def test_demo_command_runs(tmp_path: Path) -> None:
     assert out.stderr == ""
     for title in ("1. strategies", "2. upstream outage", "3. deadline propagation", "4. overload"):
         assert title in out.stdout
+    assert "5. fan-out: 100 calls, one budget" in out.stdout
+    assert "fan_out, hedged, 250 ms budget" in out.stdout
     for name in ("single attempt", "sequential retries", "hedged, adaptive p90"):
         assert name in out.stdout
     assert "extra load = upstream requests beyond one per call" in out.stdout
-    # Progress lines name each step once ("phase 2/4 outage: before").
-    assert "phase 2/4 outage: before" in out.stdout
+    # Progress lines name each step once ("phase 2/5 outage: before").
+    assert "phase 2/5 outage: before" in out.stdout
     assert "outage: outage: " not in out.stdout
     # The deadline phase: the upstream's 2 s of work was cut by the caller's 300 ms budget.
     # The upstream's work stopped with the budget: its own deadline fired, or the middle
@@ -128,7 +130,7 @@ def test_demo_stops_cleanly_on_ctrl_c() -> None:
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if "phase 1/4" in line:
+            if "phase 1/" in line:
                 break
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)

@@ -19,8 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from .._events import Observer
 from ..metrics._prometheus import PrometheusMetrics
+from ._fan_out_phase import fan_out_phase
 from ._output import ProgressBar, render_html, render_table
-from ._phases import PHASES, PhaseResult
+from ._phases import PHASES, Phase, PhaseResult
 from ._services import Services, running_services
 
 __all__ = ["run_demo", "serve_metrics"]
@@ -39,8 +40,11 @@ async def run_demo(
     while the demo runs (0 picks a free port).
     """
     started = time.perf_counter()
-    print("aio_client demo: strategies, circuit breaking, deadline propagation, load shedding")
-    print(f"running four phases in about {duration:.0f} s on 127.0.0.1 (ephemeral ports)")
+    print(
+        "aio_client demo: strategies, circuit breaking, deadline propagation, load shedding, "
+        "fan-out"
+    )
+    print(f"running {len(_PHASES)} phases in about {duration:.0f} s on 127.0.0.1 (ephemeral ports)")
     async with contextlib.AsyncExitStack() as stack:
         observers: tuple[Observer, ...] = ()
         server_observer: PrometheusMetrics | None = None
@@ -70,11 +74,15 @@ async def run_demo(
     return results
 
 
+#: The phases in the order they run; the fan-out phase lives in its own module.
+_PHASES: tuple[Phase, ...] = (*PHASES, ("fan-out", 0.1, fan_out_phase))
+
+
 async def _run_phases(services: Services, duration: float) -> list[PhaseResult]:
     results: list[PhaseResult] = []
     bar = ProgressBar()
-    for index, (name, share, phase) in enumerate(PHASES, start=1):
-        bar.start(f"phase {index}/{len(PHASES)} {name}")
+    for index, (name, share, phase) in enumerate(_PHASES, start=1):
+        bar.start(f"phase {index}/{len(_PHASES)} {name}")
         try:
             results.append(await phase(services, duration * share, bar))
         finally:

@@ -396,7 +396,7 @@ async def overload_phase(services: Services, seconds: float, progress: Progress)
 #: A phase: its name, its share of the run's duration, and its function.
 Phase = tuple[str, float, Callable[[Services, float, Progress], Awaitable[PhaseResult]]]
 PHASES: tuple[Phase, ...] = (
-    ("strategies", 0.45, strategies_phase),
+    ("strategies", 0.35, strategies_phase),
     ("outage", 0.3, outage_phase),
     ("deadline", 0.05, deadline_phase),
     ("overload", 0.2, overload_phase),

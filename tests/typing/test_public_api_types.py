@@ -148,3 +148,17 @@ async def test_the_testing_kit_types_as_written() -> None:
     assert_type(scripted.sent("items"), list[Request])
     assert_type(chaos.injected["slow"], int)
     assert resp.status == 200
+
+
+async def test_fan_out_types_as_written() -> None:
+    """A fan-out's outcomes type as ``Response | AioClientError``, in order or as they end."""
+    async with Client(MemoryTransport(_ok), "http://users") as client:
+        outcomes = await client.fan_out([aio_client.get("a"), aio_client.get("b")], timeout=1.0)
+        assert_type(outcomes, list[Response | aio_client.AioClientError])
+        across = await aio_client.fan_out([(client, aio_client.get("c"))], min_success=1)
+        assert_type(across, list[Response | aio_client.AioClientError])
+        async with client.fan_out(aio_client.get(p) for p in "de") as done:
+            async for index, outcome in done:
+                assert_type(index, int)
+                assert_type(outcome, Response | aio_client.AioClientError)
+    assert [o.status for o in outcomes if isinstance(o, Response)] == [200, 200]
