@@ -17,9 +17,12 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from typing import Any, ParamSpec, TypeVar
 
+from .._deadline import ambient
 from .._errors import ConfigError
+from .._priority import Priority
 from ._core import current_admission
 from ._guards import ClientInfo, Guard, GuardRefusal, Passage, RouteRefusedError, ServerGuards
+from ._shedding import PriorityLoadShedder
 
 __all__ = ["guard_dependency", "guarded"]
 
@@ -28,15 +31,29 @@ _T = TypeVar("_T")
 
 
 def guarded(
-    *guards: Guard, client_key: Callable[[ClientInfo], Hashable] | None = None
+    *guards: Guard,
+    client_key: Callable[[ClientInfo], Hashable] | None = None,
+    load_shedder: PriorityLoadShedder | None = None,
+    priority: Priority | str | None = None,
 ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
     """Run ``guards`` (rate limiters, bulkheads, circuit breakers), in order, before the handler.
 
     The client identity a keyed rate limiter sees is the one the middleware
     found (its ``client_key``, ``forwarded_header``), or ``client_key`` here.
     A breaker counts the handler's 5xx answers and exceptions as failures.
+
+    - ``priority``: the route's own priority, whatever the caller's header
+      says: what ``load_shedder`` judges it by, and the ambient priority of
+      the calls the handler makes (a batch export marked ``"low"`` is shed
+      first, a checkout marked ``"high"`` last).
+    - ``load_shedder``: a :class:`PriorityLoadShedder` for this route (or
+      shared by several): a request it refuses gets 503 + ``Retry-After``;
+      without ``priority`` it judges the request's own (trusted) priority.
     """
     route = ServerGuards(list(guards), client_key=client_key)
+    marked = None if priority is None else Priority.coerce(priority)
+    if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
+        raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
 
     def decorate(handler: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
         if not inspect.iscoroutinefunction(handler):
@@ -44,18 +61,34 @@ def guarded(
 
         @functools.wraps(handler)
         async def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            passage = await _enter(route)
-            failed: bool | None = None
+            shed = load_shedder
+            if shed is not None:
+                admission = current_admission()
+                judged = marked or (admission.priority if admission is not None else None)
+                if not shed.try_acquire(judged or Priority.NORMAL):
+                    raise RouteRefusedError(
+                        GuardRefusal(503, shed.retry_after, b"overloaded; retry later\n")
+                    )
             try:
-                result = await handler(*args, **kwargs)
-                failed = _status_of(result) >= 500
-                return result
-            except Exception:
-                failed = True
-                raise
+                passage = await _enter(route)
+                failed: bool | None = None
+                try:
+                    if marked is None:
+                        result = await handler(*args, **kwargs)
+                    else:
+                        with ambient(priority=marked):
+                            result = await handler(*args, **kwargs)
+                    failed = _status_of(result) >= 500
+                    return result
+                except Exception:
+                    failed = True
+                    raise
+                finally:
+                    if passage.close(failed):
+                        await passage.settle()
             finally:
-                if passage.close(failed):
-                    await passage.settle()
+                if shed is not None:
+                    shed.release()
 
         return run
 

@@ -193,3 +193,48 @@ async def test_a_routes_retry_reruns_the_body_within_the_requests_budget(framewo
     assert tries["flaky"] == 3
     assert status == 500
     assert tries["broken"] <= 8  # stopped by the 0.3 s budget, not by the 100 attempts
+
+
+async def test_a_route_marked_low_is_shed_first_whatever_the_header_says() -> None:
+    """A route's own priority decides its shedding, above the caller's header: with one
+    slow LOW export running, a second export is shed (even one sent as high) while a
+    route marked HIGH still answers; the handler's outgoing calls carry the route's mark."""
+    from aio_client import Priority, current_priority
+    from aio_client.server import PriorityLoadShedder, trusted_peers
+
+    shedder = PriorityLoadShedder(max_in_flight=2, normal_share=0.5, low_share=0.5)
+    seen: list[Priority | None] = []
+    release = anyio.Event()
+
+    @guarded(load_shedder=shedder, priority="low")
+    async def export(request: web.Request) -> web.Response:
+        seen.append(current_priority())
+        await release.wait()
+        return web.Response(text="exported")
+
+    @guarded(load_shedder=shedder, priority=Priority.HIGH)
+    async def checkout(request: web.Request) -> web.Response:
+        seen.append(current_priority())
+        return web.Response(text="paid")
+
+    app = web.Application(
+        middlewares=[aiohttp_middleware(trust_priority=trusted_peers("127.0.0.1"))]
+    )
+    app.router.add_get("/export", export)
+    app.router.add_get("/checkout", checkout)
+    async with (
+        serve_aiohttp(app) as url,
+        aiohttp.ClientSession() as session,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(fetch, session, f"{url}/export")
+        await anyio.sleep(0.1)
+        shed = await fetch(session, f"{url}/export", **{"X-Request-Priority": "high"})
+        paid = await fetch(session, f"{url}/checkout")
+        release.set()
+    assert shed[0] == 503
+    assert shed[1] is not None
+    assert paid[0] == 200
+    assert seen == [Priority.LOW, Priority.HIGH]
+    assert shedder.in_flight == 0
+    assert shedder.shed[Priority.LOW] == 1
