@@ -256,7 +256,11 @@ async def running_services(
     )
     upstream_app.router.add_get("/work", upstream.work)
     upstream_app.router.add_get("/report", upstream.slow_report)
-    runner = web.AppRunner(upstream_app, access_log=None, handler_cancellation=True)
+    # shutdown_timeout: a stopped demo waits at most a second for the upstream's
+    # connections (aiohttp's default is a minute; uvicorn below gets one second too).
+    runner = web.AppRunner(
+        upstream_app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    )
     await runner.setup()
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(runner.cleanup)
@@ -288,8 +292,16 @@ async def running_services(
                 timeout_graceful_shutdown=1,
             )
         )
+        stopped = anyio.Event()
+
+        async def serve() -> None:
+            try:
+                await server.serve()
+            finally:
+                stopped.set()
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
+            tg.start_soon(serve)
             with anyio.fail_after(10):
                 while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
                     await anyio.sleep(0.005)
@@ -304,4 +316,9 @@ async def running_services(
                     middle_budgets=middle_budgets,
                 )
             finally:
+                # A graceful stop, even when the demo is being cancelled (Ctrl-C): the
+                # middle service answers what it is handling (its handlers' deadlines
+                # bound that) instead of having its requests cut by the loop's shutdown.
                 server.should_exit = True
+                with anyio.CancelScope(shield=True), anyio.move_on_after(3.0):
+                    await stopped.wait()
