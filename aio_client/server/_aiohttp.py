@@ -7,6 +7,7 @@ from typing import ClassVar, Final, Unpack, final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .._cancel import CancelToken
 from .._errors import DeadlineExceededError
 from ._core import (
     Rejection,
@@ -102,7 +103,7 @@ class AiohttpDeadlineMiddleware:
         )
         if isinstance(decision, Rejection):
             return _response(decision)
-        exchange = _Exchange(request)
+        exchange = _Exchange(request, decision.token, None if core.stream_timeout is None else core)
         # Looked at by the token when read, and every 20 ms while the handler runs.
         decision.token._watch_peer(exchange.gone)
         result = await core.run(decision, lambda: handler(request), exchange)
@@ -137,13 +138,25 @@ class AiohttpDeadlineMiddleware:
 class _Exchange:
     """One request as the core sees it."""
 
-    __slots__ = ("_request",)
+    __slots__ = ("_core", "_request", "_token")
 
-    def __init__(self, request: web.BaseRequest) -> None:
+    def __init__(
+        self, request: web.BaseRequest, token: CancelToken, core: ServerCore | None
+    ) -> None:
         self._request = request
+        self._token = token
+        # Set while the core's stream policy waits to hear that the response started.
+        self._core = core
 
     def gone(self) -> bool:
-        """Whether the client's connection is closed."""
+        """Whether the client's connection is closed (the token's probe, every 20 ms).
+
+        Also notices that the response has started, for the stream policy.
+        """
+        core = self._core
+        if core is not None and self.started:
+            self._core = None
+            core.response_started(self._token)
         return _gone(self._request)
 
     @property

@@ -64,7 +64,9 @@ class DeadlineMiddleware:
     Once the response is complete the token is marked finished: work after
     it (Starlette background tasks) is no longer bound by the deadline. A
     lifespan ``shutdown`` event, or :meth:`shutdown`, cancels requests in
-    flight with ``SHUTDOWN`` (503). WebSocket connections pass through.
+    flight with ``SHUTDOWN`` (503). A streamed response is bounded by the
+    deadline, or by ``stream_timeout`` once it has started. WebSocket
+    connections pass through.
     """
 
     __slots__ = ("_wanted", "app", "core")
@@ -126,7 +128,13 @@ class DeadlineMiddleware:
             await _send_rejection(send, decision)
             return
         timer = core.loop_timer()
-        exchange = _Exchange(receive, send, decision.token, timer)
+        exchange = _Exchange(
+            receive,
+            send,
+            decision.token,
+            timer,
+            None if core.stream_timeout is None else core.response_started,
+        )
         try:
             if timer is not None:
                 # The request scope looks at the client every 20 ms (the token's
@@ -219,6 +227,7 @@ class _Exchange:
     __slots__ = (
         "_body_done",
         "_changed",
+        "_on_start",
         "_pending",
         "_pump",
         "_readers",
@@ -237,9 +246,16 @@ class _Exchange:
     )
 
     def __init__(
-        self, receive: Receive, send: Send, token: CancelToken, timer: DeadlineTimer | None
+        self,
+        receive: Receive,
+        send: Send,
+        token: CancelToken,
+        timer: DeadlineTimer | None,
+        on_start: Callable[[CancelToken], None] | None = None,
     ) -> None:
         self._receive = receive
+        # The core's stream policy, told when the response starts (stream_timeout set).
+        self._on_start = on_start
         self._send = send
         self._token = token
         self._timer = timer
@@ -375,6 +391,8 @@ class _Exchange:
             self.started = True
             self.status = int(message.get("status", 500))
             self._trailers = bool(message.get("trailers", False))
+            if self._on_start is not None:
+                self._on_start(self._token)
         elif _ends_response(kind, message, trailers=self._trailers):
             self._completed()
         await self._send(message)

@@ -281,6 +281,7 @@ class ServerCore:
         "observer",
         "priority",
         "stats",
+        "stream_timeout",
         "timeout",
         "trust_priority",
         "wants_all_headers",
@@ -323,6 +324,13 @@ class ServerCore:
             )
         #: The app's own mapping of errors escaping handlers to statuses, asked first.
         self.error_status = error_status
+        stream_timeout = options.get("stream_timeout")
+        if stream_timeout is not None:
+            stream_timeout = validate_timeout(stream_timeout, "stream_timeout")
+            if stream_timeout == 0:
+                raise ConfigError("stream_timeout must be > 0 seconds or None")
+        #: What bounds a response once started (``None``: the request's deadline).
+        self.stream_timeout = stream_timeout
         load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
@@ -576,6 +584,15 @@ class ServerCore:
                     if self._started is not None:
                         self._notify_started(admission)
                     value = await call()
+                    if token._reason is CancelReason.CLIENT_DISCONNECTED:
+                        # The handler returned after its client left (a task group
+                        # of its own took the cancellation for its own, as
+                        # Starlette's stream does): a 499 all the same.
+                        rejection = self._rejection(
+                            CancelReason.CLIENT_DISCONNECTED, started=exchange.started, gone=True
+                        )
+                        status, kind, settle = 499, ServerOutcomeKind.DISCONNECTED, True
+                        return rejection
                     token._finish()
                     status = exchange.status_of(value)
                     kind = ServerOutcomeKind.OK
@@ -650,6 +667,18 @@ class ServerCore:
                         admission.invalid_header,
                     )
                 )
+
+    # -- streams -----------------------------------------------------------------
+
+    def response_started(self, token: CancelToken) -> None:
+        """The response has started: from now on ``stream_timeout`` bounds it, when set.
+
+        Adapters call it once per request, as the response's head goes out
+        (or as soon as they notice it did).
+        """
+        stream_timeout = self.stream_timeout
+        if stream_timeout is not None:
+            token._move_deadline(Deadline._trusted(_clock.now() + stream_timeout))
 
     # -- the event loop's timer ---------------------------------------------------
 
