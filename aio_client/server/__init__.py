@@ -7,6 +7,8 @@
 - Load shedding by priority: :class:`PriorityLoadShedder`; who may raise a
   request's priority: ``trust_priority=`` :func:`trusted_peers`.
 - Every adapter takes the options of :class:`ServerOptions`.
+- Server-Sent Events with heartbeats, stopped by the request's cancellation:
+  :func:`sse_stream`.
 - Guards on one route: :func:`guarded` (a decorator for any framework's
   handler) or :func:`guard_dependency` (FastAPI).
 - Our errors escaping a handler (a route's own policy refusing, an outgoing
@@ -28,6 +30,7 @@ from ._guards import ClientInfo
 from ._options import ServerOptions, TrustedPeers, trusted_peers
 from ._route_guards import guard_dependency, guarded
 from ._shedding import PriorityLoadShedder
+from ._sse import sse_stream
 
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpDeadlineMiddleware, aiohttp_middleware
@@ -50,6 +53,7 @@ __all__ = [
     "guard_dependency",
     "guarded",
     "max_timeout",
+    "sse_stream",
     "status_of_refusal",
     "trusted_peers",
 ]

@@ -20,8 +20,9 @@ from fastapi.responses import StreamingResponse
 from sanic import Request
 
 import aio_client as ac
+from aio_client import ServerSentEvent
 from aio_client._cancel import CancelReason, current_token
-from aio_client.server import DeadlineMiddleware, aiohttp_middleware
+from aio_client.server import DeadlineMiddleware, aiohttp_middleware, sse_stream
 from aio_client.server._core import ServerCore
 from tests.integration.servers import serve_aiohttp, serve_uvicorn
 from tests.integration.test_server_sanic import sanic_app, serve_sanic
@@ -284,3 +285,49 @@ def test_a_bad_stream_timeout_is_a_config_error_naming_it(value: object) -> None
     """stream_timeout takes seconds > 0 or None; anything else says so at construction."""
     with pytest.raises(ac.ConfigError, match="stream_timeout"):
         aiohttp_middleware(stream_timeout=value)  # type: ignore[arg-type]
+
+
+@SERVERS
+async def test_sse_stream_heartbeats_reach_the_client_and_a_hang_up_stops_the_source(
+    make: Callable[..., Served],
+) -> None:
+    """sse_stream over a real server: events and heartbeats arrive; a hang-up stops the source."""
+    source_stopped = anyio.Event()
+    reasons: list[CancelReason | None] = []
+    stopped_at: list[float] = []
+
+    async def events() -> AsyncIterator[ServerSentEvent | str]:
+        token = current_token()
+        try:
+            yield ServerSentEvent(event="hello", data="one\ntwo", id="1", retry=None)
+            await anyio.sleep(3600)
+            yield "never"  # pragma: no cover
+        finally:
+            stopped_at.append(anyio.current_time())
+            reasons.append(token.reason if token else None)
+            source_stopped.set()
+
+    async def producer(write: Callable[[bytes], Awaitable[None]]) -> None:
+        async for chunk in sse_stream(events(), heartbeat=0.05):
+            await write(chunk)
+
+    serve, core = make(producer, stream_timeout=60.0)
+    async with serve() as url:
+        port = int(url.rsplit(":", 1)[1])
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        await client.send(b"GET /stream HTTP/1.1\r\nHost: test\r\nX-Request-Timeout: 0.1\r\n\r\n")
+        received = b""
+        with anyio.fail_after(2):
+            while received.count(b": heartbeat\n\n") < 3:
+                received += await client.receive()
+        await client.aclose()
+        closed_at = anyio.current_time()
+        with anyio.fail_after(2):
+            await source_stopped.wait()
+        await anyio.sleep(0.02)  # let the cancellation leave the middleware
+    assert b"event: hello\nid: 1\ndata: one\ndata: two\n\n" in received
+    assert stopped_at[0] - closed_at < 0.1
+    # Heartbeats kept it going well past the request's 0.1 s deadline (stream_timeout).
+    assert reasons == [CancelReason.CLIENT_DISCONNECTED]
+    assert core.stats.client_disconnected == 1
+    assert core.in_flight == 0
