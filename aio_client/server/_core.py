@@ -266,6 +266,7 @@ class ServerCore:
     """
 
     __slots__ = (
+        "_connections",
         "_forwarded",
         "_in_flight",
         "_needs_client",
@@ -286,6 +287,7 @@ class ServerCore:
         "trust_priority",
         "wants_all_headers",
         "wants_peer",
+        "websocket_timeout",
     )
 
     def __init__(self, **options: Unpack[ServerOptions]) -> None:
@@ -331,6 +333,13 @@ class ServerCore:
                 raise ConfigError("stream_timeout must be > 0 seconds or None")
         #: What bounds a response once started (``None``: the request's deadline).
         self.stream_timeout = stream_timeout
+        websocket_timeout = options.get("websocket_timeout")
+        if websocket_timeout is not None:
+            websocket_timeout = validate_timeout(websocket_timeout, "websocket_timeout")
+            if websocket_timeout == 0:
+                raise ConfigError("websocket_timeout must be > 0 seconds or None")
+        #: The longest a WebSocket connection lasts (``None``: no limit).
+        self.websocket_timeout = websocket_timeout
         load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
@@ -367,6 +376,7 @@ class ServerCore:
         #: Running counts.
         self.stats = ServerStats()
         self._in_flight: set[CancelToken] = set()
+        self._connections: set[CancelToken] = set()
         self._shutting_down = False
         # One deadline timer per event loop for every request (see _request_scope.py).
         self._timer: DeadlineTimer | None = None
@@ -707,11 +717,38 @@ class ServerCore:
     def shutdown(self, message: str = "the server is shutting down") -> int:
         """Cancel every request in flight with ``SHUTDOWN`` (503) and refuse new ones.
 
-        Returns how many requests were cancelled.
+        WebSocket connections are cancelled too (closed with 1001). Returns
+        how many requests and connections were cancelled.
         """
         self._shutting_down = True
-        tokens = list(self._in_flight)
+        tokens = [*self._in_flight, *self._connections]
         return sum(token.cancel(CancelReason.SHUTDOWN, message) for token in tokens)
+
+    # -- WebSocket connections ---------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """WebSocket connections open now."""
+        return len(self._connections)
+
+    def open_connection(self) -> CancelToken | None:
+        """A token for a new WebSocket connection, or ``None`` when shutting down.
+
+        The token's deadline is ``websocket_timeout`` from now (none without
+        it); :meth:`shutdown` fires it. Hand it back with :meth:`close_connection`.
+        """
+        if self._shutting_down:
+            return None
+        limit = self.websocket_timeout
+        token = CancelToken(
+            deadline=None if limit is None else Deadline._trusted(_clock.now() + limit)
+        )
+        self._connections.add(token)
+        return token
+
+    def close_connection(self, token: CancelToken) -> None:
+        """The connection of ``token`` has ended."""
+        self._connections.discard(token)
 
     # -- outcome mapping ---------------------------------------------------------
 

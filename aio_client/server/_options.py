@@ -90,6 +90,11 @@ class ServerOptions(TypedDict, total=False):
     #: ``DEADLINE`` and a broken connection (never a clean end of a truncated
     #: body). Calls the stream makes still inherit the request's own deadline.
     stream_timeout: float | None
+    #: The longest a WebSocket connection lasts, in seconds (``None``, the
+    #: default: as long as both ends keep it). A connection reaching it is
+    #: cancelled with ``DEADLINE`` and closed with code 1001 (going away). The request's
+    #: deadline headers do not apply to WebSocket connections.
+    websocket_timeout: float | None
 
 
 #: Every option's name.

@@ -1,0 +1,176 @@
+"""WebSocket connections under the server middleware, over real sockets (uvicorn, aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import anyio
+import pytest
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
+import aio_client as ac
+from aio_client._cancel import CancelReason, CancelToken
+from aio_client.server import CancelTokenDep, DeadlineMiddleware
+from tests.integration.servers import serve_uvicorn, settle
+
+
+class Handler:
+    """What a WebSocket handler saw: its token, when it stopped and why."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+        self.stopped = anyio.Event()
+        self.stopped_at = 0.0
+        self.tokens: list[CancelToken] = []
+        self.reasons: list[CancelReason | None] = []
+
+    async def idle(self, token: CancelToken) -> None:
+        """Wait (neither reading nor sending) until cancelled."""
+        self.tokens.append(token)
+        self.entered.set()
+        try:
+            await anyio.sleep(3600)
+        finally:
+            self.stopped_at = anyio.current_time()
+            self.reasons.append(token.reason)
+            self.stopped.set()
+
+
+def fastapi_ws_app(handler: Handler, **options: object) -> DeadlineMiddleware:
+    """A FastAPI app with /idle (waits) and /echo (echoes until "bye") WebSockets, wrapped."""
+    app = FastAPI()
+    middleware = DeadlineMiddleware(app, **options)  # type: ignore[arg-type]
+
+    @app.websocket("/idle")
+    async def idle(websocket: WebSocket, token: CancelTokenDep) -> None:
+        await websocket.accept()
+        await handler.idle(token)
+
+    @app.websocket("/echo")
+    async def echo(websocket: WebSocket, token: CancelTokenDep) -> None:
+        handler.tokens.append(token)
+        await websocket.accept()
+        while True:
+            text = await websocket.receive_text()
+            if text == "bye":
+                await websocket.close(code=1000)
+                return
+            await websocket.send_text(f"echo: {text}")
+
+    return middleware
+
+
+async def test_a_connection_gets_its_token_and_echoes_untouched() -> None:
+    """Messages flow both ways; an app-initiated close ends it cleanly, its token never fired."""
+    handler = Handler()
+    middleware = fastapi_ws_app(handler)
+    async with (
+        serve_uvicorn(middleware) as url,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{url}/echo") as ws,
+    ):
+        for n in range(3):
+            await ws.send_str(f"hi {n}")
+            assert await ws.receive_str() == f"echo: hi {n}"
+        await ws.send_str("bye")
+        closing = await ws.receive()
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1000
+    (token,) = handler.tokens
+    assert not token.cancelled
+    assert middleware.core.connections == 0
+
+
+async def test_a_hang_up_cancels_the_handler_within_100ms() -> None:
+    """A client dropping the socket cancels an idle handler with CLIENT_DISCONNECTED, fast."""
+    handler = Handler()
+    middleware = fastapi_ws_app(handler)
+    async with serve_uvicorn(middleware) as url, aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(f"{url}/idle")
+        with anyio.fail_after(2):
+            await handler.entered.wait()
+        await ws.close()
+        closed_at = anyio.current_time()
+        with anyio.fail_after(2):
+            await handler.stopped.wait()
+        reaction = handler.stopped_at - closed_at
+        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+    assert reaction < 0.1
+    assert handler.reasons == [CancelReason.CLIENT_DISCONNECTED]
+
+
+async def test_shutdown_closes_with_going_away_and_leaves_no_task() -> None:
+    """shutdown() cancels the handler with SHUTDOWN, closes with 1001, and no task is left."""
+    handler = Handler()
+    middleware = fastapi_ws_app(handler)
+    async with serve_uvicorn(middleware) as url, aiohttp.ClientSession() as session:
+        tasks_before = len(asyncio.all_tasks())
+        async with session.ws_connect(f"{url}/idle") as ws:
+            with anyio.fail_after(2):
+                await handler.entered.wait()
+            assert middleware.shutdown() == 1
+            with anyio.fail_after(2):
+                closing = await ws.receive()
+            assert closing.type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1001
+        assert await settle(lambda: len(asyncio.all_tasks()) <= tasks_before, within=1.0)
+        assert middleware.core.connections == 0
+        # Shutting down: a new connection is refused at the handshake.
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(f"{url}/idle")
+    assert handler.reasons == [CancelReason.SHUTDOWN]
+
+
+async def test_websocket_timeout_ends_a_connection_with_going_away() -> None:
+    """websocket_timeout bounds a connection's life: DEADLINE, closed with 1001."""
+    handler = Handler()
+    middleware = fastapi_ws_app(handler, websocket_timeout=0.3, timeout=0.05)
+    async with (
+        serve_uvicorn(middleware) as url,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{url}/idle", headers={"X-Request-Timeout": "0.01"}) as ws,
+    ):
+        opened_at = anyio.current_time()
+        with anyio.fail_after(2):
+            closing = await ws.receive()
+        lasted = anyio.current_time() - opened_at
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1001
+    # Neither the request budget header nor `timeout` applies to a connection.
+    assert 0.2 < lasted < 0.6
+    assert handler.reasons == [CancelReason.DEADLINE]
+
+
+async def test_the_token_dependency_works_for_websocket_endpoints() -> None:
+    """CancelTokenDep gives a WebSocket endpoint its connection's token, fired by the hang-up."""
+    tokens: list[CancelToken] = []
+    app = FastAPI()
+    middleware = DeadlineMiddleware(app)
+
+    @app.websocket("/ws")
+    async def ws_endpoint(websocket: WebSocket, token: CancelTokenDep) -> None:
+        await websocket.accept()
+        assert token is ac.current_token()
+        tokens.append(token)
+        # A reading endpoint sees the hang-up as Starlette's WebSocketDisconnect (or is
+        # cancelled first); either way its token says why.
+        with contextlib.suppress(WebSocketDisconnect):
+            await websocket.receive_text()
+
+    async with (
+        serve_uvicorn(middleware) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.ws_connect(f"{url}/ws"):
+            assert await settle(lambda: bool(tokens), within=1.0)
+        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+    (token,) = tokens
+    assert token.reason is CancelReason.CLIENT_DISCONNECTED
+
+
+def test_a_bad_websocket_timeout_is_a_config_error_naming_it() -> None:
+    """websocket_timeout takes seconds > 0 or None."""
+    with pytest.raises(ac.ConfigError, match="websocket_timeout"):
+        DeadlineMiddleware(FastAPI(), websocket_timeout=0)
