@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from contextvars import ContextVar
 from typing import ClassVar, Final, Unpack, final
 
+import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._cancel import CancelToken
+from .._cancel import CancelReason, CancelToken
 from .._errors import DeadlineExceededError
 from ._core import (
     Rejection,
@@ -17,12 +21,21 @@ from ._core import (
     route_max_timeout,
 )
 from ._options import ServerOptions
+from ._request_scope import RequestScope
+from ._websocket import close_code, close_text
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
 
 # Handlers whose route maximum is remembered (routes are few; handlers made per
 # request would otherwise grow the memory).
 _CAPS_LIMIT: Final = 1024
+# Seconds a close frame for a cancelled WebSocket connection may take.
+_CLOSE_WITHIN: Final = 1.0
+_log: Final = logging.getLogger("aio_client.server")
+# The WebSocket the connection's handler prepared (on_response_prepare fills it).
+_sockets: ContextVar[list[web.WebSocketResponse] | None] = ContextVar(
+    "aio_client_websockets", default=None
+)
 
 
 def aiohttp_middleware(**options: Unpack[ServerOptions]) -> AiohttpDeadlineMiddleware:
@@ -51,6 +64,13 @@ class AiohttpDeadlineMiddleware:
     ``CLIENT_DISCONNECTED`` and cancels the handler (recorded as 499). When
     the deadline passes after the handler started streaming, the connection
     is broken rather than the body ended cleanly.
+
+    A WebSocket handshake is a connection, not a request: its handler gets
+    a token of its own (:func:`~aio_client.current_token`), with no deadline
+    from the headers or ``timeout``; a dropped connection (within about
+    20 ms), shutdown or ``websocket_timeout`` cancels it. With
+    ``app.on_response_prepare.append(middleware.on_response_prepare)`` the
+    connection is then closed with 1001 (going away).
     """
 
     __middleware_version__: ClassVar[int] = 1
@@ -75,8 +95,21 @@ class AiohttpDeadlineMiddleware:
         """An ``app.on_shutdown`` handler: aiohttp runs it before waiting for handlers."""
         self.core.shutdown()
 
+    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """An ``app.on_response_prepare`` handler: lets a WebSocket be closed with 1001.
+
+        With it, a WebSocket connection that shutdown or ``websocket_timeout``
+        cancels is closed with code 1001 (going away); without it, aiohttp
+        drops the connection.
+        """
+        sockets = _sockets.get()
+        if sockets is not None and isinstance(response, web.WebSocketResponse):
+            sockets.append(response)
+
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self.core
+        if _is_websocket(request):
+            return await self._websocket(request, handler)
         route: RouteResolver | None = None
         scheme = "http"
         if core.observer is not None:
@@ -116,6 +149,36 @@ class AiohttpDeadlineMiddleware:
             # writing, so the client never sees a clean end of a truncated body.
             raise DeadlineExceededError("the request ended while its response was streaming")
         return web.Response(status=result.status)  # the client is gone: for the access log
+
+    async def _websocket(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # A connection, not a request: its own token (see _websocket.py), no deadline
+        # headers; the token's probe looks at the connection every 20 ms.
+        core = self.core
+        token = core.open_connection()
+        if token is None:
+            return web.Response(status=503, text="the server is shutting down\n")
+        timer = core.loop_timer()
+        task = asyncio.current_task()
+        assert timer is not None  # aiohttp runs on asyncio
+        assert task is not None
+        token._watch_peer(lambda: _gone(request))
+        sockets: list[web.WebSocketResponse] = []
+        context = _sockets.set(sockets)
+        try:
+            with RequestScope(token, timer, task):
+                response = await handler(request)
+                token._finish()
+                return response
+        finally:
+            _sockets.reset(context)
+            core.close_connection(token)
+            reason = token.reason
+            if reason is not None and sockets and not sockets[0].closed:
+                await _close(sockets[0], reason)
+        # Only the token ends the scope early: the handler's answer is lost with it.
+        if sockets:
+            return sockets[0]
+        return web.Response(status=503 if token.reason is CancelReason.SHUTDOWN else 504)
 
     def _route_max(self, request: web.Request) -> float | None:
         handler = request.match_info.handler
@@ -177,6 +240,23 @@ class _Exchange:
     def status_of_error(self, exc: Exception, /) -> int | None:
         """``raise web.HTTPNotFound()`` is an answer, not a failure."""
         return exc.status if isinstance(exc, web.HTTPException) else None
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    # aiohttp's own test for a WebSocket handshake (WebSocketResponse.can_prepare).
+    headers = request.headers
+    return (
+        headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in headers.get("Connection", "").lower()
+    )
+
+
+async def _close(socket: web.WebSocketResponse, reason: CancelReason) -> None:
+    with anyio.move_on_after(_CLOSE_WITHIN, shield=True):
+        try:
+            await socket.close(code=close_code(reason), message=close_text(reason).encode())
+        except Exception:  # the client went away meanwhile: nothing to close
+            _log.debug("could not close the WebSocket connection", exc_info=True)
 
 
 def _gone(request: web.BaseRequest) -> bool:

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 import aio_client as ac
 from aio_client._cancel import CancelReason, CancelToken
-from aio_client.server import CancelTokenDep, DeadlineMiddleware
-from tests.integration.servers import serve_uvicorn, settle
+from aio_client.server import CancelTokenDep, DeadlineMiddleware, aiohttp_middleware
+from tests.integration.servers import serve_aiohttp, serve_uvicorn, settle
+
+
+async def open_raw_websocket(url: str, path: str) -> anyio.abc.SocketStream:
+    """A WebSocket handshake over a raw socket (to drop the connection without a close frame)."""
+    client = await anyio.connect_tcp("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    await client.send(
+        f"GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    with anyio.fail_after(2):
+        while b"\r\n\r\n" not in head:
+            head += await client.receive()
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return client
 
 
 class Handler:
@@ -78,6 +95,7 @@ async def test_a_connection_gets_its_token_and_echoes_untouched() -> None:
         closing = await ws.receive()
         assert closing.type is aiohttp.WSMsgType.CLOSE
         assert ws.close_code == 1000
+        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
     (token,) = handler.tokens
     assert not token.cancelled
     assert middleware.core.connections == 0
@@ -174,3 +192,102 @@ def test_a_bad_websocket_timeout_is_a_config_error_naming_it() -> None:
     """websocket_timeout takes seconds > 0 or None."""
     with pytest.raises(ac.ConfigError, match="websocket_timeout"):
         DeadlineMiddleware(FastAPI(), websocket_timeout=0)
+
+
+def aiohttp_ws_app(handler: Handler, **options: object) -> tuple[web.Application, Any]:
+    """An aiohttp app behind aiohttp_middleware with /idle and /echo WebSocket handlers."""
+    middleware = aiohttp_middleware(**options)  # type: ignore[arg-type]
+    app = web.Application(middlewares=[middleware])
+    app.on_shutdown.append(middleware.on_shutdown)
+    app.on_response_prepare.append(middleware.on_response_prepare)
+
+    async def idle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        token = ac.current_token()
+        assert token is not None
+        await handler.idle(token)
+        return ws  # pragma: no cover
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        token = ac.current_token()
+        assert token is not None
+        handler.tokens.append(token)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.data == "bye":
+                await ws.close(code=1000)
+            else:
+                await ws.send_str(f"echo: {message.data}")
+        return ws
+
+    app.router.add_get("/idle", idle)
+    app.router.add_get("/echo", echo)
+    return app, middleware
+
+
+async def test_aiohttp_a_connection_outlives_the_request_deadline_and_echoes() -> None:
+    """Behind aiohttp_middleware a WebSocket is not cut by `timeout`; its token never fires."""
+    handler = Handler()
+    app, middleware = aiohttp_ws_app(handler, timeout=0.1)
+    async with (
+        serve_aiohttp(app) as url,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{url}/echo") as ws,
+    ):
+        for n in range(3):
+            await ws.send_str(f"hi {n}")
+            assert await ws.receive_str() == f"echo: hi {n}"
+            await anyio.sleep(0.1)
+        await ws.send_str("bye")
+        assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1000
+        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+    (token,) = handler.tokens
+    assert not token.cancelled
+    assert middleware.stats.deadline_exceeded == 0
+    assert middleware.core.connections == 0
+
+
+async def test_aiohttp_a_hang_up_cancels_the_handler_within_100ms() -> None:
+    """current_token() in an aiohttp WebSocket handler fires CLIENT_DISCONNECTED on a hang-up."""
+    handler = Handler()
+    app, middleware = aiohttp_ws_app(handler)
+    async with serve_aiohttp(app) as url:
+        # The connection dropped, not closed with a frame: a handler that does not
+        # read sees a close frame only when it reads.
+        client = await open_raw_websocket(url, "/idle")
+        with anyio.fail_after(2):
+            await handler.entered.wait()
+        await client.aclose()
+        closed_at = anyio.current_time()
+        with anyio.fail_after(2):
+            await handler.stopped.wait()
+        reaction = handler.stopped_at - closed_at
+        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+    assert reaction < 0.1
+    assert handler.reasons == [CancelReason.CLIENT_DISCONNECTED]
+
+
+@pytest.mark.parametrize("how", ["shutdown", "websocket_timeout"])
+async def test_aiohttp_shutdown_and_time_limit_close_with_going_away(how: str) -> None:
+    """Shutdown or websocket_timeout cancels an aiohttp WebSocket handler and closes with 1001."""
+    handler = Handler()
+    options = {"websocket_timeout": 0.3} if how == "websocket_timeout" else {}
+    app, middleware = aiohttp_ws_app(handler, **options)
+    async with serve_aiohttp(app) as url, aiohttp.ClientSession() as session:
+        tasks_before = len(asyncio.all_tasks())
+        async with session.ws_connect(f"{url}/idle") as ws:
+            with anyio.fail_after(2):
+                await handler.entered.wait()
+            if how == "shutdown":
+                assert middleware.shutdown() == 1
+            with anyio.fail_after(2):
+                closing = await ws.receive()
+            assert closing.type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1001
+        assert await settle(lambda: len(asyncio.all_tasks()) <= tasks_before, within=1.0)
+        assert middleware.core.connections == 0
+    expected = CancelReason.SHUTDOWN if how == "shutdown" else CancelReason.DEADLINE
+    assert handler.reasons == [expected]
