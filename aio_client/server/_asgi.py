@@ -21,7 +21,7 @@ from .._server_events import Admission
 from .._timer import DeadlineTimer
 from ._core import Rejection, RouteResolver, ServerCore, ServerStats
 from ._options import ServerOptions
-from ._websocket import GOING_AWAY, close_code, close_text
+from ._websocket import GOING_AWAY, SERVICE_RESTART, close_code, close_text
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
 
@@ -459,7 +459,8 @@ class _Connection:
     sending faster than the app reads is held back. Reading for the app means
     a hang-up is seen even while the app only sends or waits: the
     ``websocket.disconnect`` fires the token with ``CLIENT_DISCONNECTED``
-    (unless the app had closed the connection itself).
+    (unless the app had closed the connection itself), or with ``SHUTDOWN``
+    when its code is 1012, the server's own close on its way down.
     """
 
     __slots__ = (
@@ -512,7 +513,13 @@ class _Connection:
                 self._wake()
                 if message.get("type") == "websocket.disconnect":
                     self.ended = True
-                    if not self.closed:
+                    if self.closed:
+                        return
+                    if message.get("code") == SERVICE_RESTART:
+                        # The server closed it on its way down (uvicorn does, before
+                        # the lifespan shutdown reaches the middleware).
+                        self._token.cancel(CancelReason.SHUTDOWN, "the server is shutting down")
+                    else:
                         self._token.cancel(
                             CancelReason.CLIENT_DISCONNECTED, "the client closed the connection"
                         )

@@ -15,13 +15,16 @@ from typing import Final
 
 from .._cancel import CancelReason
 
-__all__ = ["GOING_AWAY", "NORMAL_CLOSURE", "close_code", "close_text"]
+__all__ = ["GOING_AWAY", "NORMAL_CLOSURE", "SERVICE_RESTART", "close_code", "close_text"]
 
 #: RFC 6455 close code: the purpose of the connection was fulfilled.
 NORMAL_CLOSURE: Final = 1000
 #: RFC 6455 close code: the server is going away (shutting down, or the
 #: connection reached ``websocket_timeout``); clients reconnect.
 GOING_AWAY: Final = 1001
+#: RFC 6455 close code (IANA registry): the service is restarting. Servers
+#: such as uvicorn close their connections with it when they stop.
+SERVICE_RESTART: Final = 1012
 
 
 def close_code(reason: CancelReason) -> int:

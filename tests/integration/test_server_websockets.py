@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import MutableMapping
 from typing import Any
 
 import aiohttp
@@ -291,3 +292,68 @@ async def test_aiohttp_shutdown_and_time_limit_close_with_going_away(how: str) -
         assert middleware.core.connections == 0
     expected = CancelReason.SHUTDOWN if how == "shutdown" else CancelReason.DEADLINE
     assert handler.reasons == [expected]
+
+
+async def test_uvicorn_stopping_closes_with_1012_and_the_token_says_shutdown() -> None:
+    """uvicorn's own shutdown (it closes with 1012) fires the connection's token with SHUTDOWN."""
+    handler = Handler()
+    middleware = fastapi_ws_app(handler)
+    async with aiohttp.ClientSession() as session:
+        async with serve_uvicorn(middleware) as url:
+            ws = await session.ws_connect(f"{url}/idle")
+            with anyio.fail_after(2):
+                await handler.entered.wait()
+        # Leaving serve_uvicorn stopped the server.
+        with anyio.fail_after(2):
+            closing = await ws.receive()
+        # uvicorn sends 1012 and drops the socket at once: the client may see either.
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code in (1012, 1006)
+        await ws.close()
+    assert handler.reasons == [CancelReason.SHUTDOWN]
+    assert middleware.core.connections == 0
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_in_process_the_connection_token_works_on_asyncio_and_trio() -> None:
+    """A bare ASGI WebSocket app: hang-up or shutdown cancels it on any loop (1001 on shutdown)."""
+    reasons: list[CancelReason | None] = []
+    entered = anyio.Event()
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        token = ac.current_token()
+        entered.set()
+        try:
+            await anyio.sleep(3600)
+        finally:
+            reasons.append(token.reason if token else None)
+
+    for ending in ("hang-up", "shutdown"):
+        middleware = DeadlineMiddleware(app)
+        entered = anyio.Event()
+        to_app, from_client = anyio.create_memory_object_stream[MutableMapping[str, Any]](4)
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)  # noqa: B023 - each round's own list, awaited in the round
+
+        async with to_app, from_client, anyio.create_task_group() as tasks:
+            tasks.start_soon(
+                middleware, {"type": "websocket", "path": "/"}, from_client.receive, send
+            )
+            await to_app.send({"type": "websocket.connect"})
+            with anyio.fail_after(2):
+                await entered.wait()
+            if ending == "hang-up":
+                await to_app.send({"type": "websocket.disconnect", "code": 1001})
+            else:
+                assert middleware.shutdown() == 1
+        assert middleware.core.connections == 0
+        if ending == "shutdown":
+            assert sent[-1]["type"] == "websocket.close"
+            assert sent[-1]["code"] == 1001
+        else:
+            assert sent == [{"type": "websocket.accept"}]
+    assert reasons == [CancelReason.CLIENT_DISCONNECTED, CancelReason.SHUTDOWN]
