@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextvars import ContextVar
 from typing import ClassVar, Final, Unpack, final
@@ -11,7 +10,8 @@ import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._cancel import CancelReason, CancelToken
+from .._cancel import CancelReason, CancelToken, current_token
+from .._deadline import current_priority, set_ambient
 from .._errors import DeadlineExceededError
 from ._core import (
     Rejection,
@@ -21,7 +21,6 @@ from ._core import (
     route_max_timeout,
 )
 from ._options import ServerOptions
-from ._request_scope import RequestScope
 from ._websocket import close_code, close_text
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
@@ -65,12 +64,13 @@ class AiohttpDeadlineMiddleware:
     the deadline passes after the handler started streaming, the connection
     is broken rather than the body ended cleanly.
 
-    A WebSocket handshake is a connection, not a request: its handler gets
-    a token of its own (:func:`~aio_client.current_token`), with no deadline
-    from the headers or ``timeout``; a dropped connection (within about
-    20 ms), shutdown or ``websocket_timeout`` cancels it. With
-    ``app.on_response_prepare.append(middleware.on_response_prepare)`` the
-    connection is then closed with 1001 (going away).
+    WebSockets: with ``app.on_response_prepare.append(middleware.on_response_prepare)``,
+    a handler that prepares a ``web.WebSocketResponse`` turns its request
+    into a connection (see :meth:`on_response_prepare`): a dropped connection
+    (seen within about 20 ms), shutdown or ``websocket_timeout`` cancels it
+    (:func:`~aio_client.current_token` says why), and the last two close it
+    with 1001. Until then (the handshake) it is a request: deadline, guards
+    and load shedding apply, so ``Upgrade`` headers buy no way around them.
     """
 
     __middleware_version__: ClassVar[int] = 1
@@ -96,20 +96,29 @@ class AiohttpDeadlineMiddleware:
         self.core.shutdown()
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        """An ``app.on_response_prepare`` handler: lets a WebSocket be closed with 1001.
+        """An ``app.on_response_prepare`` handler: WebSocket handlers become connections.
 
-        With it, a WebSocket connection that shutdown or ``websocket_timeout``
-        cancels is closed with code 1001 (going away); without it, aiohttp
-        drops the connection.
+        When a handler prepares a ``web.WebSocketResponse`` the request turns
+        into a connection: the request's deadline stops applying
+        (``websocket_timeout`` does, when set), calls the handler makes from
+        then on inherit that instead, and a connection cancelled by shutdown or
+        ``websocket_timeout`` is closed with 1001 (going away). Without it, a
+        WebSocket handler is a request like any other: the deadline cuts it.
         """
         sockets = _sockets.get()
-        if sockets is not None and isinstance(response, web.WebSocketResponse):
-            sockets.append(response)
+        if sockets is None or sockets or not isinstance(response, web.WebSocketResponse):
+            return
+        token = current_token()
+        if token is None:
+            return
+        sockets.append(response)
+        deadline = self.core.connection_upgraded(token)
+        # The handler goes on in this context: its calls inherit the connection's
+        # deadline from here on (the middleware resets it when the request ends).
+        set_ambient(deadline, current_priority())
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self.core
-        if _is_websocket(request):
-            return await self._websocket(request, handler)
         route: RouteResolver | None = None
         scheme = "http"
         if core.observer is not None:
@@ -136,10 +145,28 @@ class AiohttpDeadlineMiddleware:
         )
         if isinstance(decision, Rejection):
             return _response(decision)
-        exchange = _Exchange(request, decision.token, None if core.stream_timeout is None else core)
+        # A WebSocket handshake stays a request (deadline, guards) until the
+        # handler prepares its WebSocketResponse (on_response_prepare).
+        sockets: list[web.WebSocketResponse] | None = [] if _is_websocket(request) else None
+        exchange = _Exchange(
+            request, decision.token, None if core.stream_timeout is None else core, sockets
+        )
         # Looked at by the token when read, and every 20 ms while the handler runs.
         decision.token._watch_peer(exchange.gone)
-        result = await core.run(decision, lambda: handler(request), exchange)
+        if sockets is None:
+            result = await core.run(decision, lambda: handler(request), exchange)
+        else:
+            context = _sockets.set(sockets)
+            try:
+                result = await core.run(decision, lambda: handler(request), exchange)
+            finally:
+                _sockets.reset(context)
+            if isinstance(result, Rejection) and sockets:
+                socket = sockets[0]
+                reason = decision.token.reason
+                if reason is not None and reason is not CancelReason.CLIENT_DISCONNECTED:
+                    await _close(socket, reason)
+                return socket
         if not isinstance(result, Rejection):
             return result
         if result.deliverable:
@@ -149,36 +176,6 @@ class AiohttpDeadlineMiddleware:
             # writing, so the client never sees a clean end of a truncated body.
             raise DeadlineExceededError("the request ended while its response was streaming")
         return web.Response(status=result.status)  # the client is gone: for the access log
-
-    async def _websocket(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # A connection, not a request: its own token (see _websocket.py), no deadline
-        # headers; the token's probe looks at the connection every 20 ms.
-        core = self.core
-        token = core.open_connection()
-        if token is None:
-            return web.Response(status=503, text="the server is shutting down\n")
-        timer = core.loop_timer()
-        task = asyncio.current_task()
-        assert timer is not None  # aiohttp runs on asyncio
-        assert task is not None
-        token._watch_peer(lambda: _gone(request))
-        sockets: list[web.WebSocketResponse] = []
-        context = _sockets.set(sockets)
-        try:
-            with RequestScope(token, timer, task):
-                response = await handler(request)
-                token._finish()
-                return response
-        finally:
-            _sockets.reset(context)
-            core.close_connection(token)
-            reason = token.reason
-            if reason is not None and sockets and not sockets[0].closed:
-                await _close(sockets[0], reason)
-        # Only the token ends the scope early: the handler's answer is lost with it.
-        if sockets:
-            return sockets[0]
-        return web.Response(status=503 if token.reason is CancelReason.SHUTDOWN else 504)
 
     def _route_max(self, request: web.Request) -> float | None:
         handler = request.match_info.handler
@@ -201,15 +198,21 @@ class AiohttpDeadlineMiddleware:
 class _Exchange:
     """One request as the core sees it."""
 
-    __slots__ = ("_core", "_request", "_token")
+    __slots__ = ("_core", "_request", "_sockets", "_token")
 
     def __init__(
-        self, request: web.BaseRequest, token: CancelToken, core: ServerCore | None
+        self,
+        request: web.BaseRequest,
+        token: CancelToken,
+        core: ServerCore | None,
+        sockets: list[web.WebSocketResponse] | None,
     ) -> None:
         self._request = request
         self._token = token
         # Set while the core's stream policy waits to hear that the response started.
         self._core = core
+        # The WebSocket the handler prepared, if the request was a handshake.
+        self._sockets = sockets
 
     def gone(self) -> bool:
         """Whether the client's connection is closed (the token's probe, every 20 ms).
@@ -219,7 +222,8 @@ class _Exchange:
         core = self._core
         if core is not None and self.started:
             self._core = None
-            core.response_started(self._token)
+            if not self._sockets:  # a WebSocket is bounded by websocket_timeout instead
+                core.response_started(self._token)
         return _gone(self._request)
 
     @property

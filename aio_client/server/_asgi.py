@@ -533,6 +533,8 @@ class _Connection:
         while not self._pending:
             if self.error is not None:
                 raise self.error
+            if self.ended:  # read again after the disconnect: it is still gone
+                return {"type": "websocket.disconnect", "code": GOING_AWAY}
             await self._wait()
         message = self._pending.popleft()
         self._wake()

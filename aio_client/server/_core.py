@@ -120,6 +120,9 @@ _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
     ENVOY_TIMEOUT_HEADER: parse_envoy_timeout,
 }
 _TEXT: Final = ("content-type", "text/plain; charset=utf-8")
+# Seconds a WebSocket connection upgraded from a request may last without
+# websocket_timeout: a year, for a token that needs some deadline.
+_CONNECTION_CEILING: Final = 365 * 86400.0
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
@@ -749,6 +752,19 @@ class ServerCore:
     def close_connection(self, token: CancelToken) -> None:
         """The connection of ``token`` has ended."""
         self._connections.discard(token)
+
+    def connection_upgraded(self, token: CancelToken) -> Deadline | None:
+        """A request became a WebSocket connection (aiohttp): move its deadline.
+
+        From now on ``websocket_timeout`` bounds it (without it, nothing but
+        the far-off ceiling below); returns the deadline calls should inherit
+        (``None``: none).
+        """
+        limit = self.websocket_timeout
+        token._move_deadline(
+            Deadline._trusted(_clock.now() + (_CONNECTION_CEILING if limit is None else limit))
+        )
+        return None if limit is None else token.deadline
 
     # -- outcome mapping ---------------------------------------------------------
 

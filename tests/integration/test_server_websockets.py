@@ -43,6 +43,7 @@ class Handler:
         self.stopped_at = 0.0
         self.tokens: list[CancelToken] = []
         self.reasons: list[CancelReason | None] = []
+        self.deadlines: list[ac.Deadline | None] = []
 
     async def idle(self, token: CancelToken) -> None:
         """Wait (neither reading nor sending) until cancelled."""
@@ -216,6 +217,7 @@ def aiohttp_ws_app(handler: Handler, **options: object) -> tuple[web.Application
         handler.tokens.append(token)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        handler.deadlines.append(ac.current_deadline())  # what its calls inherit from here on
         async for message in ws:
             if message.data == "bye":
                 await ws.close(code=1000)
@@ -244,11 +246,12 @@ async def test_aiohttp_a_connection_outlives_the_request_deadline_and_echoes() -
         await ws.send_str("bye")
         assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
         assert ws.close_code == 1000
-        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+        assert await settle(lambda: middleware.core.in_flight == 0, within=1.0)
     (token,) = handler.tokens
     assert not token.cancelled
+    assert handler.deadlines == [None]  # not the 0.1 s request deadline
     assert middleware.stats.deadline_exceeded == 0
-    assert middleware.core.connections == 0
+    assert middleware.core.in_flight == 0
 
 
 async def test_aiohttp_a_hang_up_cancels_the_handler_within_100ms() -> None:
@@ -266,9 +269,37 @@ async def test_aiohttp_a_hang_up_cancels_the_handler_within_100ms() -> None:
         with anyio.fail_after(2):
             await handler.stopped.wait()
         reaction = handler.stopped_at - closed_at
-        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+        assert await settle(lambda: middleware.core.in_flight == 0, within=1.0)
     assert reaction < 0.1
     assert handler.reasons == [CancelReason.CLIENT_DISCONNECTED]
+
+
+async def test_aiohttp_upgrade_headers_on_a_plain_route_buy_no_way_around_the_deadline() -> None:
+    """A request claiming an upgrade to an ordinary handler is still a request: 504 on time."""
+    handler = Handler()
+    app, middleware = aiohttp_ws_app(handler, timeout=0.2)
+
+    async def plain(request: web.Request) -> web.Response:
+        await anyio.sleep(10)
+        return web.Response(text="never")  # pragma: no cover
+
+    app.router.add_get("/plain", plain)
+    async with (
+        serve_aiohttp(app) as url,
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{url}/plain",
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version": "13",
+            },
+        ) as resp,
+    ):
+        status = resp.status
+    assert status == 504
+    assert middleware.stats.deadline_exceeded == 1
 
 
 @pytest.mark.parametrize("how", ["shutdown", "websocket_timeout"])
@@ -289,7 +320,7 @@ async def test_aiohttp_shutdown_and_time_limit_close_with_going_away(how: str) -
             assert closing.type is aiohttp.WSMsgType.CLOSE
             assert ws.close_code == 1001
         assert await settle(lambda: len(asyncio.all_tasks()) <= tasks_before, within=1.0)
-        assert middleware.core.connections == 0
+        assert middleware.core.in_flight == 0
     expected = CancelReason.SHUTDOWN if how == "shutdown" else CancelReason.DEADLINE
     assert handler.reasons == [expected]
 
