@@ -65,8 +65,9 @@ async def sse_stream(
     line (``: heartbeat``) goes out (``None``: never). Stops when ``events``
     ends, or when the request is cancelled (its client hung up, its deadline
     or ``stream_timeout`` passed, the server shuts down): the wait for the
-    next event is cancelled too, so ``events`` stops where it was. Usable on
-    asyncio, with any framework's streamed response::
+    next event is cancelled too, so ``events`` stops where it was. Heartbeats
+    need asyncio (``heartbeat=None`` works anywhere). With any framework's
+    streamed response::
 
         # Starlette / FastAPI
         return StreamingResponse(sse_stream(ticks()), media_type="text/event-stream")
@@ -87,7 +88,11 @@ async def sse_stream(
         async for event in source:
             yield encode_event(event)
         return
-    loop = asyncio.get_running_loop()
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        raise RuntimeError(
+            "sse_stream's heartbeats run on asyncio; on another event loop pass heartbeat=None"
+        )
     token = current_token()
     pending: asyncio.Task[ServerSentEvent | str] | None = None
     registration: CancelRegistration | None = None

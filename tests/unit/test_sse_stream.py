@@ -158,3 +158,15 @@ async def test_an_event_that_cannot_be_sent_is_a_config_error(event: object, mat
 
     with pytest.raises(ac.ConfigError, match=match):
         await collect(sse_stream(events(), heartbeat=None))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_on_trio_events_flow_without_heartbeats_and_heartbeats_say_what_they_need() -> None:
+    """heartbeat=None works on trio; a heartbeat there is a clear error, not a crash inside."""
+
+    async def events() -> AsyncIterator[str]:
+        yield "a"
+
+    assert await collect(sse_stream(events(), heartbeat=None)) == [b"data: a\n\n"]
+    with pytest.raises(RuntimeError, match="heartbeat=None"):
+        await collect(sse_stream(events(), heartbeat=1.0))
