@@ -7,8 +7,11 @@
 - Load shedding by priority: :class:`PriorityLoadShedder`; who may raise a
   request's priority: ``trust_priority=`` :func:`trusted_peers`.
 - Every adapter takes the options of :class:`ServerOptions`.
-- Server-Sent Events with heartbeats, stopped by the request's cancellation:
-  :func:`sse_stream`.
+- Streams: ``stream_timeout`` bounds a started response; Server-Sent Events
+  with heartbeats, stopped by the request's cancellation: :func:`sse_stream`.
+- WebSocket connections get a token of their own (``websocket_timeout``):
+  under :class:`DeadlineMiddleware`, and under :func:`aiohttp_middleware`
+  with its ``on_response_prepare`` wired.
 - Guards on one route: :func:`guarded` (a decorator for any framework's
   handler) or :func:`guard_dependency` (FastAPI).
 - Our errors escaping a handler (a route's own policy refusing, an outgoing
