@@ -347,6 +347,22 @@ class CancelToken:
         self._probe = None
         self._detach()
 
+    def _move_deadline(self, deadline: Deadline) -> None:
+        """Set the deadline to ``deadline``, later or nearer: the server's stream policy.
+
+        Unlike :meth:`tighten` this may extend the budget (a response that has
+        started streaming is bounded by ``stream_timeout`` instead of the
+        request's deadline). Open scopes follow; children keep their own.
+        """
+        if self._reason is not None or self._finished:
+            return
+        self._deadline = deadline
+        for scope in self._scopes:
+            scope.deadline = deadline.at
+        if self._timer is not None:
+            self._disarm()
+            self._arm()
+
     # -- internals ---------------------------------------------------------------
 
     def _refresh(self) -> CancelReason | None:

@@ -146,6 +146,7 @@ SURFACE: dict[str, list[str]] = {
         "guard_dependency",
         "guarded",
         "max_timeout",
+        "sse_stream",
         "status_of_refusal",
         "trusted_peers",
     ],

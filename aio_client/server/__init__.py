@@ -7,6 +7,11 @@
 - Load shedding by priority: :class:`PriorityLoadShedder`; who may raise a
   request's priority: ``trust_priority=`` :func:`trusted_peers`.
 - Every adapter takes the options of :class:`ServerOptions`.
+- Streams: ``stream_timeout`` bounds a started response; Server-Sent Events
+  with heartbeats, stopped by the request's cancellation: :func:`sse_stream`.
+- WebSocket connections get a token of their own (``websocket_timeout``):
+  under :class:`DeadlineMiddleware`, and under :func:`aiohttp_middleware`
+  with its ``on_response_prepare`` wired.
 - Guards on one route: :func:`guarded` (a decorator for any framework's
   handler) or :func:`guard_dependency` (FastAPI).
 - Our errors escaping a handler (a route's own policy refusing, an outgoing
@@ -28,6 +33,7 @@ from ._guards import ClientInfo
 from ._options import ServerOptions, TrustedPeers, trusted_peers
 from ._route_guards import guard_dependency, guarded
 from ._shedding import PriorityLoadShedder
+from ._sse import sse_stream
 
 if TYPE_CHECKING:
     from ._aiohttp import AiohttpDeadlineMiddleware, aiohttp_middleware
@@ -50,6 +56,7 @@ __all__ = [
     "guard_dependency",
     "guarded",
     "max_timeout",
+    "sse_stream",
     "status_of_refusal",
     "trusted_peers",
 ]

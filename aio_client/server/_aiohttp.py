@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from contextvars import ContextVar
 from typing import ClassVar, Final, Unpack, final
 
+import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .._cancel import CancelReason, CancelToken, current_token
+from .._deadline import current_priority, set_ambient
 from .._errors import DeadlineExceededError
 from ._core import (
     Rejection,
@@ -16,12 +21,20 @@ from ._core import (
     route_max_timeout,
 )
 from ._options import ServerOptions
+from ._websocket import close_code, close_text
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
 
 # Handlers whose route maximum is remembered (routes are few; handlers made per
 # request would otherwise grow the memory).
 _CAPS_LIMIT: Final = 1024
+# Seconds a close frame for a cancelled WebSocket connection may take.
+_CLOSE_WITHIN: Final = 1.0
+_log: Final = logging.getLogger("aio_client.server")
+# The WebSocket the connection's handler prepared (on_response_prepare fills it).
+_sockets: ContextVar[list[web.WebSocketResponse] | None] = ContextVar(
+    "aio_client_websockets", default=None
+)
 
 
 def aiohttp_middleware(**options: Unpack[ServerOptions]) -> AiohttpDeadlineMiddleware:
@@ -50,6 +63,14 @@ class AiohttpDeadlineMiddleware:
     ``CLIENT_DISCONNECTED`` and cancels the handler (recorded as 499). When
     the deadline passes after the handler started streaming, the connection
     is broken rather than the body ended cleanly.
+
+    WebSockets: with ``app.on_response_prepare.append(middleware.on_response_prepare)``,
+    a handler that prepares a ``web.WebSocketResponse`` turns its request
+    into a connection (see :meth:`on_response_prepare`): a dropped connection
+    (seen within about 20 ms), shutdown or ``websocket_timeout`` cancels it
+    (:func:`~aio_client.current_token` says why), and the last two close it
+    with 1001. Until then (the handshake) it is a request: deadline, guards
+    and load shedding apply, so ``Upgrade`` headers buy no way around them.
     """
 
     __middleware_version__: ClassVar[int] = 1
@@ -73,6 +94,28 @@ class AiohttpDeadlineMiddleware:
     async def on_shutdown(self, app: web.Application) -> None:
         """An ``app.on_shutdown`` handler: aiohttp runs it before waiting for handlers."""
         self.core.shutdown()
+
+    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        """An ``app.on_response_prepare`` handler: WebSocket handlers become connections.
+
+        When a handler prepares a ``web.WebSocketResponse`` the request turns
+        into a connection: the request's deadline stops applying
+        (``websocket_timeout`` does, when set), calls the handler makes from
+        then on inherit that instead, and a connection cancelled by shutdown or
+        ``websocket_timeout`` is closed with 1001 (going away). Without it, a
+        WebSocket handler is a request like any other: the deadline cuts it.
+        """
+        sockets = _sockets.get()
+        if sockets is None or sockets or not isinstance(response, web.WebSocketResponse):
+            return
+        token = current_token()
+        if token is None:
+            return
+        sockets.append(response)
+        deadline = self.core.connection_upgraded(token)
+        # The handler goes on in this context: its calls inherit the connection's
+        # deadline from here on (the middleware resets it when the request ends).
+        set_ambient(deadline, current_priority())
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self.core
@@ -102,10 +145,28 @@ class AiohttpDeadlineMiddleware:
         )
         if isinstance(decision, Rejection):
             return _response(decision)
-        exchange = _Exchange(request)
+        # A WebSocket handshake stays a request (deadline, guards) until the
+        # handler prepares its WebSocketResponse (on_response_prepare).
+        sockets: list[web.WebSocketResponse] | None = [] if _is_websocket(request) else None
+        exchange = _Exchange(
+            request, decision.token, None if core.stream_timeout is None else core, sockets
+        )
         # Looked at by the token when read, and every 20 ms while the handler runs.
         decision.token._watch_peer(exchange.gone)
-        result = await core.run(decision, lambda: handler(request), exchange)
+        if sockets is None:
+            result = await core.run(decision, lambda: handler(request), exchange)
+        else:
+            context = _sockets.set(sockets)
+            try:
+                result = await core.run(decision, lambda: handler(request), exchange)
+            finally:
+                _sockets.reset(context)
+            if isinstance(result, Rejection) and sockets:
+                socket = sockets[0]
+                reason = decision.token.reason
+                if reason is not None and reason is not CancelReason.CLIENT_DISCONNECTED:
+                    await _close(socket, reason)
+                return socket
         if not isinstance(result, Rejection):
             return result
         if result.deliverable:
@@ -137,13 +198,32 @@ class AiohttpDeadlineMiddleware:
 class _Exchange:
     """One request as the core sees it."""
 
-    __slots__ = ("_request",)
+    __slots__ = ("_core", "_request", "_sockets", "_token")
 
-    def __init__(self, request: web.BaseRequest) -> None:
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        token: CancelToken,
+        core: ServerCore | None,
+        sockets: list[web.WebSocketResponse] | None,
+    ) -> None:
         self._request = request
+        self._token = token
+        # Set while the core's stream policy waits to hear that the response started.
+        self._core = core
+        # The WebSocket the handler prepared, if the request was a handshake.
+        self._sockets = sockets
 
     def gone(self) -> bool:
-        """Whether the client's connection is closed."""
+        """Whether the client's connection is closed (the token's probe, every 20 ms).
+
+        Also notices that the response has started, for the stream policy.
+        """
+        core = self._core
+        if core is not None and self.started:
+            self._core = None
+            if not self._sockets:  # a WebSocket is bounded by websocket_timeout instead
+                core.response_started(self._token)
         return _gone(self._request)
 
     @property
@@ -164,6 +244,23 @@ class _Exchange:
     def status_of_error(self, exc: Exception, /) -> int | None:
         """``raise web.HTTPNotFound()`` is an answer, not a failure."""
         return exc.status if isinstance(exc, web.HTTPException) else None
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    # aiohttp's own test for a WebSocket handshake (WebSocketResponse.can_prepare).
+    headers = request.headers
+    return (
+        headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in headers.get("Connection", "").lower()
+    )
+
+
+async def _close(socket: web.WebSocketResponse, reason: CancelReason) -> None:
+    with anyio.move_on_after(_CLOSE_WITHIN, shield=True):
+        try:
+            await socket.close(code=close_code(reason), message=close_text(reason).encode())
+        except Exception:  # the client went away meanwhile: nothing to close
+            _log.debug("could not close the WebSocket connection", exc_info=True)
 
 
 def _gone(request: web.BaseRequest) -> bool:

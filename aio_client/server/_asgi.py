@@ -7,6 +7,7 @@ handler would not see the ambient deadline, priority and token set here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -15,11 +16,12 @@ from typing import Any, Final, Unpack, final
 import anyio
 import anyio.lowlevel
 
-from .._cancel import CancelToken
+from .._cancel import CancelReason, CancelToken
 from .._server_events import Admission
 from .._timer import DeadlineTimer
 from ._core import Rejection, RouteResolver, ServerCore, ServerStats
 from ._options import ServerOptions
+from ._websocket import GOING_AWAY, SERVICE_RESTART, close_code, close_text
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
 
@@ -34,7 +36,10 @@ Send = Callable[[Message], Awaitable[None]]
 #: An ASGI 3 application.
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_log: Final = logging.getLogger("aio_client.server")
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+# Seconds a close frame for a cancelled WebSocket connection may take to go out.
+_CLOSE_WITHIN: Final = 1.0
 # Seconds after its arrival a request still running gets a watcher for client
 # hang-ups (sooner ones end without one).
 _WATCH_AFTER: Final = 0.04
@@ -64,7 +69,13 @@ class DeadlineMiddleware:
     Once the response is complete the token is marked finished: work after
     it (Starlette background tasks) is no longer bound by the deadline. A
     lifespan ``shutdown`` event, or :meth:`shutdown`, cancels requests in
-    flight with ``SHUTDOWN`` (503). WebSocket connections pass through.
+    flight with ``SHUTDOWN`` (503). A streamed response is bounded by the
+    deadline, or by ``stream_timeout`` once it has started.
+
+    Each WebSocket connection gets a token of its own (no deadline headers;
+    ``websocket_timeout`` bounds it): a client hang-up, shutdown or the time
+    limit cancels the app, and the connection is closed with 1001 (going
+    away) after shutdown or the time limit.
     """
 
     __slots__ = ("_wanted", "app", "core")
@@ -102,6 +113,8 @@ class DeadlineMiddleware:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self.app(scope, self._lifespan_receive(receive), send)
+            elif scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -126,7 +139,13 @@ class DeadlineMiddleware:
             await _send_rejection(send, decision)
             return
         timer = core.loop_timer()
-        exchange = _Exchange(receive, send, decision.token, timer)
+        exchange = _Exchange(
+            receive,
+            send,
+            decision.token,
+            timer,
+            None if core.stream_timeout is None else core.response_started,
+        )
         try:
             if timer is not None:
                 # The request scope looks at the client every 20 ms (the token's
@@ -146,6 +165,33 @@ class DeadlineMiddleware:
             await _send_rejection(send, result)
         # Otherwise the client is gone, or the response had started: returning
         # without completing it makes the server break the connection.
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A connection, not a request: its own token (see _websocket.py), a relay
+        # that reads for the app so a hang-up is seen while the app only sends.
+        core = self.core
+        token = core.open_connection()
+        if token is None:  # shutting down: refuse the handshake
+            if (await receive()).get("type") == "websocket.connect":
+                await send({"type": "websocket.close", "code": GOING_AWAY})
+            return
+        connection = _Connection(receive, send, token)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(connection.pump)
+                with token.scope():
+                    await self.app(scope, connection.receive, connection.send)
+                tasks.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Only the app can fail (the pump keeps its errors for the app's receive).
+            inner = _single(group)
+            raise inner from inner.__cause__
+        finally:
+            core.close_connection(token)
+        reason = token.reason
+        if reason is not None and connection.open:
+            await connection.close(reason)
+        token._finish()
 
     async def _relayed(
         self, decision: Admission, scope: Scope, exchange: _Exchange
@@ -219,6 +265,7 @@ class _Exchange:
     __slots__ = (
         "_body_done",
         "_changed",
+        "_on_start",
         "_pending",
         "_pump",
         "_readers",
@@ -237,9 +284,16 @@ class _Exchange:
     )
 
     def __init__(
-        self, receive: Receive, send: Send, token: CancelToken, timer: DeadlineTimer | None
+        self,
+        receive: Receive,
+        send: Send,
+        token: CancelToken,
+        timer: DeadlineTimer | None,
+        on_start: Callable[[CancelToken], None] | None = None,
     ) -> None:
         self._receive = receive
+        # The core's stream policy, told when the response starts (stream_timeout set).
+        self._on_start = on_start
         self._send = send
         self._token = token
         self._timer = timer
@@ -375,6 +429,8 @@ class _Exchange:
             self.started = True
             self.status = int(message.get("status", 500))
             self._trailers = bool(message.get("trailers", False))
+            if self._on_start is not None:
+                self._on_start(self._token)
         elif _ends_response(kind, message, trailers=self._trailers):
             self._completed()
         await self._send(message)
@@ -392,6 +448,122 @@ async def _send_rejection(send: Send, rejection: Rejection) -> None:
     headers.append((b"content-length", str(len(body)).encode("latin-1")))
     await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@final
+class _Connection:
+    """One WebSocket connection's ``receive`` and ``send``, read ahead by a relay.
+
+    The relay (:meth:`pump`) is the only reader of the server's ``receive``
+    and holds at most one message the app has not taken, so a client
+    sending faster than the app reads is held back. Reading for the app means
+    a hang-up is seen even while the app only sends or waits: the
+    ``websocket.disconnect`` fires the token with ``CLIENT_DISCONNECTED``
+    (unless the app had closed the connection itself), or with ``SHUTDOWN``
+    when its code is 1012, the server's own close on its way down.
+    """
+
+    __slots__ = (
+        "_changed",
+        "_pending",
+        "_receive",
+        "_send",
+        "_token",
+        "closed",
+        "ended",
+        "error",
+    )
+
+    def __init__(self, receive: Receive, send: Send, token: CancelToken) -> None:
+        self._receive = receive
+        self._send = send
+        self._token = token
+        self._pending: deque[Message] = deque()
+        self._changed: anyio.Event | None = None
+        #: Whether the app closed the connection (or refused the handshake).
+        self.closed = False
+        #: Whether the server reported the connection gone.
+        self.ended = False
+        self.error: Exception | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether neither end has closed the connection."""
+        return not (self.closed or self.ended)
+
+    def _wake(self) -> None:
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    async def pump(self) -> None:
+        """Read the server's ``receive`` for the app (see the class docstring)."""
+        try:
+            while True:
+                while self._pending:
+                    await self._wait()
+                message = await self._receive()
+                self._pending.append(message)
+                self._wake()
+                if message.get("type") == "websocket.disconnect":
+                    self.ended = True
+                    if self.closed:
+                        return
+                    if message.get("code") == SERVICE_RESTART:
+                        # The server closed it on its way down (uvicorn does, before
+                        # the lifespan shutdown reaches the middleware).
+                        self._token.cancel(CancelReason.SHUTDOWN, "the server is shutting down")
+                    else:
+                        self._token.cancel(
+                            CancelReason.CLIENT_DISCONNECTED, "the client closed the connection"
+                        )
+                    return
+        except Exception as exc:  # handed to the app's next receive()
+            self.error = exc
+            self._wake()
+
+    async def receive(self) -> Message:
+        """The app's ``receive``."""
+        while not self._pending:
+            if self.error is not None:
+                raise self.error
+            if self.ended:  # read again after the disconnect: it is still gone
+                return {"type": "websocket.disconnect", "code": GOING_AWAY}
+            await self._wait()
+        message = self._pending.popleft()
+        self._wake()
+        return message
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send``: notes when the app closes the connection."""
+        kind = message.get("type")
+        if kind == "websocket.close" or (
+            kind == "websocket.http.response.body" and not message.get("more_body", False)
+        ):
+            self.closed = True
+            self._token._finish()  # the app ended it: nothing left to cancel
+        await self._send(message)
+
+    async def close(self, reason: CancelReason) -> None:
+        """Close the connection the token ended, with the reason's close code."""
+        self.closed = True
+        with anyio.move_on_after(_CLOSE_WITHIN, shield=True):
+            try:
+                await self._send(
+                    {
+                        "type": "websocket.close",
+                        "code": close_code(reason),
+                        "reason": close_text(reason),
+                    }
+                )
+            except Exception:  # the client went away meanwhile: nothing to close
+                _log.debug("could not close the WebSocket connection", exc_info=True)
 
 
 def _ends_response(kind: object, message: Message, *, trailers: bool) -> bool:

@@ -120,6 +120,9 @@ _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
     ENVOY_TIMEOUT_HEADER: parse_envoy_timeout,
 }
 _TEXT: Final = ("content-type", "text/plain; charset=utf-8")
+# Seconds a WebSocket connection upgraded from a request may last without
+# websocket_timeout: a year, for a token that needs some deadline.
+_CONNECTION_CEILING: Final = 365 * 86400.0
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
@@ -266,6 +269,7 @@ class ServerCore:
     """
 
     __slots__ = (
+        "_connections",
         "_forwarded",
         "_in_flight",
         "_needs_client",
@@ -281,10 +285,12 @@ class ServerCore:
         "observer",
         "priority",
         "stats",
+        "stream_timeout",
         "timeout",
         "trust_priority",
         "wants_all_headers",
         "wants_peer",
+        "websocket_timeout",
     )
 
     def __init__(self, **options: Unpack[ServerOptions]) -> None:
@@ -323,6 +329,20 @@ class ServerCore:
             )
         #: The app's own mapping of errors escaping handlers to statuses, asked first.
         self.error_status = error_status
+        stream_timeout = options.get("stream_timeout")
+        if stream_timeout is not None:
+            stream_timeout = validate_timeout(stream_timeout, "stream_timeout")
+            if stream_timeout == 0:
+                raise ConfigError("stream_timeout must be > 0 seconds or None")
+        #: What bounds a response once started (``None``: the request's deadline).
+        self.stream_timeout = stream_timeout
+        websocket_timeout = options.get("websocket_timeout")
+        if websocket_timeout is not None:
+            websocket_timeout = validate_timeout(websocket_timeout, "websocket_timeout")
+            if websocket_timeout == 0:
+                raise ConfigError("websocket_timeout must be > 0 seconds or None")
+        #: The longest a WebSocket connection lasts (``None``: no limit).
+        self.websocket_timeout = websocket_timeout
         load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
@@ -359,6 +379,7 @@ class ServerCore:
         #: Running counts.
         self.stats = ServerStats()
         self._in_flight: set[CancelToken] = set()
+        self._connections: set[CancelToken] = set()
         self._shutting_down = False
         # One deadline timer per event loop for every request (see _request_scope.py).
         self._timer: DeadlineTimer | None = None
@@ -576,6 +597,15 @@ class ServerCore:
                     if self._started is not None:
                         self._notify_started(admission)
                     value = await call()
+                    if token._reason is CancelReason.CLIENT_DISCONNECTED:
+                        # The handler returned after its client left (a task group
+                        # of its own took the cancellation for its own, as
+                        # Starlette's stream does): a 499 all the same.
+                        rejection = self._rejection(
+                            CancelReason.CLIENT_DISCONNECTED, started=exchange.started, gone=True
+                        )
+                        status, kind, settle = 499, ServerOutcomeKind.DISCONNECTED, True
+                        return rejection
                     token._finish()
                     status = exchange.status_of(value)
                     kind = ServerOutcomeKind.OK
@@ -651,6 +681,18 @@ class ServerCore:
                     )
                 )
 
+    # -- streams -----------------------------------------------------------------
+
+    def response_started(self, token: CancelToken) -> None:
+        """The response has started: from now on ``stream_timeout`` bounds it, when set.
+
+        Adapters call it once per request, as the response's head goes out
+        (or as soon as they notice it did).
+        """
+        stream_timeout = self.stream_timeout
+        if stream_timeout is not None:
+            token._move_deadline(Deadline._trusted(_clock.now() + stream_timeout))
+
     # -- the event loop's timer ---------------------------------------------------
 
     def loop_timer(self) -> DeadlineTimer | None:
@@ -678,11 +720,51 @@ class ServerCore:
     def shutdown(self, message: str = "the server is shutting down") -> int:
         """Cancel every request in flight with ``SHUTDOWN`` (503) and refuse new ones.
 
-        Returns how many requests were cancelled.
+        WebSocket connections are cancelled too (closed with 1001). Returns
+        how many requests and connections were cancelled.
         """
         self._shutting_down = True
-        tokens = list(self._in_flight)
+        tokens = [*self._in_flight, *self._connections]
         return sum(token.cancel(CancelReason.SHUTDOWN, message) for token in tokens)
+
+    # -- WebSocket connections ---------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """WebSocket connections open now."""
+        return len(self._connections)
+
+    def open_connection(self) -> CancelToken | None:
+        """A token for a new WebSocket connection, or ``None`` when shutting down.
+
+        The token's deadline is ``websocket_timeout`` from now (none without
+        it); :meth:`shutdown` fires it. Hand it back with :meth:`close_connection`.
+        """
+        if self._shutting_down:
+            return None
+        limit = self.websocket_timeout
+        token = CancelToken(
+            deadline=None if limit is None else Deadline._trusted(_clock.now() + limit)
+        )
+        self._connections.add(token)
+        return token
+
+    def close_connection(self, token: CancelToken) -> None:
+        """The connection of ``token`` has ended."""
+        self._connections.discard(token)
+
+    def connection_upgraded(self, token: CancelToken) -> Deadline | None:
+        """A request became a WebSocket connection (aiohttp): move its deadline.
+
+        From now on ``websocket_timeout`` bounds it (without it, nothing but
+        the far-off ceiling below); returns the deadline calls should inherit
+        (``None``: none).
+        """
+        limit = self.websocket_timeout
+        token._move_deadline(
+            Deadline._trusted(_clock.now() + (_CONNECTION_CEILING if limit is None else limit))
+        )
+        return None if limit is None else token.deadline
 
     # -- outcome mapping ---------------------------------------------------------
 

@@ -25,6 +25,9 @@ _MISSING = "no request token here: add aio_client.server.DeadlineMiddleware to t
 async def get_cancel_token() -> CancelToken:
     """FastAPI dependency: the request's :class:`~aio_client.CancelToken`.
 
+    In a WebSocket endpoint, the connection's token (a hang-up, shutdown or
+    ``websocket_timeout`` fires it).
+
     ``async def`` so FastAPI runs it in the request's own task, where the
     middleware's context is.
     """
@@ -34,7 +37,8 @@ async def get_cancel_token() -> CancelToken:
     return token
 
 
-#: ``token: CancelTokenDep`` in an endpoint's parameters gives it the request's token.
+#: ``token: CancelTokenDep`` in an endpoint's parameters gives it the request's token
+#: (a WebSocket endpoint's: its connection's).
 CancelTokenDep = Annotated[CancelToken, Depends(get_cancel_token)]
 
 

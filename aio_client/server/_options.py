@@ -74,6 +74,27 @@ class ServerOptions(TypedDict, total=False):
     #: 429/503/504, an outgoing call's deadline 504, its failure 502, anything
     #: else the framework's 500).
     error_status: Callable[[Exception], int | None] | None
+    #: What bounds a response once it has started (its head sent): ``None``
+    #: (the default) keeps the request's deadline for the whole response,
+    #: streamed body included; seconds replace that deadline, from the moment
+    #: the response starts, with ``start + stream_timeout`` (longer or
+    #: shorter). Until the response starts the deadline applies either way.
+    #:
+    #: Why the default keeps the deadline: the caller's budget covers the whole
+    #: exchange (``client.stream()`` reads the body under it too), so bytes
+    #: streamed past it go to nobody. Long-lived streams (Server-Sent Events,
+    #: exports) set a bound of their own; a total duration rather than an idle
+    #: timeout, because a stream that sends heartbeats (``sse_stream``) is
+    #: never idle, and a bounded stream recycles its connection, which SSE
+    #: clients reconnect by themselves. A stream that hits it ends with
+    #: ``DEADLINE`` and a broken connection (never a clean end of a truncated
+    #: body). Calls the stream makes still inherit the request's own deadline.
+    stream_timeout: float | None
+    #: The longest a WebSocket connection lasts, in seconds (``None``, the
+    #: default: as long as both ends keep it). A connection reaching it is
+    #: cancelled with ``DEADLINE`` and closed with code 1001 (going away). The request's
+    #: deadline headers do not apply to WebSocket connections.
+    websocket_timeout: float | None
 
 
 #: Every option's name.

@@ -204,7 +204,7 @@ class RequestScope:
         # The adapter's probe (token._watch_peer) says whether the client hung
         # up; a look at the token runs it, and fires the token if so.
         token._refresh()
-        if token._reason is None:
+        if token._reason is None and self._entry is None:  # the probe may have moved the deadline
             self._arm()
 
     def _deliver(self) -> None:

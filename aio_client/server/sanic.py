@@ -16,6 +16,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
+from .._cancel import CancelToken
 from .._errors import DeadlineExceededError
 from ._core import (
     Rejection,
@@ -104,7 +105,9 @@ class SanicDeadline:
             )
             if isinstance(decision, Rejection):
                 return _response(decision)
-            exchange = _Exchange(request)
+            exchange = _Exchange(
+                request, decision.token, None if core.stream_timeout is None else core
+            )
             decision.token._watch_peer(exchange.gone)
 
             async def call() -> Any:
@@ -135,12 +138,26 @@ class SanicDeadline:
 class _Exchange:
     """One request as the core sees it."""
 
-    __slots__ = ("_request",)
+    __slots__ = ("_core", "_request", "_token")
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, token: CancelToken, core: ServerCore | None) -> None:
         self._request = request
+        self._token = token
+        # Set while the core's stream policy waits to hear that the response started.
+        self._core = core
 
     def gone(self) -> bool:
+        """Whether the client's connection is lost (the token's probe, every 20 ms).
+
+        Also notices that the response has started, for the stream policy.
+        """
+        core = self._core
+        if core is not None and self._request.responded:
+            self._core = None
+            core.response_started(self._token)
+        return self.lost()
+
+    def lost(self) -> bool:
         """Whether the client's connection is lost."""
         conn_info = self._request.conn_info
         return conn_info is not None and conn_info.lost
@@ -153,7 +170,7 @@ class _Exchange:
     @property
     def disconnected(self) -> bool:
         """Whether the client's connection is lost."""
-        return self.gone()
+        return self.lost()
 
     def status_of(self, response: Any, /) -> int:
         """The status of the handler's response."""

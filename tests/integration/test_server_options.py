@@ -179,6 +179,8 @@ def test_every_adapter_takes_the_same_options() -> None:
         "guards": (),
         "client_key": None,
         "forwarded_header": "x-forwarded-for",
+        "stream_timeout": 300.0,
+        "websocket_timeout": 3600.0,
     }
     cores = [
         DeadlineMiddleware(FastAPI(), **options).core,
@@ -189,6 +191,7 @@ def test_every_adapter_takes_the_same_options() -> None:
         assert (core.timeout, core.max_timeout, core.low_timeout) == (3.0, 9.0, 0.01)
         assert core.priority is ac.Priority.LOW
         assert core.trust_priority is options["trust_priority"]
+        assert (core.stream_timeout, core.websocket_timeout) == (300.0, 3600.0)
 
 
 async def test_prometheus_and_opentelemetry_observe_the_same_server() -> None:
