@@ -238,3 +238,50 @@ async def test_a_route_marked_low_is_shed_first_whatever_the_header_says() -> No
     assert seen == [Priority.LOW, Priority.HIGH]
     assert shedder.in_flight == 0
     assert shedder.shed[Priority.LOW] == 1
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_permits_come_back_on_errors_and_hang_ups(framework: str) -> None:
+    """A route's bulkhead permit is given back when the handler raises and when the
+    client hangs up mid-request; a route refusal is counted by the server metrics."""
+    from prometheus_client import CollectorRegistry
+
+    from aio_client.metrics import PrometheusMetrics
+
+    bulkhead = Bulkhead(1)
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+
+    async def boom() -> str:
+        raise RuntimeError("the handler failed")
+
+    async def hang() -> str:
+        await anyio.sleep(5.0)
+        return "late"  # pragma: no cover
+
+    routes: dict[str, tuple[Body, list[Any]]] = {
+        "boom": (boom, [bulkhead]),
+        "hang": (hang, [bulkhead]),
+        "ok": (quick, [bulkhead]),
+        "limited": (quick, [RateLimiter((1, 60.0))]),
+    }
+    async with (
+        serve(framework, routes, observer=metrics.server_observer) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        assert (await fetch(session, f"{url}/boom"))[0] == 500
+        assert (await fetch(session, f"{url}/ok"))[0] == 200
+        with anyio.move_on_after(0.2):  # the client gives up mid-request
+            await fetch(session, f"{url}/hang")
+        for _ in range(50):  # the server notices the hang-up and cancels the handler
+            if bulkhead.available == 1:
+                break
+            await anyio.sleep(0.02)
+        assert (await fetch(session, f"{url}/ok"))[0] == 200
+        await fetch(session, f"{url}/limited")
+        assert (await fetch(session, f"{url}/limited"))[0] == 429
+    refused = registry.get_sample_value(
+        "aio_client_server_guard_refused_total",
+        {"method": "GET", "route": "/limited", "priority": "normal", "reason": "rate_limited"},
+    )
+    assert refused == 1.0
