@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, final
 
+from .._errors import ConfigError
 from .._events import CallWatcher, Observer
+from .._validation import non_negative_int
 from ._labels import EndpointLabels, outcome_label, validate_limit
 
 if TYPE_CHECKING:
@@ -49,9 +51,13 @@ class LoggingObserver(Observer, CallWatcher):
         failure_level: int = logging.WARNING,
         max_endpoints: int = 200,
     ) -> None:
-        self._logger = logging.getLogger(logger) if isinstance(logger, str) else logger
-        self._level = level
-        self._failure_level = failure_level
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        elif not isinstance(logger, logging.Logger):
+            raise ConfigError(f"logger must be a logging.Logger or a logger name; got {logger!r}")
+        self._logger = logger
+        self._level = non_negative_int(level, "level")
+        self._failure_level = non_negative_int(failure_level, "failure_level")
         self._endpoints = EndpointLabels(validate_limit(max_endpoints, "max_endpoints"))
 
     def call_started(self, event: CallStarted, /) -> LoggingObserver | None:

@@ -95,6 +95,12 @@ def test_values_with_spaces_or_quotes_are_quoted() -> None:
 
 
 def test_bad_settings_are_config_errors() -> None:
-    """max_endpoints must be an int >= 1."""
+    """max_endpoints must be an int >= 1, levels ints (logging's), logger a Logger or a name."""
     with pytest.raises(ac.ConfigError, match="max_endpoints"):
         LoggingObserver(max_endpoints=0)
+    with pytest.raises(ac.ConfigError, match="failure_level"):
+        LoggingObserver(failure_level="WARNING")  # type: ignore[arg-type]
+    with pytest.raises(ac.ConfigError, match="level"):
+        LoggingObserver(level=-1)
+    with pytest.raises(ac.ConfigError, match="logger"):
+        LoggingObserver(3)  # type: ignore[arg-type]
