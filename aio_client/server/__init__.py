@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names as _lazy_names
 from ._asgi import DeadlineMiddleware
-from ._core import ServerOutcome, ServerOutcomeKind, ServerStats, max_timeout, status_of_refusal
+from ._core import ServerOutcome, ServerOutcomeKind
 from ._guards import ClientInfo
 from ._options import ServerOptions, TrustedPeers, trusted_peers
+from ._outcomes import ServerStats, status_of_refusal
 from ._route_guards import guard_dependency, guarded
+from ._route_limits import max_timeout
 from ._shedding import PriorityLoadShedder
 from ._sse import sse_stream
 

@@ -13,14 +13,10 @@ from aiohttp.typedefs import Handler
 from .._cancel import CancelReason, CancelToken, current_token
 from .._deadline import current_priority, set_ambient
 from .._errors import DeadlineExceededError
-from ._core import (
-    Rejection,
-    RouteResolver,
-    ServerCore,
-    ServerStats,
-    route_max_timeout,
-)
+from ._core import RouteResolver, ServerCore
 from ._options import ServerOptions
+from ._outcomes import Rejection, ServerStats
+from ._route_limits import route_max_timeout
 from ._websocket import close_code, close_text
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]

@@ -10,31 +10,22 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Final, Unpack, final
+from collections.abc import Callable, Iterable
+from typing import Final, Unpack, final
 
 import anyio
 import anyio.lowlevel
 
+from .._asgi import ASGIApp, Message, Receive, Scope, Send
 from .._cancel import CancelReason, CancelToken
 from .._server_events import Admission
 from .._timer import DeadlineTimer
-from ._core import Rejection, RouteResolver, ServerCore, ServerStats
+from ._core import RouteResolver, ServerCore
 from ._options import ServerOptions
+from ._outcomes import Rejection, ServerStats
 from ._websocket import GOING_AWAY, SERVICE_RESTART, close_code, close_text
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
-
-#: An ASGI connection scope.
-Scope = MutableMapping[str, Any]
-#: An ASGI event.
-Message = MutableMapping[str, Any]
-#: The ASGI ``receive`` callable.
-Receive = Callable[[], Awaitable[Message]]
-#: The ASGI ``send`` callable.
-Send = Callable[[Message], Awaitable[None]]
-#: An ASGI 3 application.
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _log: Final = logging.getLogger("aio_client.server")
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}

@@ -3,23 +3,11 @@
 ``admit`` turns the request's headers into a budget, a priority and a
 :class:`~aio_client.CancelToken` (or an immediate 504/503); ``run`` runs the
 handler inside the token's scope with the ambient deadline and priority set,
-and maps how it ended to what the adapter must do:
-
-================================  ==========================================
-how the request ended             what the client gets
-================================  ==========================================
-budget under ``low_timeout``      504 + ``X-Do-Not-Retry: 1``, handler not run
-deadline passed while handling    handler cancelled; 504 + ``X-Do-Not-Retry: 1``
-                                  if the response had not started, else the
-                                  connection is broken (never a clean EOF)
-client closed the connection      handler cancelled; recorded as 499
-server shutting down              handler cancelled; 503
-saturated (load shedder)          503 + ``Retry-After``, handler not run
-refused by a rate-limit guard     429 + ``Retry-After``, handler not run
-refused by a bulkhead guard       503, handler not run
-refused by an open breaker guard  503 + ``Retry-After``, handler not run
-completed                         the app's response, untouched
-================================  ==========================================
+and decides how it ended: an :class:`~aio_client.server._outcomes.Ending`, whose
+row in :data:`~aio_client.server._outcomes.OUTCOMES` gives the status, the
+counter, the observer's label and the log line (the table is in ``_outcomes.py``).
+A deadline passing after the response started breaks the connection (never a
+clean EOF); a client that went away is recorded as 499.
 
 Adapters (ASGI, aiohttp, Sanic) only translate requests and responses: they
 pass :meth:`ServerCore.admit` the headers it reads (:attr:`ServerCore.header_names`),
@@ -33,19 +21,15 @@ deadline timer per event loop), in the token's anyio scope elsewhere.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, Unpack, cast, final
+from typing import Any, Final, Protocol, TypeVar, Unpack, final
 
 import anyio
 
 from .. import _clock
 from .._cancel import CancelReason, CancelToken
-from .._classifier import DO_NOT_RETRY_HEADER
 from .._deadline import (
     ENVOY_TIMEOUT_HEADER,
     GRPC_TIMEOUT_HEADER,
@@ -57,17 +41,8 @@ from .._deadline import (
     reset_ambient,
     set_ambient,
 )
-from .._errors import (
-    AioClientError,
-    CircuitOpenError,
-    ConfigError,
-    DeadlineExceededError,
-    HTTPStatusError,
-    RefusedError,
-    TransportError,
-)
+from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
-from .._retry_after import RETRY_AFTER_HEADER, format_retry_after
 from .._server_events import (
     UNMATCHED_ROUTE,
     Admission,
@@ -80,15 +55,26 @@ from .._server_events import (
 )
 from .._timer import DeadlineTimer
 from .._validation import validate_timeout
-from ..policies._errors import RateLimitedError
 from ._guards import GuardRefusal, Passage, RouteRefusedError, ServerGuards, forwarded_address
+from ._observers import combine_observers, notify
 from ._options import OPTION_NAMES, ServerOptions, TrustedPeers
+from ._outcomes import (
+    OUTCOMES,
+    Ending,
+    Rejection,
+    Row,
+    ServerStats,
+    answer_error,
+    count,
+    ending_of,
+    refused,
+    rejection,
+)
 from ._request_scope import RequestScope
 from ._shedding import PriorityLoadShedder
 
 __all__ = [
     "DEFAULT_MAX_TIMEOUT",
-    "MAX_TIMEOUT_ATTRIBUTE",
     "UNMATCHED_ROUTE",
     "Admission",
     "Exchange",
@@ -99,131 +85,29 @@ __all__ = [
     "ServerOutcomeKind",
     "ServerStats",
     "current_admission",
-    "max_timeout",
-    "route_max_timeout",
-    "status_of_refusal",
 ]
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
 _log: Final = logging.getLogger("aio_client.server")
 #: The ceiling on a request's budget when the server sets no ``max_timeout``
 #: (seconds): a caller's header cannot hold a handler longer than this.
 DEFAULT_MAX_TIMEOUT: Final = 60.0
-#: Attribute :func:`max_timeout` sets on a handler.
-MAX_TIMEOUT_ATTRIBUTE: Final = "__aio_client_max_timeout__"
 _TIMEOUT_PARSERS: Final[dict[str, Callable[[str | None], float | None]]] = {
     TIMEOUT_HEADER: parse_timeout_header,
     GRPC_TIMEOUT_HEADER: parse_grpc_timeout,
     ENVOY_TIMEOUT_HEADER: parse_envoy_timeout,
 }
-_TEXT: Final = ("content-type", "text/plain; charset=utf-8")
 # Seconds a WebSocket connection upgraded from a request may last without
 # websocket_timeout: a year, for a token that needs some deadline.
 _CONNECTION_CEILING: Final = 365 * 86400.0
+_COMPLETED: Final = OUTCOMES[Ending.COMPLETED]
+_ANSWERED_ERROR: Final = OUTCOMES[Ending.ANSWERED_ERROR]
+_FAILED: Final = OUTCOMES[Ending.FAILED]
+_DISCONNECTED: Final = OUTCOMES[Ending.DISCONNECTED]
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
-
-
-def max_timeout(seconds: float) -> Callable[[F], F]:
-    """Handler decorator: this route's requests get at most ``seconds`` of budget.
-
-    For aiohttp handlers (functions or ``web.View`` methods) and Sanic
-    handlers; FastAPI routes use ``fastapi_max_timeout``. A caller's
-    shorter budget still wins. Returns a new handler, so one function can
-    serve several routes with different caps.
-    """
-    limit = validate_timeout(seconds, "seconds")
-    if limit == 0:
-        raise ConfigError("seconds must be > 0")
-
-    def mark(handler: F) -> F:
-        if inspect.iscoroutinefunction(handler):
-
-            @functools.wraps(handler)
-            async def capped(*args: Any, **kwargs: Any) -> Any:
-                return await handler(*args, **kwargs)
-
-        else:
-
-            @functools.wraps(handler)
-            def capped(*args: Any, **kwargs: Any) -> Any:
-                return handler(*args, **kwargs)
-
-        setattr(capped, MAX_TIMEOUT_ATTRIBUTE, limit)
-        return cast(F, capped)
-
-    return mark
-
-
-def route_max_timeout(handler: object) -> float | None:
-    """The maximum :func:`max_timeout` set on ``handler``, or ``None``."""
-    value = getattr(handler, MAX_TIMEOUT_ATTRIBUTE, None)
-    return value if isinstance(value, float) else None
-
-
-@final
-@dataclass(slots=True)
-class ServerStats:
-    """Running counts of what the middleware did (read them; do not write)."""
-
-    #: Requests seen.
-    requests: int = 0
-    #: Handlers that returned normally.
-    completed: int = 0
-    #: Deadline or priority header values that were malformed, negative or absurd.
-    malformed_headers: int = 0
-    #: 504 on arrival: the budget was already under ``low_timeout``.
-    expired_on_arrival: int = 0
-    #: Handlers cancelled because the deadline passed.
-    deadline_exceeded: int = 0
-    #: Handlers cancelled because the client went away (recorded as 499).
-    client_disconnected: int = 0
-    #: Requests cancelled or refused because the server is shutting down (503).
-    shutdown: int = 0
-    #: Requests refused by the load shedder (503).
-    shed: int = 0
-    #: Handlers that raised (the framework answers those, usually 500).
-    failed: int = 0
-    #: Requests refused by a rate-limit guard (429).
-    rate_limited: int = 0
-    #: Requests refused by a bulkhead or circuit-breaker guard (503).
-    refused: int = 0
-    #: Priority headers asking for more than the default from a client not
-    #: trusted with it (``trust_priority``); those requests got the default.
-    untrusted_priority: int = 0
-
-
-_KIND_OF_REASON: Final = {
-    CancelReason.DEADLINE: ServerOutcomeKind.DEADLINE,
-    CancelReason.CLIENT_DISCONNECTED: ServerOutcomeKind.DISCONNECTED,
-    CancelReason.SHUTDOWN: ServerOutcomeKind.SHUTDOWN,
-}
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A response the core decided on instead of the app's.
-
-    The adapter sends it when :attr:`deliverable`. Otherwise, when
-    ``started`` the app's response had begun and the adapter must break the
-    connection (a truncated body must never look complete); else the client
-    is gone and there is no one to answer.
-    """
-
-    status: int
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    started: bool = False
-    peer_gone: bool = False
-
-    @property
-    def deliverable(self) -> bool:
-        """Whether the adapter should send this response."""
-        return not (self.started or self.peer_gone)
 
 
 def current_admission() -> Admission | None:
@@ -347,7 +231,7 @@ class ServerCore:
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
         self.load_shedder = load_shedder
-        observer = _observers(options.get("observer"))
+        observer = combine_observers(options.get("observer"))
         #: The observer (several given are combined into one), or ``None``.
         self.observer = observer
         checked = ServerGuards(
@@ -506,46 +390,38 @@ class ServerCore:
         route: RouteResolver | None,
         invalid: bool,
     ) -> Rejection:
-        stats = self.stats
-        reason: CancelReason | None
+        retry_after: float | None = None
+        reason: CancelReason | None = None
         if self._shutting_down:
-            stats.shutdown += 1
-            kind, reason, rejection = (
-                ServerOutcomeKind.SHUTDOWN,
-                CancelReason.SHUTDOWN,
-                _unavailable(),
-            )
+            ending, reason = Ending.SHUTDOWN, CancelReason.SHUTDOWN
         elif budget <= 0.0 or budget < self.low_timeout:
-            stats.expired_on_arrival += 1
-            kind, reason = ServerOutcomeKind.DEADLINE, CancelReason.DEADLINE
-            rejection = _deadline_exceeded("the request's budget was spent before it arrived")
+            ending, reason = Ending.EXPIRED_ON_ARRIVAL, CancelReason.DEADLINE
         else:
+            ending = Ending.SHED
             shedder = self.load_shedder
-            assert shedder is not None
-            stats.shed += 1
-            kind, reason = ServerOutcomeKind.SHED, None
-            rejection = Rejection(
-                503,
-                (_TEXT, (RETRY_AFTER_HEADER, format_retry_after(shedder.retry_after))),
-                b"overloaded; retry later\n",
-            )
-        if self.observer is not None:
-            self._observe(
+            retry_after = None if shedder is None else shedder.retry_after
+        row = OUTCOMES[ending]
+        count(self.stats, row)
+        answer = rejection(row, retry_after=retry_after)
+        observer = self.observer
+        if observer is not None:
+            notify(
+                observer,
                 new_outcome(
-                    rejection.status,
+                    answer.status,
                     reason,
                     budget,
                     max(0.0, _clock.now() - arrived_at),
                     priority,
                     False,
-                    kind,
+                    row.kind,
                     method,
                     _resolve_route(route),
                     scheme,
                     invalid,
-                )
+                ),
             )
-        return rejection
+        return answer
 
     # -- handling ----------------------------------------------------------------
 
@@ -570,7 +446,7 @@ class ServerCore:
         ambient = set_ambient(admission.deadline, admission.priority)
         current = _admission.set(admission)
         status = 500
-        kind = ServerOutcomeKind.ERROR
+        row = _FAILED
         handled = False
         passage: Passage | None = None
         # The guarding breakers' verdict: None (neither) unless the handler answered.
@@ -589,9 +465,11 @@ class ServerCore:
                     if guards is not None:
                         entry = await guards.enter(admission.client or ClientInfo(None))
                         if isinstance(entry, GuardRefusal):
-                            rejection, kind = self._refusal(entry)
-                            status = rejection.status
-                            return rejection
+                            answer, row = refused(
+                                self.stats, entry.status, entry.retry_after, entry.body
+                            )
+                            status = answer.status
+                            return answer
                         passage = entry
                     handled = True
                     if self._started is not None:
@@ -601,29 +479,28 @@ class ServerCore:
                         # The handler returned after its client left (a task group
                         # of its own took the cancellation for its own, as
                         # Starlette's stream does): a 499 all the same.
-                        rejection = self._rejection(
-                            CancelReason.CLIENT_DISCONNECTED, started=exchange.started, gone=True
-                        )
-                        status, kind, settle = 499, ServerOutcomeKind.DISCONNECTED, True
-                        return rejection
+                        row = _DISCONNECTED
+                        count(self.stats, row)
+                        status, settle = 499, True
+                        return rejection(row, started=exchange.started, gone=True)
                     token._finish()
                     status = exchange.status_of(value)
-                    kind = ServerOutcomeKind.OK
-                    self.stats.completed += 1
+                    row = _COMPLETED
+                    count(self.stats, row)
                     failed, settle = status >= 500, True
                     return value
             except Exception as exc:
                 if token.reason is None and not self._spent(exc, admission):
-                    mapped = self._mapped(exc, exchange)
+                    mapped = self._answer_error(exc, exchange)
                     if mapped is not None:
-                        rejection, kind = mapped
-                        status = rejection.status
+                        answer, row = mapped
+                        status = answer.status
                         failed, settle = status >= 500, True
-                        return rejection
-                    self.stats.failed += 1
+                        return answer
                     status = exchange.status_of_error(exc) or 500
-                    if status < 500:
-                        kind = ServerOutcomeKind.OK  # an HTTP error answered on purpose
+                    # An HTTP error under 500 is an answer given on purpose.
+                    row = _ANSWERED_ERROR if status < 500 else _FAILED
+                    count(self.stats, row)
                     failed, settle = status >= 500, True
                     raise
                 # The handler turned the cancellation into an error of its own: an
@@ -635,14 +512,12 @@ class ServerCore:
                     token.cancel(CancelReason.DEADLINE, "the deadline passed")
             # The scope ends early only when the token fired; DEADLINE covers a
             # scope deadline that beat a just-completed response.
-            reason = token.reason or CancelReason.DEADLINE
-            rejection = self._rejection(
-                reason, started=exchange.started, gone=exchange.disconnected
-            )
-            status = rejection.status
-            kind = _kind_of(reason)
+            row = OUTCOMES[ending_of(token.reason or CancelReason.DEADLINE)]
+            count(self.stats, row)
+            answer = rejection(row, started=exchange.started, gone=exchange.disconnected)
+            status = answer.status
             settle = True
-            return rejection
+            return answer
         except anyio.get_cancelled_exc_class():
             if token.reason is None:
                 reason = (
@@ -651,8 +526,9 @@ class ServerCore:
                     else CancelReason.SHUTDOWN
                 )
                 token.cancel(reason, "the server cancelled the handler")
-            status = self._count(token.reason)
-            kind = _kind_of(token.reason)
+            row = OUTCOMES[ending_of(token.reason)]
+            count(self.stats, row)
+            status = 500 if row.status is None else row.status
             raise
         finally:
             _admission.reset(current)
@@ -664,8 +540,10 @@ class ServerCore:
             # are awaited only off the cancellation path (the next request tells them).
             if passage is not None and passage.close(failed) and settle:
                 await passage.settle()
-            if self.observer is not None:
-                self._observe(
+            observer = self.observer
+            if observer is not None:
+                notify(
+                    observer,
                     new_outcome(
                         status,
                         token._reason,
@@ -673,12 +551,12 @@ class ServerCore:
                         max(0.0, _clock.now() - admission.arrived_at),
                         admission.priority,
                         handled,
-                        kind,
+                        row.kind,
                         admission.method,
                         _resolve_route(admission.route),
                         admission.scheme,
                         admission.invalid_header,
-                    )
+                    ),
                 )
 
     # -- streams -----------------------------------------------------------------
@@ -766,80 +644,20 @@ class ServerCore:
         )
         return None if limit is None else token.deadline
 
-    # -- outcome mapping ---------------------------------------------------------
+    # -- how a request ended -----------------------------------------------------
 
-    def _mapped(
+    def _answer_error(
         self, exc: Exception, exchange: Exchange[Any]
-    ) -> tuple[Rejection, ServerOutcomeKind] | None:
-        """The answer to one of our errors escaping the handler, or ``None`` (the framework's).
-
-        The app's ``error_status`` is asked first; then the table of
-        :func:`status_of_refusal`. Nothing is logged as a traceback: these
-        are answers, not crashes.
-        """
+    ) -> tuple[Rejection, Row] | None:
+        """The answer to one of our errors escaping the handler, or ``None`` (the framework's)."""
         started, gone = exchange.started, exchange.disconnected
         if isinstance(exc, RouteRefusedError):  # a route's own guards: as the app-wide ones answer
-            rejection, kind = self._refusal(exc.refusal)
+            refusal = exc.refusal
+            answer, row = refused(self.stats, refusal.status, refusal.retry_after, refusal.body)
             if started or gone:
-                return Rejection(rejection.status, started=started, peer_gone=gone), kind
-            return rejection, kind
-        status: int | None = None
-        custom = self.error_status
-        if custom is not None:
-            try:
-                status = custom(exc)
-            except Exception:
-                _log.exception("error_status raised; the default mapping applies")
-        answer = status_of_refusal(exc) if status is None else (status, None, b"")
-        if answer is None:
-            return None
-        status, retry_after, body = answer
-        headers: tuple[tuple[str, str], ...] = (_TEXT,)
-        if retry_after is not None:
-            headers += ((RETRY_AFTER_HEADER, format_retry_after(retry_after)),)
-        if status == 504:
-            headers += ((DO_NOT_RETRY_HEADER, "1"),)
-        stats = self.stats
-        if status == 429:
-            stats.rate_limited += 1
-            kind = ServerOutcomeKind.RATE_LIMITED
-        elif status == 504:
-            stats.deadline_exceeded += 1
-            kind = ServerOutcomeKind.DEADLINE
-        elif status == 503 and isinstance(exc, RefusedError):
-            stats.refused += 1
-            kind = ServerOutcomeKind.REFUSED
-        else:
-            stats.failed += 1
-            kind = ServerOutcomeKind.OK if status < 500 else ServerOutcomeKind.ERROR
-        if exchange.started or exchange.disconnected:
-            return Rejection(
-                status, started=exchange.started, peer_gone=exchange.disconnected
-            ), kind
-        return Rejection(status, headers, body or _REASONS.get(status, b"")), kind
-
-    def _refusal(self, refusal: GuardRefusal) -> tuple[Rejection, ServerOutcomeKind]:
-        headers: tuple[tuple[str, str], ...] = (_TEXT,)
-        if refusal.retry_after is not None:
-            headers += ((RETRY_AFTER_HEADER, format_retry_after(refusal.retry_after)),)
-        if refusal.status == 429:
-            self.stats.rate_limited += 1
-            kind = ServerOutcomeKind.RATE_LIMITED
-        else:
-            self.stats.refused += 1
-            kind = ServerOutcomeKind.REFUSED
-        return Rejection(refusal.status, headers, refusal.body), kind
-
-    def _rejection(self, reason: CancelReason, *, started: bool, gone: bool) -> Rejection:
-        status = self._count(reason)
-        if status == 499:
-            _log.info("the client went away; its handler was cancelled (499)")
-            return Rejection(499, peer_gone=True)
-        if started or gone:
-            return Rejection(status, started=started, peer_gone=gone)
-        if status == 504:
-            return _deadline_exceeded("the request's deadline passed while it was handled")
-        return _unavailable()
+                return Rejection(answer.status, started=started, peer_gone=gone), row
+            return answer, row
+        return answer_error(exc, self.stats, self.error_status, started=started, gone=gone)
 
     def _spent(self, exc: Exception, admission: Admission) -> bool:
         # An outgoing call refused for lack of budget means the request's own
@@ -849,39 +667,13 @@ class ServerCore:
             and admission.deadline.remaining() <= self.low_timeout
         )
 
-    def _count(self, reason: CancelReason | None) -> int:
-        stats = self.stats
-        if reason is CancelReason.DEADLINE:
-            stats.deadline_exceeded += 1
-            return 504
-        if reason is CancelReason.CLIENT_DISCONNECTED:
-            stats.client_disconnected += 1
-            return 499
-        stats.shutdown += 1
-        return 503
-
-    def _observe(self, outcome: ServerOutcome) -> None:
-        observer = self.observer
-        if observer is None:  # pragma: no cover - callers check first
-            return
-        try:
-            observer(outcome)
-        except Exception:
-            _log.exception("the server observer raised; the response is unaffected")
-
     def _notify_started(self, admission: Admission) -> None:
-        assert self._started is not None
+        if self._started is None:  # pragma: no cover - callers check first
+            return
         try:
             self._started(admission)
         except Exception:
             _log.exception("the server observer raised; the response is unaffected")
-
-
-def _kind_of(reason: CancelReason | None) -> ServerOutcomeKind:
-    # Mirrors ServerCore._count: no reason (a token already finished) reads as shutdown.
-    if reason is None:
-        return ServerOutcomeKind.SHUTDOWN
-    return _KIND_OF_REASON.get(reason, ServerOutcomeKind.CANCELLED)
 
 
 def _resolve_route(resolver: RouteResolver | None) -> str:
@@ -894,111 +686,3 @@ def _resolve_route(resolver: RouteResolver | None) -> str:
         _log.debug("could not find the request's route template", exc_info=True)
         return UNMATCHED_ROUTE
     return route if isinstance(route, str) and route else UNMATCHED_ROUTE
-
-
-_REASONS: Final = {
-    429: b"too many requests\n",
-    502: b"bad gateway: an upstream call failed\n",
-    503: b"service unavailable\n",
-    504: b"deadline exceeded\n",
-}
-
-
-def status_of_refusal(exc: BaseException) -> tuple[int, float | None, bytes] | None:
-    """How a handler's escaping aio_client error is answered: ``(status, retry_after, body)``.
-
-    ======================================================  ==============================
-    a local policy on the route (no attempts recorded)
-    ``RateLimitedError``                                    429 + ``Retry-After``
-    ``BulkheadFullError``, ``CircuitOpenError``              503 (+ ``Retry-After``)
-    ``DeadlineExceededError`` (``Timeout``, the deadline)   504 + ``X-Do-Not-Retry``
-    an outgoing call (attempts recorded)
-    ``DeadlineExceededError``                               504 + ``X-Do-Not-Retry``: the
-                                                            request's own budget ran out
-    ``CircuitOpenError`` (every endpoint's breaker open)   503 (+ ``Retry-After``)
-    ``TransportError``, 5xx ``HTTPStatusError``             502 Bad Gateway
-    anything else                                           ``None``: the framework's 500
-    ======================================================  ==============================
-    """
-    if not isinstance(exc, AioClientError):
-        return None
-    if isinstance(exc, DeadlineExceededError):
-        return 504, None, b""
-    if exc.attempts:
-        if isinstance(exc, CircuitOpenError):  # the upstream is being given a rest
-            return 503, exc.retry_after or None, b""
-        if isinstance(exc, TransportError):
-            return 502, None, b""
-        if isinstance(exc, HTTPStatusError) and exc.response.status >= 500:
-            return 502, None, b""
-        return None
-    if isinstance(exc, RateLimitedError):
-        return 429, exc.retry_after, b""
-    if isinstance(exc, RefusedError):
-        return 503, exc.retry_after or None, b""
-    return None
-
-
-def _deadline_exceeded(text: str) -> Rejection:
-    return Rejection(
-        504, (_TEXT, (DO_NOT_RETRY_HEADER, "1")), f"deadline exceeded: {text}\n".encode()
-    )
-
-
-def _unavailable() -> Rejection:
-    return Rejection(503, (_TEXT,), b"the server is shutting down\n")
-
-
-def _observers(
-    observer: Callable[[ServerOutcome], object]
-    | Sequence[Callable[[ServerOutcome], object]]
-    | None,
-) -> Callable[[ServerOutcome], object] | None:
-    if observer is None or callable(observer):
-        return observer
-    if isinstance(observer, (str, bytes)) or not isinstance(observer, Sequence):
-        raise ConfigError(f"observer must be callable or a sequence of callables; got {observer!r}")
-    for each in observer:
-        if not callable(each):
-            raise ConfigError(f"observer must be callable or a sequence of callables; got {each!r}")
-        started = getattr(each, "request_started", None)
-        if started is not None and not callable(started):
-            raise ConfigError(f"observer.request_started must be callable; got {started!r}")
-    if not observer:
-        return None
-    if len(observer) == 1:
-        return observer[0]
-    return _Observers(tuple(observer))
-
-
-@final
-class _Observers:
-    """Several observers as one: each called in order, one raising does not stop the next."""
-
-    __slots__ = ("_each", "_started")
-
-    def __init__(self, observers: tuple[Callable[[ServerOutcome], object], ...]) -> None:
-        self._each = observers
-        self._started = tuple(
-            started
-            for started in (getattr(each, "request_started", None) for each in observers)
-            if started is not None
-        )
-
-    def __call__(self, outcome: ServerOutcome, /) -> None:
-        for observer in self._each:
-            try:
-                observer(outcome)
-            except Exception:
-                _log.exception("a server observer raised; the response is unaffected")
-
-    def request_started(self, admission: Admission, /) -> None:
-        """Tell each observer that has ``request_started``."""
-        for started in self._started:
-            try:
-                started(admission)
-            except Exception:
-                _log.exception("a server observer raised; the response is unaffected")
-
-    def __repr__(self) -> str:
-        return f"observers({', '.join(map(repr, self._each))})"

@@ -18,14 +18,10 @@ from sanic.response import HTTPResponse
 
 from .._cancel import CancelToken
 from .._errors import DeadlineExceededError
-from ._core import (
-    Rejection,
-    RouteResolver,
-    ServerCore,
-    ServerStats,
-    route_max_timeout,
-)
+from ._core import RouteResolver, ServerCore
 from ._options import ServerOptions
+from ._outcomes import Rejection, ServerStats
+from ._route_limits import route_max_timeout
 
 __all__ = ["SanicDeadline", "setup"]
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, cast, final
 from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.lowlevel
 
+from .._asgi import ASGIApp, Message
 from .._body import StreamBody
 from .._errors import ConfigError, ProtocolError, ResponseTooLargeError
 from .._headers import Headers
@@ -21,16 +22,6 @@ __all__ = ["ASGIApp", "MemoryHandler", "MemoryTransport"]
 
 #: ``async (request) -> Response``: may raise aio_client errors to simulate failures.
 MemoryHandler = Callable[[Request], Awaitable[Response]]
-_Message = MutableMapping[str, Any]
-#: An ASGI 3 application.
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[_Message]],
-        Callable[[_Message], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
 
 
 @final
@@ -133,7 +124,7 @@ async def _call_asgi(app: ASGIApp, request: Request) -> Response:
     content = request.content
     chunks_in = content.open() if isinstance(content, StreamBody) else None
 
-    async def receive() -> _Message:
+    async def receive() -> Message:
         nonlocal body_sent
         if chunks_in is not None and not body_sent:
             chunk = await anext(chunks_in, None)
@@ -164,7 +155,7 @@ async def _call_asgi(app: ASGIApp, request: Request) -> Response:
         response_done.set()
         raise error
 
-    async def send(message: _Message) -> None:
+    async def send(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = int(message["status"])

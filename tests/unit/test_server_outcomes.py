@@ -1,0 +1,113 @@
+"""One table maps how a served request ended to its status, counter, label and log line."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import anyio
+import pytest
+
+from aio_client import CancelReason, current_token
+from aio_client.server import ServerOutcome, ServerOutcomeKind, ServerStats
+from aio_client.server._core import Rejection, ServerCore
+from aio_client.server._outcomes import OUTCOMES, Ending, rejection
+
+from .helpers import StatusExchange
+
+STATS_FIELDS = {field.name for field in dataclasses.fields(ServerStats)}
+
+
+def test_every_ending_has_one_row_counting_in_a_stats_field() -> None:
+    """Each ending has a row; its counter is a ServerStats field and its status a real one."""
+    assert set(OUTCOMES) == set(Ending)
+    for ending, row in OUTCOMES.items():
+        assert row.counter in STATS_FIELDS, ending
+        assert isinstance(row.kind, ServerOutcomeKind), ending
+        assert row.status is None or 400 <= row.status <= 599, ending
+    # Every outcome label an observer can see is reachable from the table.
+    assert {row.kind for row in OUTCOMES.values()} == set(ServerOutcomeKind)
+
+
+def test_a_504_always_says_do_not_retry_and_a_refusal_comes_with_text() -> None:
+    """Responses built from the table: 504 carries X-Do-Not-Retry, each has a body."""
+    for ending, row in OUTCOMES.items():
+        if row.status is None or row.status == 499:
+            continue
+        answer = rejection(row)
+        assert answer.deliverable
+        assert answer.body, ending
+        assert (dict(answer.headers).get("x-do-not-retry") == "1") == (row.status == 504)
+        assert not rejection(row, started=True).deliverable
+
+
+async def test_a_token_cancelled_by_the_app_is_counted_and_labelled_as_cancelled() -> None:
+    """An app cancelling a request's token: 503, counted in `cancelled` (not `shutdown`)."""
+    seen: list[ServerOutcome] = []
+    core = ServerCore(observer=seen.append)
+
+    async def handler() -> int:
+        token = current_token()
+        assert token is not None
+        token.cancel(CancelReason.EXPLICIT, "the app gave up")
+        await _forever()
+        return 200
+
+    admission = core.admit((), method="GET")
+    assert not isinstance(admission, Rejection)
+    answer = await core.run(admission, handler, StatusExchange())
+    assert isinstance(answer, Rejection)
+    assert answer.status == 503
+    assert b"cancelled" in answer.body
+    assert core.stats.cancelled == 1
+    assert core.stats.shutdown == 0
+    assert [(o.outcome, o.status) for o in seen] == [(ServerOutcomeKind.CANCELLED, 503)]
+
+
+@pytest.mark.parametrize(
+    ("reason", "field", "status"),
+    [
+        (CancelReason.DEADLINE, "deadline_exceeded", 504),
+        (CancelReason.CLIENT_DISCONNECTED, "client_disconnected", 499),
+        (CancelReason.SHUTDOWN, "shutdown", 503),
+    ],
+)
+async def test_the_count_the_status_and_the_label_agree_for_each_reason(
+    reason: CancelReason, field: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Why the token fired decides the status, the stats counter and the observer's label."""
+    seen: list[ServerOutcome] = []
+    core = ServerCore(observer=seen.append)
+
+    async def handler() -> int:
+        token = current_token()
+        assert token is not None
+        token.cancel(reason, "test")
+        await _forever()
+        return 200
+
+    admission = core.admit((), method="GET")
+    assert not isinstance(admission, Rejection)
+    with caplog.at_level(logging.INFO, logger="aio_client.server"):
+        answer = await core.run(admission, handler, StatusExchange())
+    assert isinstance(answer, Rejection)
+    assert answer.status == status
+    assert getattr(core.stats, field) == 1
+    assert sum(getattr(core.stats, name) for name in STATS_FIELDS - {"requests"}) == 1
+    assert [o.status for o in seen] == [status]
+    assert seen[0].outcome is OUTCOMES[_ENDING[reason]].kind
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == (
+        ["the client went away; its handler was cancelled (499)"] if status == 499 else []
+    )
+
+
+_ENDING = {
+    CancelReason.DEADLINE: Ending.DEADLINE,
+    CancelReason.CLIENT_DISCONNECTED: Ending.DISCONNECTED,
+    CancelReason.SHUTDOWN: Ending.SHUTDOWN,
+}
+
+
+async def _forever() -> None:
+    await anyio.sleep_forever()
