@@ -495,6 +495,7 @@ class Client:
             self._endpoints or await self._resolve_endpoints(),
             _clock.now if loop is None else loop.time,
             self._settings,
+            now,
         )
         if max_response_size is not CLIENT_DEFAULT:
             call.max_response_size = validate_max_size(max_response_size, "max_response_size")
@@ -589,6 +590,7 @@ class Client:
         endpoints: tuple[str, ...],
         clock: Callable[[], float],
         settings: CallSettings,
+        now: float,
     ) -> Call:
         """The call's state: its priority (given, else inherited, else the client's),
         whether it may be repeated, its place in the endpoint rotation."""
@@ -597,7 +599,11 @@ class Client:
             retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
         else:
             retries_allowed = bool(idempotent)
-        settings.budget.deposit()
+        budget = settings.budget
+        if budget._on_loop_clock:
+            budget._deposit_at(now)  # the loop's clock, read once per call
+        else:
+            budget.deposit()
         return Call(
             request,
             Deadline._trusted(at),
@@ -707,6 +713,7 @@ class Client:
             self._endpoints or await self._resolve_endpoints(),
             clock,
             settings,
+            now,
         )
         chosen = strategy if strategy is not None else self._strategy
         watchers = self._call_started(call, now) if self._observers else None

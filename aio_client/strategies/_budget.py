@@ -35,6 +35,7 @@ class RetryBudget:
         "_deposits",
         "_edges",
         "_exhausted",
+        "_on_loop_clock",
         "_ratio",
         "_reserve",
         "_total_deposits",
@@ -66,6 +67,8 @@ class RetryBudget:
         if clock is not None and not callable(clock):
             raise ConfigError(f"clock must be a function returning seconds; got {clock!r}")
         self._clock = clock or _clock.now
+        # On the event loop's clock, a client passes the reading it already took.
+        self._on_loop_clock = clock is None
         self._deposits = [0] * _BUCKETS
         self._withdrawals = [0] * _BUCKETS
         self._total_deposits = 0
@@ -84,9 +87,13 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """Record one call (its first attempt)."""
-        # Every call pays for this: _advance() inlined for the common case.
+        self._deposit_at(self._clock())
+
+    def _deposit_at(self, now: float) -> None:
+        # Every call pays for this (the client calls it with its own reading of
+        # the loop's clock when the budget has no clock of its own): _advance()
+        # inlined for the common case.
         low, high = self._edges
-        now = self._clock()
         index = self._bucket % _BUCKETS if low <= now < high else self._advance()
         self._deposits[index] += 1
         self._total_deposits += 1

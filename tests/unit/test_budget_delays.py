@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 import aio_client as ac
 from aio_client._retry_after import parse_retry_after
+from aio_client.transports import MemoryTransport
 
 
 class FakeClock:
@@ -125,3 +127,21 @@ def test_parse_retry_after_future_date() -> None:
     assert (
         parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", wall_clock=lambda: 1445412480.0) == 10.0
     )
+
+
+async def test_a_clients_calls_count_in_the_budget_on_the_loops_clock() -> None:
+    """Each call deposits at the loop's time of the call (the client passes its own reading),
+    so deposits leave the window ``ttl`` seconds later on that clock."""
+
+    async def ok(_: ac.Request, /) -> ac.Response:
+        return ac.Response(200)
+
+    budget = ac.RetryBudget(ratio=1.0, min_per_second=0.0, ttl=10.0)
+    async with ac.Client(MemoryTransport(ok), "http://svc.test", budget=budget) as client:
+        for _ in range(5):
+            await client.get("/")
+        assert budget.balance() == pytest.approx(5.0)
+        await anyio.sleep(11.0)  # virtual time in the unit suite
+        assert budget.balance() == pytest.approx(0.0)
+        await client.get("/")
+        assert budget.balance() == pytest.approx(1.0)
