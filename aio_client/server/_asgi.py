@@ -18,6 +18,7 @@ import anyio.lowlevel
 
 from .._asgi import ASGIApp, Message, Receive, Scope, Send
 from .._cancel import CancelReason, CancelToken
+from .._deadline import current_priority, reset_ambient, set_ambient
 from .._server_events import Admission
 from .._timer import DeadlineTimer
 from ._core import RouteResolver, ServerCore
@@ -167,6 +168,8 @@ class DeadlineMiddleware:
                 await send({"type": "websocket.close", "code": GOING_AWAY})
             return
         connection = _Connection(receive, send, token)
+        # Calls made by the app inherit the connection's time limit (if any).
+        ambient = set_ambient(token.deadline, current_priority())
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(connection.pump)
@@ -178,6 +181,7 @@ class DeadlineMiddleware:
             inner = _single(group)
             raise inner from inner.__cause__
         finally:
+            reset_ambient(ambient)
             core.close_connection(token)
         reason = token.reason
         if reason is not None and connection.open:

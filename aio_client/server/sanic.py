@@ -2,30 +2,40 @@
 
 Sanic has no middleware that wraps the handler call, so :func:`setup` wraps
 each HTTP route's handler when the server starts (``before_server_start``),
-after every route is registered. WebSocket routes are left alone.
+after every route is registered. A WebSocket route's handler gets a
+:class:`~aio_client.CancelToken` per connection (see ``_websocket.py``): the
+client hanging up, shutdown and ``websocket_timeout`` cancel it, and the
+connection is closed with 1001 after the last two.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, Final, Unpack, final
 
+import anyio
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
-from .._cancel import CancelToken
+from .._cancel import CancelReason, CancelToken
+from .._deadline import current_priority, reset_ambient, set_ambient
 from .._errors import DeadlineExceededError
 from ._core import RouteResolver, ServerCore
 from ._options import ServerOptions
 from ._outcomes import Rejection, ServerStats
 from ._route_limits import route_max_timeout
+from ._websocket import GOING_AWAY, close_code, close_text
 
 __all__ = ["SanicDeadline", "setup"]
 
 _WRAPPED: Final = "__aio_client_wrapped__"
+_log: Final = logging.getLogger("aio_client.server")
+# Seconds a close frame for a cancelled WebSocket connection may take to go out.
+_CLOSE_WITHIN: Final = 1.0
 
 
 def setup(app: Sanic[Any, Any], **options: Unpack[ServerOptions]) -> SanicDeadline:
@@ -70,9 +80,63 @@ class SanicDeadline:
     async def _wrap_routes(self, app: Sanic[Any, Any]) -> None:
         for route in app.router.routes:
             handler = route.handler
-            if getattr(handler, _WRAPPED, False) or hasattr(handler, "is_websocket"):
+            if getattr(handler, _WRAPPED, False):
+                continue
+            if getattr(handler, "is_websocket", False):
+                wrapped = self._wrap_websocket(handler)
+                if wrapped is not None:
+                    route.handler = wrapped
                 continue
             route.handler = self._wrap(handler)
+
+    def _wrap_websocket(self, route_handler: Any) -> Any | None:
+        # Sanic registers a WebSocket route as partial(app._websocket_handler,
+        # handler, subprotocols=...): the app's own handler goes in its place.
+        if not isinstance(route_handler, functools.partial) or not route_handler.args:
+            _log.warning("a WebSocket route of an unknown shape is served without a token")
+            return None
+        handler = route_handler.args[0]
+        core = self.core
+
+        @functools.wraps(handler)
+        async def connection_handler(request: Request, ws: Any, *args: Any, **kwargs: Any) -> Any:
+            token = core.open_connection()
+            if token is None:  # shutting down: no new connections
+                await _close_websocket(ws, GOING_AWAY, close_text(CancelReason.SHUTDOWN))
+                return None
+            lost = getattr(ws, "connection_lost_waiter", None)
+            if lost is not None:
+                # A hang-up reaches the handler as the token's cancellation, even
+                # while it only sends or waits on something else.
+                lost.add_done_callback(
+                    lambda _: token.cancel(
+                        CancelReason.CLIENT_DISCONNECTED, "the client closed the connection"
+                    )
+                )
+            # Calls made by the handler inherit the connection's time limit (if any).
+            ambient = set_ambient(token.deadline, current_priority())
+            try:
+                with token.scope():
+                    return await handler(request, ws, *args, **kwargs)
+            finally:
+                reset_ambient(ambient)
+                core.close_connection(token)
+                reason = token.reason
+                if reason is not None and reason is not CancelReason.CLIENT_DISCONNECTED:
+                    await _close_websocket(ws, close_code(reason), close_text(reason))
+                token._finish()
+
+        setattr(connection_handler, _WRAPPED, True)
+        wrapped = functools.partial(
+            route_handler.func,
+            connection_handler,
+            *route_handler.args[1:],
+            **route_handler.keywords,
+        )
+        wrapped.__name__ = route_handler.__name__  # type: ignore[attr-defined]
+        wrapped.is_websocket = True  # type: ignore[attr-defined]
+        setattr(wrapped, _WRAPPED, True)
+        return wrapped
 
     def _wrap(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         core = self.core
@@ -175,6 +239,14 @@ class _Exchange:
     def status_of_error(self, exc: Exception, /) -> int | None:
         """``raise NotFound()`` is an answer, not a failure."""
         return exc.status_code if isinstance(exc, SanicException) else None
+
+
+async def _close_websocket(ws: Any, code: int, text: str) -> None:
+    with anyio.move_on_after(_CLOSE_WITHIN, shield=True):
+        try:
+            await ws.close(code, text)
+        except Exception:  # the client went away meanwhile: nothing to close
+            _log.debug("could not close the WebSocket connection", exc_info=True)
 
 
 def _template_of(request: Request) -> RouteResolver:

@@ -1,4 +1,4 @@
-"""WebSocket connections under the server middleware, over real sockets (uvicorn, aiohttp)."""
+"""WebSocket connections under the server middleware, over real sockets: uvicorn, aiohttp, Sanic."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import anyio
 import pytest
 from aiohttp import web
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from sanic import Sanic
 
 import aio_client as ac
 from aio_client._cancel import CancelReason, CancelToken
 from aio_client.server import CancelTokenDep, DeadlineMiddleware, aiohttp_middleware
+from aio_client.server.sanic import SanicDeadline
 from tests.integration.servers import serve_aiohttp, serve_uvicorn, settle
+from tests.integration.test_server_sanic import sanic_app, serve_sanic
 
 
 async def open_raw_websocket(url: str, path: str) -> anyio.abc.SocketStream:
@@ -65,6 +68,7 @@ def fastapi_ws_app(handler: Handler, **options: object) -> DeadlineMiddleware:
     @app.websocket("/idle")
     async def idle(websocket: WebSocket, token: CancelTokenDep) -> None:
         await websocket.accept()
+        handler.deadlines.append(ac.current_deadline())  # what its calls inherit
         await handler.idle(token)
 
     @app.websocket("/echo")
@@ -161,6 +165,9 @@ async def test_websocket_timeout_ends_a_connection_with_going_away() -> None:
     # Neither the request budget header nor `timeout` applies to a connection.
     assert 0.2 < lasted < 0.6
     assert handler.reasons == [CancelReason.DEADLINE]
+    (deadline,) = handler.deadlines  # the handler's calls inherit the connection's limit
+    assert deadline is not None
+    assert deadline == handler.tokens[0].deadline
 
 
 async def test_the_token_dependency_works_for_websocket_endpoints() -> None:
@@ -388,3 +395,105 @@ async def test_in_process_the_connection_token_works_on_asyncio_and_trio() -> No
         else:
             assert sent == [{"type": "websocket.accept"}]
     assert reasons == [CancelReason.CLIENT_DISCONNECTED, CancelReason.SHUTDOWN]
+
+
+def sanic_ws_app(handler: Handler, **options: Any) -> tuple[Sanic[Any, Any], SanicDeadline]:
+    """A Sanic app set up with the deadline integration, /idle and /echo WebSocket routes."""
+    app, integration = sanic_app(**options)
+
+    async def idle(request: Any, ws: Any) -> None:
+        token = ac.current_token()
+        assert token is not None
+        handler.deadlines.append(ac.current_deadline())
+        await handler.idle(token)
+
+    async def echo(request: Any, ws: Any) -> None:
+        token = ac.current_token()
+        assert token is not None
+        handler.tokens.append(token)
+        while True:
+            text = await ws.recv()
+            if text == "bye":
+                await ws.close(1000)
+                return
+            await ws.send(f"echo: {text}")
+
+    app.add_websocket_route(idle, "/idle")
+    app.add_websocket_route(echo, "/echo")
+    return app, integration
+
+
+async def test_sanic_a_connection_gets_its_token_and_echoes_untouched() -> None:
+    """On Sanic, a connection gets its own token; messages flow; an app close leaves it unfired."""
+    handler = Handler()
+    app, integration = sanic_ws_app(handler)
+    async with (
+        serve_sanic(app) as url,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{url}/echo") as ws,
+    ):
+        for n in range(3):
+            await ws.send_str(f"hi {n}")
+            assert await ws.receive_str() == f"echo: hi {n}"
+        await ws.send_str("bye")
+        closing = await ws.receive()
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1000
+        assert await settle(lambda: integration.core.connections == 0, within=1.0)
+    (token,) = handler.tokens
+    assert not token.cancelled
+
+
+async def test_sanic_a_hang_up_cancels_the_handler_within_100ms() -> None:
+    """On Sanic, a client dropping the socket cancels an idle handler with CLIENT_DISCONNECTED."""
+    handler = Handler()
+    app, integration = sanic_ws_app(handler)
+    async with serve_sanic(app) as url:
+        client = await open_raw_websocket(url, "/idle")
+        with anyio.fail_after(2):
+            await handler.entered.wait()
+        await client.aclose()
+        closed_at = anyio.current_time()
+        with anyio.fail_after(2):
+            await handler.stopped.wait()
+        reaction = handler.stopped_at - closed_at
+        assert await settle(lambda: integration.core.connections == 0, within=1.0)
+    assert reaction < 0.1
+    assert handler.reasons == [CancelReason.CLIENT_DISCONNECTED]
+    assert handler.deadlines == [None]  # no websocket_timeout: calls inherit no deadline
+
+
+@pytest.mark.parametrize("how", ["shutdown", "websocket_timeout"])
+async def test_sanic_shutdown_and_time_limit_close_with_going_away(how: str) -> None:
+    """On Sanic, shutdown() (SHUTDOWN) and websocket_timeout (DEADLINE) close with 1001;
+    while shutting down a new connection is closed at once with 1001; no task is left."""
+    handler = Handler()
+    options = {"websocket_timeout": 0.3} if how == "websocket_timeout" else {}
+    app, integration = sanic_ws_app(handler, **options)
+    async with serve_sanic(app) as url, aiohttp.ClientSession() as session:
+        tasks_before = len(asyncio.all_tasks())
+        async with session.ws_connect(f"{url}/idle") as ws:
+            with anyio.fail_after(2):
+                await handler.entered.wait()
+            opened_at = anyio.current_time()
+            if how == "shutdown":
+                assert integration.shutdown() == 1
+            with anyio.fail_after(2):
+                closing = await ws.receive()
+            lasted = anyio.current_time() - opened_at
+            assert closing.type is aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 1001
+        assert await settle(lambda: len(asyncio.all_tasks()) <= tasks_before, within=1.0)
+        assert integration.core.connections == 0
+        if how == "shutdown":
+            async with session.ws_connect(f"{url}/idle") as refused:
+                with anyio.fail_after(2):
+                    closing = await refused.receive()
+                assert refused.close_code == 1001
+            assert len(handler.reasons) == 1  # the handler never ran again
+    expected = CancelReason.SHUTDOWN if how == "shutdown" else CancelReason.DEADLINE
+    assert handler.reasons == [expected]
+    if how == "websocket_timeout":
+        assert 0.2 < lasted < 0.6
+        (deadline,) = handler.deadlines
+        assert deadline is not None  # the handler's calls inherit the connection's limit
