@@ -6,6 +6,8 @@
 - :func:`raw_server`: a bare TCP server with one scripted behaviour per connection
   (reset, close, garbage, silence, a minimal keep-alive 200) that counts the
   connections it still has open, so a test can prove the client let go of one.
+- :func:`serve_uvicorn`, :func:`serve_aiohttp`, :func:`serve_sanic`: an ASGI app,
+  an aiohttp app or a Sanic app (made by :func:`sanic_app`) served in the test's loop.
 - :func:`refused_url`: a URL where nothing listens.
 - :func:`hanging_connect_url`: a URL where connecting hangs (a full accept queue).
 - :func:`settle`: wait, bounded, for a condition on state another party owns.
@@ -17,6 +19,7 @@ connection closed, when its ``async with`` block ends.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import select
 import socket
 import struct
@@ -29,6 +32,9 @@ from urllib.parse import parse_qsl
 import anyio
 import uvicorn
 from aiohttp import web
+from sanic import Sanic
+
+from aio_client.server.sanic import SanicDeadline, setup
 
 __all__ = [
     "LARGE_BODY",
@@ -46,6 +52,10 @@ __all__ = [
     "raw_server",
     "refused_url",
     "reset_after_request",
+    "sanic_app",
+    "serve_aiohttp",
+    "serve_sanic",
+    "serve_uvicorn",
     "settle",
 ]
 
@@ -442,6 +452,48 @@ async def serve_aiohttp(app: web.Application, **runner_options: Any) -> AsyncIte
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
+
+
+_sanic_names = itertools.count()
+
+
+def sanic_app(**options: Any) -> tuple[Sanic[Any, Any], SanicDeadline]:
+    """A fresh Sanic app (unique name) with the deadline integration set up.
+
+    ``options``: those of :class:`aio_client.server.ServerOptions`.
+    """
+    app: Sanic[Any, Any] = Sanic(f"aio_client_test_{next(_sanic_names)}")
+    app.config.MOTD = False
+    app.config.ACCESS_LOG = False
+    # TouchUp recompiles Sanic's methods from source once per process; a second app
+    # in the same process would fail to find them.
+    app.config.TOUCHUP = False
+    return app, setup(app, **options)
+
+
+@asynccontextmanager
+async def serve_sanic(app: Sanic[Any, Any]) -> AsyncIterator[str]:
+    """Run ``app`` on a socket bound to 127.0.0.1:<ephemeral>; yield its URL.
+
+    Sanic reads ``port=0`` as "use 8000", so the socket is bound here and handed over.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
+    assert server is not None
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await server.before_stop()
+        await server.close()
+        for connection in list(server.connections):
+            connection.close_if_idle()
+        await server.after_stop()
 
 
 @contextmanager

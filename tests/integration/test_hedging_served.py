@@ -31,9 +31,8 @@ from sanic import response as sanic_response
 import aio_client as ac
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware
 from aio_client.transports import AiohttpTransport, HttpxTransport, Transport
-from tests.integration.servers import serve_aiohttp, serve_uvicorn, settle
+from tests.integration.servers import sanic_app, serve_aiohttp, serve_sanic, serve_uvicorn, settle
 from tests.integration.test_hedging_real import client_connections_to
-from tests.integration.test_server_sanic import sanic_app, serve_sanic
 
 #: The hedge delay (seconds) of both parallel strategies.
 D: Final = 0.04

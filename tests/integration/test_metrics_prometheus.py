@@ -256,7 +256,7 @@ async def test_sanic_routes_are_labelled_by_their_template() -> None:
     from sanic import Request, response
     from sanic.exceptions import NotFound
 
-    from .test_server_sanic import sanic_app, serve_sanic
+    from .servers import sanic_app, serve_sanic
 
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry)

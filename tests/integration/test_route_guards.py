@@ -17,8 +17,7 @@ from sanic import response as sanic_response
 from aio_client import Bulkhead, RateLimiter
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware, guard_dependency, guarded
 
-from .servers import serve_aiohttp, serve_uvicorn
-from .test_server_sanic import sanic_app, serve_sanic
+from .servers import sanic_app, serve_aiohttp, serve_sanic, serve_uvicorn
 
 FRAMEWORKS = ["fastapi", "aiohttp", "sanic"]
 Body = Callable[[], Awaitable[str]]

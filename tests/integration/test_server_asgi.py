@@ -13,19 +13,16 @@ import aiohttp
 import anyio
 import pytest
 from fastapi import BackgroundTasks, FastAPI, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
 
 import aio_client as ac
-from aio_client._cancel import CancelReason, CancelToken, current_token
+from aio_client._cancel import CancelReason, current_token
 from aio_client.server import (
     CancelTokenDep,
     DeadlineMiddleware,
     PriorityLoadShedder,
-    ServerOutcome,
     fastapi_max_timeout,
-    trusted_peers,
 )
-from aio_client.transports import AiohttpTransport, MemoryTransport
+from aio_client.transports import MemoryTransport
 from tests.integration.servers import serve_uvicorn
 
 Scope = MutableMapping[str, Any]
@@ -52,180 +49,6 @@ def fastapi_app(**options: Any) -> tuple[FastAPI, Any]:
     return app, _Middleware(app)
 
 
-def echo_routes(app: FastAPI, seen: dict[str, Any]) -> None:
-    """/echo reports the budget, priority and token the handler sees."""
-
-    @app.get("/echo")
-    async def echo(token: CancelTokenDep) -> dict[str, Any]:
-        deadline = ac.current_deadline()
-        priority = ac.current_priority()
-        seen["token"] = token
-        return {
-            "remaining": deadline.remaining() if deadline else None,
-            "token_remaining": token.remaining(),
-            "priority": priority.value if priority else None,
-        }
-
-
-async def test_header_budget_and_priority_reach_the_handler() -> None:
-    """X-Request-Timeout/X-Request-Priority become the handler's deadline, priority and token."""
-    app, _ = fastapi_app(timeout=30.0, trust_priority=trusted_peers("127.0.0.1"))
-    seen: dict[str, Any] = {}
-    echo_routes(app, seen)
-    async with serve_uvicorn(app) as url, ac.Client(AiohttpTransport(), url) as client:
-        response = await client.request(ac.get("echo"), timeout=2.0, priority="high")
-    body = response.json()
-    assert isinstance(body, dict)
-    assert 1.5 < body["remaining"] <= 2.0
-    assert body["token_remaining"] == pytest.approx(body["remaining"], abs=0.01)
-    assert body["priority"] == "high"
-
-
-async def test_default_budget_and_max_clamp() -> None:
-    """No header gives the default budget; a header above max_timeout is clamped to it."""
-    app, middleware = fastapi_app(timeout=7.0, max_timeout=3.0, priority="low")
-    seen: dict[str, Any] = {}
-    echo_routes(app, seen)
-    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
-        async with session.get(f"{url}/echo") as resp:
-            defaulted = await resp.json()
-        async with session.get(f"{url}/echo", headers={"X-Request-Timeout": "60"}) as resp:
-            clamped = await resp.json()
-    assert 2.5 < defaulted["remaining"] <= 3.0  # the default is clamped too
-    assert defaulted["priority"] == "low"
-    assert 2.5 < clamped["remaining"] <= 3.0
-    assert middleware.stats.malformed_headers == 0
-
-
-async def test_spent_budget_gets_504_without_running_the_handler() -> None:
-    """A budget under low_timeout on arrival: 504 + X-Do-Not-Retry, handler never called."""
-    app, middleware = fastapi_app(low_timeout=0.05)
-    calls: list[int] = []
-
-    @app.get("/work")
-    async def work() -> str:
-        calls.append(1)
-        return "done"
-
-    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
-        async with session.get(f"{url}/work", headers={"X-Request-Timeout": "0.010"}) as resp:
-            status, headers = resp.status, resp.headers
-        async with session.get(f"{url}/work", headers={"grpc-timeout": "0m"}) as resp:
-            grpc_status = resp.status
-    assert status == 504
-    assert headers["X-Do-Not-Retry"] == "1"
-    assert grpc_status == 504
-    assert calls == []
-    assert middleware.stats.expired_on_arrival == 2
-
-
-async def test_deadline_during_handling_cancels_and_answers_504() -> None:
-    """When the deadline passes mid-handler, the handler is cancelled and the client gets 504."""
-    app, middleware = fastapi_app()
-    events: list[str] = []
-
-    @app.get("/slow")
-    async def slow(token: CancelTokenDep) -> str:
-        try:
-            await anyio.sleep(10)
-        except anyio.get_cancelled_exc_class():
-            events.append(f"cancelled:{token.reason}")
-            raise
-        return "too late"  # pragma: no cover
-
-    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
-        started = anyio.current_time()
-        async with session.get(f"{url}/slow", headers={"X-Request-Timeout": "0.2"}) as resp:
-            status, headers = resp.status, resp.headers
-        elapsed = anyio.current_time() - started
-    assert status == 504
-    assert headers["X-Do-Not-Retry"] == "1"
-    assert events == ["cancelled:deadline"]
-    assert 0.2 <= elapsed < 0.5
-    assert middleware.stats.deadline_exceeded == 1
-
-
-async def test_deadline_during_streaming_breaks_the_response() -> None:
-    """A deadline after streaming began cancels the generator; the client sees a truncated body."""
-    app, middleware = fastapi_app()
-    reasons: list[CancelReason | None] = []
-
-    @app.get("/stream")
-    async def stream() -> StreamingResponse:
-        async def chunks() -> AsyncIterator[bytes]:
-            token = current_token()
-            assert token is not None
-            yield b"first\n"
-            try:
-                await anyio.sleep(10)
-            finally:
-                reasons.append(token.reason)
-            yield b"never\n"  # pragma: no cover
-
-        return StreamingResponse(chunks(), media_type="text/plain")
-
-    async with (
-        serve_uvicorn(app) as url,
-        aiohttp.ClientSession() as session,
-        session.get(f"{url}/stream", headers={"X-Request-Timeout": "0.3"}) as resp,
-    ):
-        assert resp.status == 200
-        assert await resp.content.readline() == b"first\n"
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await resp.read()
-    assert reasons == [CancelReason.DEADLINE]
-    assert middleware.stats.deadline_exceeded == 1
-
-
-async def test_client_disconnect_cancels_the_handler_within_100ms() -> None:
-    """A raw socket closing mid-handler fires CLIENT_DISCONNECTED and cancels the work fast."""
-    outcomes: list[ServerOutcome] = []
-    app, middleware = fastapi_app(observer=outcomes.append)
-    entered = anyio.Event()
-    cancelled = anyio.Event()
-    reasons: list[CancelReason | None] = []
-
-    @app.get("/hang")
-    async def hang(token: CancelTokenDep) -> str:
-        entered.set()
-        try:
-            await anyio.sleep(10)
-        finally:
-            reasons.append(token.reason)
-            cancelled.set()
-        return "never"  # pragma: no cover
-
-    async with serve_uvicorn(app) as url:
-        port = int(url.rsplit(":", 1)[1])
-        stream = await anyio.connect_tcp("127.0.0.1", port)
-        await stream.send(b"GET /hang HTTP/1.1\r\nHost: test\r\nX-Request-Timeout: 30\r\n\r\n")
-        with anyio.fail_after(2):
-            await entered.wait()
-        await stream.aclose()
-        closed_at = anyio.current_time()
-        with anyio.fail_after(2):
-            await cancelled.wait()
-        reaction = anyio.current_time() - closed_at
-    assert reaction < 0.1
-    assert reasons == [CancelReason.CLIENT_DISCONNECTED]
-    assert middleware.stats.client_disconnected == 1
-    assert [o.status for o in outcomes] == [499]
-
-
-async def test_completed_request_token_is_never_cancelled() -> None:
-    """A normally completed request's token ends uncancelled, even after its deadline passes."""
-    app, _ = fastapi_app()
-    seen: dict[str, Any] = {}
-    echo_routes(app, seen)
-    async with serve_uvicorn(app) as url, ac.Client(AiohttpTransport(), url) as client:
-        response = await client.request(ac.get("echo"), timeout=0.3)
-        assert response.status == 200
-        await anyio.sleep(0.4)
-    token: CancelToken = seen["token"]
-    assert not token.cancelled
-    assert token.reason is None
-
-
 async def test_large_chunked_upload_arrives_whole() -> None:
     """An 8 MiB chunked upload reaches the handler byte for byte."""
     app, _ = fastapi_app()
@@ -250,38 +73,6 @@ async def test_large_chunked_upload_arrives_whole() -> None:
         assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
         body = await resp.json()
     assert body == {"size": 128 * len(chunk), "sha256": expected}
-
-
-async def test_shutdown_cancels_in_flight_with_503_and_refuses_new_requests() -> None:
-    """shutdown() cancels requests in flight (503) and later ones get 503 at once."""
-    app, middleware = fastapi_app()
-    entered = anyio.Event()
-    reasons: list[CancelReason | None] = []
-
-    @app.get("/hang")
-    async def hang(token: CancelTokenDep) -> str:
-        entered.set()
-        try:
-            await anyio.sleep(10)
-        finally:
-            reasons.append(token.reason)
-        return "never"  # pragma: no cover
-
-    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
-        statuses: list[int] = []
-
-        async def call() -> None:
-            async with session.get(f"{url}/hang") as resp:
-                statuses.append(resp.status)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call)
-            await entered.wait()
-            assert middleware.shutdown() == 1
-        await call()
-    assert statuses == [503, 503]
-    assert reasons == [CancelReason.SHUTDOWN]
-    assert middleware.stats.shutdown == 2
 
 
 async def test_lifespan_shutdown_event_triggers_shutdown() -> None:
@@ -364,21 +155,6 @@ async def test_fastapi_route_maximum_caps_the_budget() -> None:
     assert 0.25 < elapsed < 0.6
 
 
-async def test_app_responses_are_not_rewritten() -> None:
-    """Statuses, headers and bodies the app produces pass through untouched."""
-    app, _ = fastapi_app()
-
-    @app.get("/teapot")
-    async def teapot() -> PlainTextResponse:
-        return PlainTextResponse("short and stout", status_code=418, headers={"X-Mine": "1"})
-
-    async with serve_uvicorn(app) as url, ac.Client(AiohttpTransport(), url) as client:
-        response = await client.request(ac.get("teapot"))
-    assert response.status == 418
-    assert response.text == "short and stout"
-    assert response.headers["x-mine"] == "1"
-
-
 async def test_app_errors_propagate_unwrapped() -> None:
     """An exception from the app reaches the server as itself, never as an ExceptionGroup."""
 
@@ -389,47 +165,6 @@ async def test_app_errors_propagate_unwrapped() -> None:
     with pytest.raises(LookupError, match="bug"):
         await MemoryTransport(middleware).send(ac.Request("GET", "http://svc/x"))
     assert middleware.stats.failed == 1
-
-
-async def test_priority_load_shedding_rejects_low_then_normal_then_high() -> None:
-    """Under saturation LOW is refused first, then NORMAL, HIGH last, each 503 + Retry-After."""
-    shedder = PriorityLoadShedder(max_in_flight=4, normal_share=0.75, low_share=0.5, retry_after=2)
-    release = anyio.Event()
-
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        await release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    transport = MemoryTransport(
-        DeadlineMiddleware(app, load_shedder=shedder, trust_priority=trusted_peers("127.0.0.1"))
-    )
-
-    def request(priority: str) -> ac.Request:
-        return ac.Request("GET", "http://svc/", ac.Headers({"X-Request-Priority": priority}))
-
-    finished: list[int] = []
-
-    async def hold(priority: str) -> None:
-        finished.append((await transport.send(request(priority))).status)
-
-    async with anyio.create_task_group() as tg:
-        for priority in ("low", "normal"):
-            tg.start_soon(hold, priority)
-        await _until(lambda: shedder.in_flight == 2)
-        refused_low = await transport.send(request("low"))
-        tg.start_soon(hold, "normal")
-        await _until(lambda: shedder.in_flight == 3)
-        refused_normal = await transport.send(request("normal"))
-        tg.start_soon(hold, "high")
-        await _until(lambda: shedder.in_flight == 4)
-        refused_high = await transport.send(request("high"))
-        release.set()
-    assert (refused_low.status, refused_normal.status, refused_high.status) == (503, 503, 503)
-    assert refused_low.headers["retry-after"] == "2"
-    assert finished == [200, 200, 200, 200]
-    assert shedder.in_flight == 0
-    assert shedder.shed == {ac.Priority.LOW: 1, ac.Priority.NORMAL: 1, ac.Priority.HIGH: 1}
 
 
 def test_load_shedder_validates_its_settings() -> None:
@@ -461,12 +196,6 @@ def test_import_needs_no_web_framework() -> None:
         "assert s.__all__ == sorted(s.__all__)\n"
     )
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, timeout=30)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(2):
-        while not condition():  # noqa: ASYNC110 - waiting on another task's bookkeeping
-            await anyio.sleep(0.001)
 
 
 async def test_outgoing_call_cut_by_the_shared_deadline_is_a_504_not_a_500() -> None:
@@ -645,47 +374,6 @@ async def test_an_upload_read_late_arrives_whole() -> None:
     ):
         body = await resp.json()
     assert body == {"size": 64 * len(chunk), "sha256": hashlib.sha256(chunk * 64).hexdigest()}
-
-
-async def test_client_disconnect_mid_stream_cancels_the_generator_within_100ms() -> None:
-    """A client leaving a streaming response fires CLIENT_DISCONNECTED and stops the generator."""
-    app, middleware = fastapi_app()
-    first_sent = anyio.Event()
-    stopped = anyio.Event()
-    reasons: list[CancelReason | None] = []
-
-    @app.get("/stream")
-    async def stream() -> StreamingResponse:
-        token = current_token()
-        assert token is not None
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield b"first\n"
-            first_sent.set()
-            try:
-                await anyio.sleep(10)
-            finally:
-                reasons.append(token.reason)
-                stopped.set()
-            yield b"never\n"  # pragma: no cover
-
-        return StreamingResponse(chunks(), media_type="text/plain")
-
-    async with serve_uvicorn(app) as url:
-        port = int(url.rsplit(":", 1)[1])
-        stream_ = await anyio.connect_tcp("127.0.0.1", port)
-        await stream_.send(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
-        with anyio.fail_after(2):
-            await first_sent.wait()
-            await stream_.receive()
-        await stream_.aclose()
-        closed_at = anyio.current_time()
-        with anyio.fail_after(2):
-            await stopped.wait()
-        reaction = anyio.current_time() - closed_at
-    assert reaction < 0.1
-    assert reasons == [CancelReason.CLIENT_DISCONNECTED]
-    assert middleware.stats.client_disconnected == 1
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

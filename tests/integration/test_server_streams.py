@@ -24,8 +24,7 @@ from aio_client import ServerSentEvent
 from aio_client._cancel import CancelReason, current_token
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware, sse_stream
 from aio_client.server._core import ServerCore
-from tests.integration.servers import serve_aiohttp, serve_uvicorn
-from tests.integration.test_server_sanic import sanic_app, serve_sanic
+from tests.integration.servers import sanic_app, serve_aiohttp, serve_sanic, serve_uvicorn
 
 #: One server under the middleware streaming ``/stream``: its URL's context and its core.
 Served = tuple[Callable[[], AbstractAsyncContextManager[str]], ServerCore]
