@@ -18,8 +18,7 @@ import aio_client as ac
 from aio_client._cancel import CancelReason, CancelToken
 from aio_client.server import CancelTokenDep, DeadlineMiddleware, aiohttp_middleware
 from aio_client.server.sanic import SanicDeadline
-from tests.integration.servers import serve_aiohttp, serve_uvicorn, settle
-from tests.integration.test_server_sanic import sanic_app, serve_sanic
+from tests.integration.servers import sanic_app, serve_aiohttp, serve_sanic, serve_uvicorn, settle
 
 
 async def open_raw_websocket(url: str, path: str) -> anyio.abc.SocketStream:
