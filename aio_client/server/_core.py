@@ -50,7 +50,6 @@ from .._server_events import (
     RouteResolver,
     ServerOutcome,
     ServerOutcomeKind,
-    new_admission,
     new_outcome,
 )
 from .._timer import DeadlineTimer
@@ -358,7 +357,7 @@ class ServerCore:
         ):
             return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
         deadline = Deadline._trusted(arrived_at + budget)
-        return new_admission(
+        return Admission(
             CancelToken(deadline=deadline),
             deadline,
             priority,
