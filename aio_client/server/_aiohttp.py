@@ -245,8 +245,10 @@ class _Exchange:
 def _is_websocket(request: web.BaseRequest) -> bool:
     # aiohttp's own test for a WebSocket handshake (WebSocketResponse.can_prepare).
     headers = request.headers
+    upgrade = headers.get("Upgrade")  # absent on nearly every request: one lookup
     return (
-        headers.get("Upgrade", "").lower() == "websocket"
+        upgrade is not None
+        and upgrade.lower() == "websocket"
         and "upgrade" in headers.get("Connection", "").lower()
     )
 

@@ -240,8 +240,10 @@ def rejection(
 ) -> Rejection:
     """The response for ``row`` (``started``/``gone``: there is no one to answer)."""
     status = 500 if row.status is None else row.status
-    if started or gone or status == 499:
-        return Rejection(status, started=started, peer_gone=gone or status == 499)
+    if row.kind is ServerOutcomeKind.DISCONNECTED:
+        gone = True  # recorded as 499: there is no one to answer
+    if started or gone:
+        return Rejection(status, started=started, peer_gone=gone)
     headers: tuple[tuple[str, str], ...] = (_TEXT,)
     if retry_after is not None:
         headers += ((RETRY_AFTER_HEADER, format_retry_after(retry_after)),)

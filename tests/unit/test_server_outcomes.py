@@ -8,6 +8,7 @@ import logging
 import anyio
 import pytest
 
+import aio_client as ac
 from aio_client import CancelReason, current_token
 from aio_client.server import ServerOutcome, ServerOutcomeKind, ServerStats
 from aio_client.server._core import Rejection, ServerCore
@@ -111,3 +112,19 @@ _ENDING = {
 
 async def _forever() -> None:
     await anyio.sleep_forever()
+
+
+async def test_an_apps_own_status_for_an_error_is_sent_even_an_unusual_one() -> None:
+    """error_status may pick any status (499 included): it is answered, not taken for a hang-up."""
+
+    async def handler() -> int:
+        raise ac.RateLimitedError("slow down", retry_after=1.0)
+
+    core = ServerCore(error_status=lambda exc: 499)
+    admission = core.admit((), method="GET")
+    assert not isinstance(admission, Rejection)
+    answer = await core.run(admission, handler, StatusExchange())
+    assert isinstance(answer, Rejection)
+    assert answer.status == 499
+    assert answer.deliverable
+    assert core.stats.client_disconnected == 0
