@@ -51,6 +51,17 @@ _INPROCESS: Final = ("aio_client", "aio_request")
 # In process, what the metrics sinks add: ours over the no-op OpenTelemetry API and
 # a fresh Prometheus registry, aio-request's with its metrics switched off.
 _METRICS: Final = ("aio_client_prometheus", "aio_client_otel_api", "aio_request_no_metrics")
+# In process, the server middleware over an app called directly (no HTTP server):
+# each next to its bare app (see _server_apps.py).
+_SERVER: Final = (
+    "asgi_bare",
+    "asgi_deadline",
+    "asgi_deadline_prometheus",
+    "aiohttp_bare",
+    "aiohttp_passthrough",
+    "aiohttp_deadline",
+    "aiohttp_aio_request",
+)
 _LOOPBACK: Final = (
     "raw_aiohttp",
     "raw_aiohttp_no_timer",
@@ -77,9 +88,12 @@ async def _child(variant: str, port: int, requests: int) -> None:
     sys.path.insert(0, str(_HERE))
     from overhead import drive, in_memory_aio_request
 
-    send, close = await _sender(variant, port, in_memory_aio_request)
+    if variant in _SERVER:
+        send, close = _server_sender(variant)
+    else:
+        send, close = await _sender(variant, port, in_memory_aio_request)
     try:
-        if variant in _INPROCESS or variant in _METRICS:
+        if variant in _INPROCESS or variant in _METRICS or variant in _SERVER:
             for _ in range(requests):  # one at a time: nothing to overlap in memory
                 await send()
         else:
@@ -157,6 +171,91 @@ async def _sender(
             await resp.read()
 
     return raw, session.close
+
+
+class _OpenTransport:
+    """A connection that stays open, for a request called in process."""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _UnwrittenWriter:
+    """A response writer that has not written anything yet."""
+
+    output_size = 0
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _server_sender(
+    variant: str,
+) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """One request through a server variant's app, called directly (no sockets, no server)."""
+    from _server_apps import aiohttp_app, asgi_app
+
+    async def nothing() -> None:
+        return None
+
+    if variant.startswith("asgi"):
+        app = asgi_app(variant)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/ping",
+            "raw_path": b"/ping",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"bench"), (b"x-request-timeout", b"5")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+        request_message = {"type": "http.request", "body": b"", "more_body": False}
+
+        async def receive() -> dict[str, Any]:
+            return request_message
+
+        async def send(_: Any) -> None:
+            return None
+
+        async def through_asgi() -> None:
+            await app(dict(scope), receive, send)
+
+        return through_asgi, nothing
+    from aiohttp.test_utils import make_mocked_request
+
+    web_app = aiohttp_app(variant)
+    web_app.freeze()
+    # Plain stand-ins for the connection (the default mocks cost thousands of
+    # instructions per look, and valgrind's slowness makes the middleware look
+    # at the connection far more often than a real request would).
+    mocked = make_mocked_request(
+        "GET",
+        "/ping",
+        headers={"X-Request-Timeout": "5"},
+        app=web_app,
+        transport=_OpenTransport(),
+        writer=_UnwrittenWriter(),
+    )
+
+    async def through_aiohttp() -> None:
+        # What aiohttp's request handler calls for each request (routing,
+        # middlewares, the handler), without its HTTP parser and writer.
+        await web_app._handle(mocked.clone())
+
+    return through_aiohttp, nothing
 
 
 def _observers(variant: str) -> list[Any]:
@@ -248,6 +347,45 @@ def _report(counts: dict[str, float], requests: int) -> dict[str, Any]:
     }
 
 
+def _server_report(requests: int, json_path: Path | None) -> int:
+    counts = {}
+    for variant in _SERVER:
+        print(f"... {variant}", file=sys.stderr)
+        counts[variant] = _per_request(variant, 0, requests)
+    bare = {"asgi": counts["asgi_bare"], "aiohttp": counts["aiohttp_bare"]}
+    # Each variant's cost over its bare app's: the throughput ratio if the app
+    # were all a server did (a real server's own work makes the ratios better).
+    ratios = {
+        name: bare[name.split("_", 1)[0]] / value
+        for name, value in counts.items()
+        if not name.endswith("_bare")
+    }
+    added = {
+        name: round(value - bare[name.split("_", 1)[0]])
+        for name, value in counts.items()
+        if not name.endswith("_bare")
+    }
+    report = {
+        "benchmark": "instructions_server",
+        "meta": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "requests_per_variant": requests,
+        },
+        "instructions_per_request": {name: round(value) for name, value in counts.items()},
+        "added_over_bare": added,
+        "bare_over_variant": {name: round(value, 3) for name, value in ratios.items()},
+    }
+    print(f"server middleware in process, instructions per request ({requests} per variant)")
+    for name, value in counts.items():
+        extra = added.get(name)
+        shown = "" if extra is None else f"  (+{extra:,}, {ratios[name]:.3f}x bare)"
+        print(f"   {name:28s} {value:>10,.0f}{shown}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def _print(report: dict[str, Any]) -> None:
     counts = report["instructions_per_request"]
     print(
@@ -283,6 +421,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="in process only, with the metrics sinks: what each adds per call",
     )
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="in process only, the server middleware over its app called directly",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -294,7 +437,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.child:
-        asyncio.run(_child(args.child, args.port, args.requests))
+        child = _child(args.child, args.port, args.requests)
+        if args.child in _SERVER and _has_uvloop():
+            import uvloop  # the servers of server_overhead.py run on it too
+
+            uvloop.run(child)
+        else:
+            asyncio.run(child)
         return 0
     if shutil.which("valgrind") is None:
         print("instructions.py needs valgrind on the PATH", file=sys.stderr)
@@ -304,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     requests = 300 if args.quick else args.requests
     counts: dict[str, float] = {}
+    if args.server:
+        return _server_report(requests, args.json)
     for variant in _INPROCESS + _METRICS if args.metrics else _INPROCESS:
         print(f"... {variant}", file=sys.stderr)
         counts[variant] = _per_request(variant, 0, requests)
