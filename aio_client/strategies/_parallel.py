@@ -19,6 +19,10 @@ How a hedged call runs on asyncio, where nearly every call ends with attempt 1:
   caller arriving while they are awaited cancels them again, and is raised
   once they are gone.
 
+Inside a fan-out, the fan-out may move the armed timer earlier
+(:meth:`_Race.straggling`, see :mod:`aio_client._siblings`): the hedge it
+starts is the same next attempt, with the same budget and deadline checks.
+
 On any other event loop (trio, through anyio) every attempt runs in a task
 group and the timer is a sleeping task: slower, with the same decisions,
 which :class:`_Race` makes for both.
@@ -700,5 +704,9 @@ def parallel_strategy(
 
     Attempt 1 runs in the caller's own task: a call whose first attempt
     answers before the delay costs about what a sequential call costs.
+
+    Inside a fan-out (:meth:`Client.fan_out`), a call still running when the
+    fan-out is down to its last calls is hedged sooner, once its newest attempt
+    has run twice the median time its siblings took (``hedge_stragglers``).
     """
     return ParallelStrategy(attempts, delays, max_retry_after)
