@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from ._classifier import Classifier
     from ._pipeline import Handler
+    from ._siblings import Siblings
     from ._timer import DeadlineTimer
     from .strategies._budget import RetryBudget
 
@@ -153,6 +154,7 @@ class Call:
         "priority",
         "request",
         "retries_allowed",
+        "siblings",
         "task",
         "timer",
         "watchers",
@@ -202,6 +204,9 @@ class Call:
         #: on which strategies schedule their own timers. ``None`` elsewhere.
         self.task: asyncio.Task[object] | None = None
         self.timer: DeadlineTimer | None = None
+        #: The other calls of the fan-out this call is part of (hedging
+        #: strategies hedge stragglers sooner); ``None`` outside a fan-out.
+        self.siblings: Siblings | None = None
 
     def watch(self, watchers: tuple[CallWatcher, ...]) -> None:
         """Hand this call's attempt events to ``watchers``."""

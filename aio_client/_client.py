@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._circuit_state import CircuitState, NamedBreaker
+    from ._siblings import Siblings
     from .strategies._base import Strategy
     from .transports._base import BodyStream, Transport
 
@@ -347,6 +348,7 @@ class Client:
         strategy: Strategy | None = None,
         priority: Priority | str | None = None,
         idempotent: bool | None = None,
+        hedge_stragglers: bool = True,
     ) -> FanOut:
         """Send many requests as one fan-out; await the outcomes or read them as they end.
 
@@ -371,6 +373,12 @@ class Client:
           response; the rest end with :class:`FanOutStoppedError`.
         - ``strategy``, ``priority``, ``idempotent``: each call's, as for
           :meth:`request`. Retries and hedges draw from this client's budget.
+        - ``hedge_stragglers``: with a hedging strategy, once every call has
+          started and at most a tenth of them (at least one) are still running,
+          a call whose newest attempt has run twice the median time its answered
+          siblings took is hedged at once instead of at its strategy's delay
+          (within the strategy's ``attempts`` and the retry budget). ``False``:
+          the strategy's delays only.
 
         Cancelling the caller cancels every call; none runs after it returns.
         """
@@ -388,6 +396,7 @@ class Client:
             strategy=strategy,
             priority=priority,
             idempotent=idempotent,
+            hedge_stragglers=hedge_stragglers,
         )
         return FanOut(settings, "Client.fan_out")
 
@@ -474,6 +483,7 @@ class Client:
         strategy: Strategy | None,
         idempotent: bool | None,
         max_response_size: int | UseClientDefault | None,
+        siblings: Siblings | None = None,
     ) -> Response:
         # The steps of ARCHITECTURE.md's diagram: deadline, priority, (observers),
         # call stages and strategy; the attempts' steps live in Call.attempt.
@@ -499,6 +509,7 @@ class Client:
         )
         if max_response_size is not CLIENT_DEFAULT:
             call.max_response_size = validate_max_size(max_response_size, "max_response_size")
+        call.siblings = siblings
         chosen = strategy if strategy is not None else self._strategy
         if request.content and request.content.__class__ is StreamBody:  # cheap when empty
             return await self._send_streamed_body(call, chosen, loop, now)

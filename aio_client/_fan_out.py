@@ -58,6 +58,8 @@ from ._errors import (
 )
 from ._models import Request, Response
 from ._priority import Priority
+from ._siblings import Siblings
+from ._size_limit import CLIENT_DEFAULT
 from ._validation import positive_int, validate_timeout
 
 if TYPE_CHECKING:
@@ -87,6 +89,7 @@ class _Settings:
         "concurrency",
         "deadline",
         "fail_fast",
+        "hedge_stragglers",
         "idempotent",
         "interval",
         "min_success",
@@ -110,6 +113,7 @@ class _Settings:
         strategy: Strategy | None,
         priority: Priority | str | None,
         idempotent: bool | None,
+        hedge_stragglers: bool,
     ) -> None:
         if not isinstance(source, (Iterable, AsyncIterable)) or isinstance(
             source, (str, bytes, Request)
@@ -143,6 +147,9 @@ class _Settings:
         if idempotent is not None and not isinstance(idempotent, bool):
             raise ConfigError(f"idempotent must be True, False or None; got {idempotent!r}")
         self.idempotent = idempotent
+        if not isinstance(hedge_stragglers, bool):
+            raise ConfigError(f"hedge_stragglers must be True or False; got {hedge_stragglers!r}")
+        self.hedge_stragglers = hedge_stragglers
 
 
 def fan_out(
@@ -157,6 +164,7 @@ def fan_out(
     strategy: Strategy | None = None,
     priority: Priority | str | None = None,
     idempotent: bool | None = None,
+    hedge_stragglers: bool = True,
 ) -> FanOut:
     """Run ``(client, request)`` calls, across one or several clients, as one fan-out.
 
@@ -177,6 +185,7 @@ def fan_out(
         strategy=strategy,
         priority=priority,
         idempotent=idempotent,
+        hedge_stragglers=hedge_stragglers,
     )
     return FanOut(settings, "fan_out")
 
@@ -278,6 +287,7 @@ class _Run:
         "_pulling",
         "_send",
         "_settings",
+        "_siblings",
         "_stopped",
         "_successes",
         "_tasks",
@@ -304,6 +314,9 @@ class _Run:
         # was being cancelled): handed over once the calls have all ended.
         self._late: list[Indexed] = []
         self._next_start = -math.inf
+        self._siblings: Siblings | None = None
+        if settings.hedge_stragglers:
+            self._siblings = Siblings(len(source) if isinstance(source, Sequence) else None)
 
     async def run(self) -> None:
         settings = self._settings
@@ -397,6 +410,7 @@ class _Run:
             try:
                 item = next(items)
             except StopIteration:
+                self._pulled_all()
                 return
             self._start(item)
 
@@ -405,8 +419,13 @@ class _Run:
             try:
                 item = await anext(items)
             except StopAsyncIteration:
+                self._pulled_all()
                 return
             self._start(item)
+
+    def _pulled_all(self) -> None:
+        if self._siblings is not None:
+            self._siblings.expect(self._pulled)
 
     def _start(self, item: object) -> None:
         index = self._pulled
@@ -445,11 +464,15 @@ class _Run:
                     raise InvalidRequestError(
                         f"fan_out() calls must be (Client, Request) pairs; item {index} is {item!r}"
                     )
-                outcome = await client.request(
+                outcome = await client._send(
                     cast("Request", request),
-                    priority=settings.priority,
-                    strategy=settings.strategy,
-                    idempotent=settings.idempotent,
+                    None,
+                    None,
+                    settings.priority,
+                    settings.strategy,
+                    settings.idempotent,
+                    CLIENT_DEFAULT,
+                    self._siblings,
                 )
             except AioClientError as error:
                 outcome = error
@@ -471,6 +494,8 @@ class _Run:
             self._in_flight -= 1
             if self._freed is not None:
                 self._freed.set()
+            if self._siblings is not None:
+                self._siblings.ended()
 
     def _judge(self, outcome: Outcome) -> None:
         settings = self._settings
@@ -484,6 +509,8 @@ class _Run:
     def _stop(self, reason: StopReason) -> None:
         if self._stopped is None:
             self._stopped = reason
+            if self._siblings is not None:
+                self._siblings.stop()
             if self._pulling is not None:
                 self._pulling.cancel()
             if self._tasks is not None:

@@ -19,6 +19,10 @@ How a hedged call runs on asyncio, where nearly every call ends with attempt 1:
   caller arriving while they are awaited cancels them again, and is raised
   once they are gone.
 
+Inside a fan-out, the fan-out may move the armed timer earlier
+(:meth:`_Race.straggling`, see :mod:`aio_client._siblings`): the hedge it
+starts is the same next attempt, with the same budget and deadline checks.
+
 On any other event loop (trio, through anyio) every attempt runs in a task
 group and the timer is a sleeping task: slower, with the same decisions,
 which :class:`_Race` makes for both.
@@ -115,20 +119,25 @@ class _Race:
     """
 
     __slots__ = (
+        "began",
         "busy",
         "call",
         "clock",
+        "due",
         "error",
         "final",
         "in_flight",
         "inline",
         "key",
         "last",
+        "latest",
         "limit",
         "may_launch",
         "not_before",
+        "siblings",
         "started",
         "strategy",
+        "took",
     )
 
     def __init__(self, strategy: ParallelStrategy, call: Call, clock: Callable[[], float]) -> None:
@@ -159,6 +168,14 @@ class _Race:
         self.inline: tuple[int, AttemptKind, _Entry] | None = None
         #: Whether the caller's task is inside an attempt of its own.
         self.busy = False
+        #: Loop time the next attempt is due (the armed timer); inf when none is.
+        self.due = math.inf
+        #: Loop times attempt 1 and the newest attempt started.
+        self.began = self.latest = 0.0
+        #: The other calls of the fan-out this call is part of, if any.
+        self.siblings = call.siblings
+        #: Seconds from attempt 1's start to the accepted answer, once there is one.
+        self.took: float | None = None
 
     # -- runner hooks ---------------------------------------------------------------
 
@@ -221,11 +238,20 @@ class _Race:
         number = self.started = self.started + 1
         call = self.call
         endpoint = call.endpoint_for(1) if number == 1 else _pick(call, self.in_flight)
-        now = self.clock()
+        now = self.latest = self.clock()
         entry = _Entry(endpoint, now)
         self.in_flight[number] = entry
+        siblings = self.siblings
+        if number == 1:
+            self.began = now
+            if siblings is not None and self.limit > 1:
+                siblings.join(self)
         if self.may_launch and number < self.limit:
             at = now + self.strategy._delay(number, self.key)
+            if siblings is not None:
+                straggler = siblings.straggler_delay()
+                if straggler is not None and now + straggler < at:
+                    at = now + straggler
             self._arm(at if at > self.not_before else self.not_before)
         if self._runs_inline():
             self.inline = (number, kind, entry)
@@ -245,6 +271,7 @@ class _Race:
             self._disarm()
             if verdict is _ACCEPT:
                 self._record(entry, number)
+                self.took = self.clock() - self.began
             self._decided()
             return
         self.last = outcome
@@ -273,6 +300,22 @@ class _Race:
             self.error = exc
             self._disarm()
             self._decided()
+
+    def straggling(self, delay: float) -> None:
+        """The fan-out is down to its last calls: hedge this one as soon as its
+        newest attempt has run ``delay`` seconds, if its strategy has a hedge left."""
+        if self.final is not None or self.error is not None or not self._armed():
+            return
+        at = self.latest + delay
+        if at < self.not_before:
+            at = self.not_before
+        if at < self.due:
+            self._arm(at)
+
+    def left(self) -> None:
+        """The race is over: its fan-out, if any, stops watching it."""
+        if self.siblings is not None:
+            self.siblings.leave(self, self.took)
 
     def _on_timer(self) -> None:
         """The hedge delay (or a ``Retry-After`` wait) passed: start the next attempt."""
@@ -409,9 +452,11 @@ class _AsyncioRace(_Race):
                         self._waiter = None
         except BaseException:
             self._disarm()
+            self.left()
             if self._tasks:
                 await self._abandon()
             raise
+        self.left()
         if self._tasks:
             await self._abandon()
         return self.result()
@@ -436,17 +481,20 @@ class _AsyncioRace(_Race):
         if self._timer is not None:
             self._clock_timer.finish(self._timer)
         self._timer = self._clock_timer.call_at(at, self._fire)
+        self.due = at
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._clock_timer.finish(self._timer)
             self._timer = None
+            self.due = math.inf
 
     def _armed(self) -> bool:
         return self._timer is not None
 
     def _fire(self) -> None:
         self._timer = None
+        self.due = math.inf
         self._context.run(self._on_timer)
 
     def _notify(self) -> None:
@@ -547,6 +595,8 @@ class _AnyioRace(_Race):
             if len(group_error.exceptions) == 1:
                 raise group_error.exceptions[0] from None
             raise
+        finally:
+            self.left()
         return self.result()
 
     def _spawn(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
@@ -555,6 +605,7 @@ class _AnyioRace(_Race):
     def _arm(self, at: float) -> None:
         self._disarm()
         scope = self._timer = anyio.CancelScope()
+        self.due = at
         cast(TaskGroup, self._group).start_soon(self._sleep_until, at, scope)
 
     async def _sleep_until(self, at: float, scope: anyio.CancelScope) -> None:
@@ -562,12 +613,14 @@ class _AnyioRace(_Race):
             await anyio.sleep_until(at)
             if self._timer is scope:
                 self._timer = None
+                self.due = math.inf
                 self._on_timer()
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self.due = math.inf
 
     def _armed(self) -> bool:
         return self._timer is not None
@@ -651,5 +704,9 @@ def parallel_strategy(
 
     Attempt 1 runs in the caller's own task: a call whose first attempt
     answers before the delay costs about what a sequential call costs.
+
+    Inside a fan-out (:meth:`Client.fan_out`), a call still running when the
+    fan-out is down to its last calls is hedged sooner, once its newest attempt
+    has run twice the median time its siblings took (``hedge_stragglers``).
     """
     return ParallelStrategy(attempts, delays, max_retry_after)

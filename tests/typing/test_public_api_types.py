@@ -155,7 +155,9 @@ async def test_fan_out_types_as_written() -> None:
     async with Client(MemoryTransport(_ok), "http://users") as client:
         outcomes = await client.fan_out([aio_client.get("a"), aio_client.get("b")], timeout=1.0)
         assert_type(outcomes, list[Response | aio_client.AioClientError])
-        across = await aio_client.fan_out([(client, aio_client.get("c"))], min_success=1)
+        across = await aio_client.fan_out(
+            [(client, aio_client.get("c"))], min_success=1, hedge_stragglers=False
+        )
         assert_type(across, list[Response | aio_client.AioClientError])
         async with client.fan_out(aio_client.get(p) for p in "de") as done:
             async for index, outcome in done:

@@ -407,6 +407,129 @@ async def test_hedged_calls_draw_from_the_clients_retry_budget() -> None:
     assert 100 < len(upstream.started) <= 110
 
 
+class FirstAttemptsSlow(Upstream):
+    """An upstream whose first attempts of the numbers in ``slow`` take ``slow_delay``;
+    records each attempt as (number, attempt number, start time)."""
+
+    def __init__(self, slow: set[int], slow_delay: float = 1.0, delay: float = 0.01) -> None:
+        super().__init__(delay=delay)
+        self.slow = slow
+        self.slow_delay = slow_delay
+        self.attempts: list[tuple[int, int, float]] = []
+
+    async def __call__(self, request: ac.Request) -> ac.Response:
+        number = int(request.url.rsplit("/", 1)[1])
+        attempt = int(request.headers.get("x-request-attempt") or 1)
+        self.attempts.append((number, attempt, round(anyio.current_time(), 4)))
+        if attempt == 1 and number in self.slow:
+            self.delays[number] = self.slow_delay
+        else:
+            self.delays.pop(number, None)
+        return await super().__call__(request)
+
+    def hedges(self) -> list[tuple[int, float]]:
+        return [(number, at) for number, attempt, at in self.attempts if attempt > 1]
+
+
+def sequence_or_generator(count: int, kind: str) -> Any:
+    requests = numbered(count)
+    return requests if kind == "sequence" else (request for request in requests)
+
+
+@pytest.mark.parametrize("kind", ["sequence", "generator"])
+async def test_a_straggler_is_hedged_once_its_siblings_answered(kind: str) -> None:
+    """20 calls answering in 10 ms, one of them stuck on its first attempt: once the other
+    19 answered, it is hedged when it has run twice their median time (about 21 ms), not
+    at its strategy's 0.5 s delay; its stuck attempt is cancelled and nothing is left
+    running. A generator's calls are counted once it is exhausted."""
+    upstream = FirstAttemptsSlow(slow={7})
+    strategy = ac.parallel_strategy(2, 0.5)
+    async with client_for(upstream, strategy=strategy) as client:
+        start = anyio.current_time()
+        outcomes = await client.fan_out(sequence_or_generator(20, kind), concurrency=20)
+        took = anyio.current_time() - start
+    assert numbers(outcomes) == list(range(20))
+    [(number, hedged_at)] = upstream.hedges()
+    assert number == 7
+    assert 0.02 <= hedged_at - start <= 0.025
+    assert took <= 0.04
+    assert upstream.cancelled == [7]
+    assert upstream.in_flight == 0
+
+
+async def test_hedge_stragglers_false_waits_for_the_strategys_delay() -> None:
+    """hedge_stragglers=False: the stuck call is hedged at its strategy's 0.5 s delay only."""
+    upstream = FirstAttemptsSlow(slow={7})
+    async with client_for(upstream, strategy=ac.parallel_strategy(2, 0.5)) as client:
+        start = anyio.current_time()
+        outcomes = await client.fan_out(numbered(20), concurrency=20, hedge_stragglers=False)
+    assert numbers(outcomes) == list(range(20))
+    assert [(n, round(at - start, 3)) for n, at in upstream.hedges()] == [(7, 0.5)]
+
+
+async def test_stragglers_are_looked_for_only_among_the_last_tenth() -> None:
+    """Five stuck calls of 20 (more than a tenth) wait for their strategy's delay: until
+    the fan-out is down to its last calls, a slow call is not a straggler."""
+    upstream = FirstAttemptsSlow(slow={1, 3, 5, 7, 9})
+    async with client_for(upstream, strategy=ac.parallel_strategy(2, 0.5)) as client:
+        start = anyio.current_time()
+        outcomes = await client.fan_out(numbered(20), concurrency=20)
+    assert numbers(outcomes) == list(range(20))
+    assert sorted((n, round(at - start, 3)) for n, at in upstream.hedges()) == [
+        (n, 0.5) for n in (1, 3, 5, 7, 9)
+    ]
+
+
+async def test_a_straggler_is_hedged_again_while_its_strategy_has_attempts_left() -> None:
+    """A straggler whose hedge is stuck too is hedged once more when that hedge has run
+    twice the median (three attempts allowed), and never beyond ``attempts``."""
+    upstream = FirstAttemptsSlow(slow={7})
+    first_two_slow = upstream.__call__
+
+    async def handler(request: ac.Request) -> ac.Response:
+        number = int(request.url.rsplit("/", 1)[1])
+        if number == 7 and request.headers.get("x-request-attempt") == "2":
+            upstream.delays[7] = 1.0
+            upstream.attempts.append((7, 2, round(anyio.current_time(), 4)))
+            return await Upstream.__call__(upstream, request)
+        return await first_two_slow(request)
+
+    async with client_for(handler, strategy=ac.parallel_strategy(3, 0.5)) as client:
+        start = anyio.current_time()
+        outcomes = await client.fan_out(numbered(20), concurrency=20)
+    assert numbers(outcomes) == list(range(20))
+    hedges = [(n, round(at - start, 3)) for n, at in upstream.hedges()]
+    assert [n for n, _ in hedges] == [7, 7]
+    assert 0.04 <= hedges[1][1] <= 0.05
+    assert sorted(upstream.cancelled) == [7, 7]
+    assert upstream.in_flight == 0
+
+
+async def test_straggler_hedges_draw_from_the_retry_budget() -> None:
+    """100 calls, the last tenth stuck: straggler hedges stay within the client's retry
+    budget (ratio 0.05, no floor: five hedges), the others wait for their calls to end."""
+    upstream = FirstAttemptsSlow(slow=set(range(90, 100)), slow_delay=0.3)
+    budget = ac.RetryBudget(ratio=0.05, min_per_second=0.0)
+    async with client_for(
+        upstream, strategy=ac.parallel_strategy(2, 10.0), budget=budget
+    ) as client:
+        outcomes = await client.fan_out(numbered(100), concurrency=100)
+    assert numbers(outcomes) == list(range(100))
+    assert len(upstream.hedges()) == 5
+    assert budget.exhausted_count == 5
+    assert upstream.in_flight == 0
+
+
+async def test_no_straggler_is_hedged_after_the_fan_out_stopped() -> None:
+    """A quorum reached cancels the calls left; none of them is hedged as a straggler."""
+    upstream = FirstAttemptsSlow(slow={3, 4})
+    async with client_for(upstream, strategy=ac.parallel_strategy(2, 0.5)) as client:
+        outcomes = await client.fan_out(numbered(5), concurrency=5, min_success=3)
+    assert numbers(outcomes)[:3] == [0, 1, 2]
+    assert upstream.hedges() == []
+    assert sorted(upstream.cancelled) == [3, 4]
+
+
 async def test_unexpected_errors_are_raised_as_themselves() -> None:
     """A programming error (a closed client in a pair) is raised as is, not in a group."""
     closed = client_for(Upstream())
@@ -433,6 +556,7 @@ async def test_unexpected_errors_are_raised_as_themselves() -> None:
         ({"fail_fast": "yes"}, "fail_fast"),
         ({"strategy": object()}, "strategy"),
         ({"idempotent": 1}, "idempotent"),
+        ({"hedge_stragglers": "yes"}, "hedge_stragglers"),
     ],
 )
 async def test_bad_settings_are_refused_naming_the_setting(
