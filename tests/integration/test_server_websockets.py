@@ -36,6 +36,18 @@ async def open_raw_websocket(url: str, path: str) -> anyio.abc.SocketStream:
     return client
 
 
+async def hang_up_reaction(url: str, handler: Handler) -> float:
+    """Seconds from dropping an idle connection (no close frame) to its handler stopping."""
+    client = await open_raw_websocket(url, "/idle")
+    with anyio.fail_after(2):
+        await handler.entered.wait()
+    await client.aclose()
+    closed_at = anyio.current_time()
+    with anyio.fail_after(2):
+        await handler.stopped.wait()
+    return handler.stopped_at - closed_at
+
+
 class Handler:
     """What a WebSocket handler saw: its token, when it stopped and why."""
 
@@ -267,14 +279,7 @@ async def test_aiohttp_a_hang_up_cancels_the_handler_within_100ms() -> None:
     async with serve_aiohttp(app) as url:
         # The connection dropped, not closed with a frame: a handler that does not
         # read sees a close frame only when it reads.
-        client = await open_raw_websocket(url, "/idle")
-        with anyio.fail_after(2):
-            await handler.entered.wait()
-        await client.aclose()
-        closed_at = anyio.current_time()
-        with anyio.fail_after(2):
-            await handler.stopped.wait()
-        reaction = handler.stopped_at - closed_at
+        reaction = await hang_up_reaction(url, handler)
         assert await settle(lambda: middleware.core.in_flight == 0, within=1.0)
     assert reaction < 0.1
     assert handler.reasons == [CancelReason.CLIENT_DISCONNECTED]
@@ -448,14 +453,7 @@ async def test_sanic_a_hang_up_cancels_the_handler_within_100ms() -> None:
     handler = Handler()
     app, integration = sanic_ws_app(handler)
     async with serve_sanic(app) as url:
-        client = await open_raw_websocket(url, "/idle")
-        with anyio.fail_after(2):
-            await handler.entered.wait()
-        await client.aclose()
-        closed_at = anyio.current_time()
-        with anyio.fail_after(2):
-            await handler.stopped.wait()
-        reaction = handler.stopped_at - closed_at
+        reaction = await hang_up_reaction(url, handler)
         assert await settle(lambda: integration.core.connections == 0, within=1.0)
     assert reaction < 0.1
     assert handler.reasons == [CancelReason.CLIENT_DISCONNECTED]
