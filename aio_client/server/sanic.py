@@ -108,11 +108,7 @@ class SanicDeadline:
             if lost is not None:
                 # A hang-up reaches the handler as the token's cancellation, even
                 # while it only sends or waits on something else.
-                lost.add_done_callback(
-                    lambda _: token.cancel(
-                        CancelReason.CLIENT_DISCONNECTED, "the client closed the connection"
-                    )
-                )
+                lost.add_done_callback(lambda _: _connection_lost(ws, token))
             # Calls made by the handler inherit the connection's time limit (if any).
             ambient = set_ambient(token.deadline, current_priority())
             try:
@@ -239,6 +235,15 @@ class _Exchange:
     def status_of_error(self, exc: Exception, /) -> int | None:
         """``raise NotFound()`` is an answer, not a failure."""
         return exc.status_code if isinstance(exc, SanicException) else None
+
+
+def _connection_lost(ws: Any, token: CancelToken) -> None:
+    # A connection the server closed first (the handler's own ws.close()) ended
+    # on purpose: its token does not say the client hung up. A client's close
+    # frame, or a connection that just dropped, is a hang-up.
+    if getattr(getattr(ws, "ws_proto", None), "close_rcvd_then_sent", None) is False:
+        return
+    token.cancel(CancelReason.CLIENT_DISCONNECTED, "the client closed the connection")
 
 
 async def _close_websocket(ws: Any, code: int, text: str) -> None:

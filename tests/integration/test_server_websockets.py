@@ -494,3 +494,30 @@ async def test_sanic_shutdown_and_time_limit_close_with_going_away(how: str) -> 
         assert 0.2 < lasted < 0.6
         (deadline,) = handler.deadlines
         assert deadline is not None  # the handler's calls inherit the connection's limit
+
+
+async def test_sanic_an_apps_own_close_is_not_taken_for_a_hang_up() -> None:
+    """On Sanic, a handler closing its connection itself and going on never sees its token
+    fire CLIENT_DISCONNECTED when the connection then ends."""
+    app, integration = sanic_app()
+    reasons: list[CancelReason | None] = []
+
+    async def closes_first(request: Any, ws: Any) -> None:
+        token = ac.current_token()
+        assert token is not None
+        await ws.recv()
+        await ws.close(1000)
+        try:
+            await anyio.sleep(0.3)  # what the handler does after its own close
+        finally:
+            reasons.append(token.reason)
+
+    app.add_websocket_route(closes_first, "/ws")
+    async with serve_sanic(app) as url, aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/ws") as ws:
+            await ws.send_str("hi")
+            closing = await ws.receive()
+            assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert await settle(lambda: bool(reasons), within=2.0)
+        assert await settle(lambda: integration.core.connections == 0, within=1.0)
+    assert reasons == [None]
