@@ -212,20 +212,12 @@ class ServerCore:
             )
         #: The app's own mapping of errors escaping handlers to statuses, asked first.
         self.error_status = error_status
-        stream_timeout = options.get("stream_timeout")
-        if stream_timeout is not None:
-            stream_timeout = validate_timeout(stream_timeout, "stream_timeout")
-            if stream_timeout == 0:
-                raise ConfigError("stream_timeout must be > 0 seconds or None")
         #: What bounds a response once started (``None``: the request's deadline).
-        self.stream_timeout = stream_timeout
-        websocket_timeout = options.get("websocket_timeout")
-        if websocket_timeout is not None:
-            websocket_timeout = validate_timeout(websocket_timeout, "websocket_timeout")
-            if websocket_timeout == 0:
-                raise ConfigError("websocket_timeout must be > 0 seconds or None")
+        self.stream_timeout = _positive_or_none(options.get("stream_timeout"), "stream_timeout")
         #: The longest a WebSocket connection lasts (``None``: no limit).
-        self.websocket_timeout = websocket_timeout
+        self.websocket_timeout = _positive_or_none(
+            options.get("websocket_timeout"), "websocket_timeout"
+        )
         load_shedder = options.get("load_shedder")
         if load_shedder is not None and not isinstance(load_shedder, PriorityLoadShedder):
             raise ConfigError(f"load_shedder must be a PriorityLoadShedder; got {load_shedder!r}")
@@ -673,6 +665,16 @@ class ServerCore:
             self._started(admission)
         except Exception:
             _log.exception("the server observer raised; the response is unaffected")
+
+
+def _positive_or_none(value: float | None, name: str) -> float | None:
+    """An optional option in seconds: ``None``, or a finite number > 0."""
+    if value is None:
+        return None
+    seconds = validate_timeout(value, name)
+    if seconds == 0:
+        raise ConfigError(f"{name} must be > 0 seconds or None")
+    return seconds
 
 
 def _resolve_route(resolver: RouteResolver | None) -> str:

@@ -204,6 +204,8 @@ OUTCOMES: Final[Mapping[Ending, Row]] = MappingProxyType(
     }
 )
 
+# The body of an app-chosen status (error_status) that no row of the table has.
+_BODIES: Final = {503: b"service unavailable\n"}
 _OF_REASON: Final = {
     CancelReason.DEADLINE: Ending.DEADLINE,
     CancelReason.CLIENT_DISCONNECTED: Ending.DISCONNECTED,
@@ -299,9 +301,6 @@ def answer_error(
         row = Row(base.kind, status, base.counter, _BODIES.get(status, b""))
     count(stats, row)
     return rejection(row, started=started, gone=gone, retry_after=retry_after, body=body), row
-
-
-_BODIES: Final = {503: b"service unavailable\n"}
 
 
 def status_of_refusal(exc: BaseException) -> tuple[int, float | None, bytes] | None:

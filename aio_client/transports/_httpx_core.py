@@ -200,16 +200,8 @@ async def _open(
                 timeout=phases,
             )
             resp = await client.send(sent, stream=True, follow_redirects=False)
-        except (lib.HTTPError, lib.InvalidURL) as exc:
-            _reclaim_orphans(client)
-            raise _mapped(lib, exc) from exc
-        except RuntimeError as exc:
-            if not getattr(client, "is_closed", False):
-                raise
-            raise _closed() from exc
-        except BaseException:
-            _reclaim_orphans(client)
-            raise
+        except BaseException as exc:
+            raise _failure(lib, client, exc)  # noqa: B904 - _failure sets the cause
     except BaseException:
         if gate is not None:
             gate.release()
@@ -301,16 +293,8 @@ async def _exchange_admitted(lib: Any, client: Any, request: Request, phases: An
             body = await resp.aread() if limit is None else await _read(resp, limit)
         finally:
             await resp.aclose()
-    except (lib.HTTPError, lib.InvalidURL) as exc:
-        _reclaim_orphans(client)
-        raise _mapped(lib, exc) from exc
-    except RuntimeError as exc:
-        if not getattr(client, "is_closed", False):
-            raise
-        raise _closed() from exc
-    except BaseException:
-        _reclaim_orphans(client)
-        raise
+    except BaseException as exc:
+        raise _failure(lib, client, exc)  # noqa: B904 - _failure sets the cause
     return Response._received(
         resp.status_code,
         Headers._trusted(tuple(resp.headers.multi_items())),
@@ -387,6 +371,28 @@ async def _within(scope: anyio.CancelScope, exchange: Awaitable[_T]) -> _T:
 def _wake(waiter: asyncio.Future[None], _: object) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _failure(lib: Any, client: Any, exc: BaseException) -> BaseException:
+    """What a failed exchange raises instead of ``exc`` (``exc`` itself, or ours caused by it).
+
+    httpx's errors become ours, and a client closed under the call a
+    ``ConnectError``; anything else (cancellation included) goes on as it is.
+    Connections the failure orphaned go back to the pool first.
+    """
+    error: AioClientError
+    if isinstance(exc, (lib.HTTPError, lib.InvalidURL)):
+        _reclaim_orphans(client)
+        error = _mapped(lib, exc)
+    elif isinstance(exc, RuntimeError):
+        if not getattr(client, "is_closed", False):
+            return exc
+        error = _closed()
+    else:
+        _reclaim_orphans(client)
+        return exc
+    error.__cause__ = exc  # as ``raise error from exc``
+    return error
 
 
 def _reclaim_orphans(client: Any) -> None:

@@ -48,6 +48,17 @@ async def hang_up_reaction(url: str, handler: Handler) -> float:
     return handler.stopped_at - closed_at
 
 
+async def echo_then_bye(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Three messages echoed, then "bye": the app closes the connection with 1000."""
+    for n in range(3):
+        await ws.send_str(f"hi {n}")
+        assert await ws.receive_str() == f"echo: hi {n}"
+    await ws.send_str("bye")
+    closing = await ws.receive()
+    assert closing.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1000
+
+
 class Handler:
     """What a WebSocket handler saw: its token, when it stopped and why."""
 
@@ -105,13 +116,7 @@ async def test_a_connection_gets_its_token_and_echoes_untouched() -> None:
         aiohttp.ClientSession() as session,
         session.ws_connect(f"{url}/echo") as ws,
     ):
-        for n in range(3):
-            await ws.send_str(f"hi {n}")
-            assert await ws.receive_str() == f"echo: hi {n}"
-        await ws.send_str("bye")
-        closing = await ws.receive()
-        assert closing.type is aiohttp.WSMsgType.CLOSE
-        assert ws.close_code == 1000
+        await echo_then_bye(ws)
         assert await settle(lambda: middleware.core.connections == 0, within=1.0)
     (token,) = handler.tokens
     assert not token.cancelled
@@ -436,13 +441,7 @@ async def test_sanic_a_connection_gets_its_token_and_echoes_untouched() -> None:
         aiohttp.ClientSession() as session,
         session.ws_connect(f"{url}/echo") as ws,
     ):
-        for n in range(3):
-            await ws.send_str(f"hi {n}")
-            assert await ws.receive_str() == f"echo: hi {n}"
-        await ws.send_str("bye")
-        closing = await ws.receive()
-        assert closing.type is aiohttp.WSMsgType.CLOSE
-        assert ws.close_code == 1000
+        await echo_then_bye(ws)
         assert await settle(lambda: integration.core.connections == 0, within=1.0)
     (token,) = handler.tokens
     assert not token.cancelled
