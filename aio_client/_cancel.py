@@ -338,14 +338,17 @@ class CancelToken:
         if self._reason is not None or self._finished:
             return
         self._finished = True
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         for scope in self._scopes:
             # Work after the response (background tasks) is no longer bound by it.
             scope.deadline = math.inf
-        self._callbacks.clear()
+        if self._callbacks:
+            self._callbacks.clear()
         self._children = None
         self._probe = None
-        self._detach()
+        if self._parent is not None:
+            self._detach()
 
     def _move_deadline(self, deadline: Deadline) -> None:
         """Set the deadline to ``deadline``, later or nearer: the server's stream policy.
@@ -442,6 +445,33 @@ class CancelToken:
         )
         left = "none" if self._deadline is None else f"{self._deadline.remaining():.3f}s"
         return f"<CancelToken #{self._id} {state} deadline={left}>"
+
+
+def _request_token(
+    deadline: Deadline, loop: asyncio.AbstractEventLoop | None, thread: int | None
+) -> CancelToken:
+    """``CancelToken(deadline=deadline)`` made on ``loop`` (in ``thread``), without its checks.
+
+    The server core's hot path: one token per request, whose deadline it built itself.
+    """
+    token = _new_token(CancelToken)
+    token._id = next(_ids)
+    token._deadline = deadline
+    token._reason = None
+    token._message = None
+    token._finished = False
+    token._callbacks = {}
+    token._children = None
+    token._parent = None
+    token._probe = None
+    token._scopes = set()
+    token._timer = None
+    token._loop = loop
+    token._thread = thread
+    return token
+
+
+_new_token: Final = object.__new__
 
 
 @final

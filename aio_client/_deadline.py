@@ -229,7 +229,8 @@ def parse_timeout_header(value: str | None) -> float | None:
     match = _DECIMAL.fullmatch(value)
     if match is None:
         return None
-    return _believable(float(match.group(1)))
+    seconds = float(match.group(1))  # _believable, inline: every request reads this header
+    return seconds if 0.0 <= seconds <= MAX_WIRE_TIMEOUT else None
 
 
 def parse_grpc_timeout(value: str | None) -> float | None:

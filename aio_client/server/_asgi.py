@@ -150,9 +150,10 @@ class DeadlineMiddleware:
             else:
                 result = await self._relayed(decision, scope, exchange)
         finally:
-            pump = exchange.close()
-            if pump is not None:
-                await _reap(pump)
+            if exchange._pump is not None:  # a request that outlived _WATCH_AFTER
+                pump = exchange.close()
+                if pump is not None:
+                    await _reap(pump)
         if isinstance(result, Rejection) and result.deliverable:
             await _send_rejection(send, result)
         # Otherwise the client is gone, or the response had started: returning
@@ -292,7 +293,8 @@ class _Exchange:
         self._send = send
         self._token = token
         self._timer = timer
-        self._pending: deque[Message] = deque()
+        # Made by the relay, which most requests never start.
+        self._pending: deque[Message] | None = None
         self._changed: anyio.Event | None = None
         self._relay = False
         self._pump: asyncio.Task[None] | None = None
@@ -364,6 +366,7 @@ class _Exchange:
     async def pump(self) -> None:
         """Read the server's ``receive`` for the app (see the class docstring)."""
         self._relay = True
+        pending = self._pending = deque()
         try:
             while True:
                 message = await self._receive()
@@ -376,10 +379,10 @@ class _Exchange:
                     # anything else rather than queue it (and never spin).
                     await anyio.lowlevel.checkpoint()
                     continue
-                self._pending.append(message)
+                pending.append(message)
                 self._wake()
                 if message.get("more_body", False):
-                    while self._pending:
+                    while pending:
                         await self._wait()
                 else:
                     self._body_done = True
@@ -402,13 +405,15 @@ class _Exchange:
             elif kind == "http.disconnect":
                 self._hung_up()
             return message
-        while not self._pending:
+        pending = self._pending
+        while not pending:
             if self.error is not None:
                 raise self.error
             if self.disconnected:
                 return dict(_DISCONNECT)
             await self._wait()
-        message = self._pending.popleft()
+            pending = self._pending
+        message = pending.popleft()
         self._wake()
         return message
 

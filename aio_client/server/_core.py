@@ -22,24 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
+from threading import get_ident
 from typing import Any, Final, Protocol, TypeVar, Unpack, final
 
 import anyio
 
 from .. import _clock
-from .._cancel import CancelReason, CancelToken
+from .._cancel import CancelReason, CancelToken, _request_token
 from .._deadline import (
     ENVOY_TIMEOUT_HEADER,
     GRPC_TIMEOUT_HEADER,
     TIMEOUT_HEADER,
     Deadline,
+    _Ambient,
+    _ambient,
     parse_envoy_timeout,
     parse_grpc_timeout,
     parse_timeout_header,
-    reset_ambient,
-    set_ambient,
 )
 from .._errors import AioClientError, ConfigError, DeadlineExceededError
 from .._priority import PRIORITY_HEADER, Priority, parse_priority_header
@@ -106,6 +108,8 @@ _ANSWERED_ERROR: Final = OUTCOMES[Ending.ANSWERED_ERROR]
 _FAILED: Final = OUTCOMES[Ending.FAILED]
 _DISCONNECTED: Final = OUTCOMES[Ending.DISCONNECTED]
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
+_new_deadline: Final = object.__new__
+_set_deadline_at: Final = Deadline.__dict__["at"].__set__
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
 
@@ -280,7 +284,8 @@ class ServerCore:
         route inside it). ``peer`` is the transport peer's address, the
         default client identity (needed only when :attr:`wants_peer`).
         """
-        arrived_at = _clock.now()
+        loop = _get_running_loop()
+        arrived_at = _clock.now() if loop is None else loop.time()
         stats = self.stats
         stats.requests += 1
         budget: float | None = None
@@ -348,9 +353,10 @@ class ServerCore:
             or (shedder is not None and not shedder.try_acquire(priority))
         ):
             return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
-        deadline = Deadline._trusted(arrived_at + budget)
+        deadline = _new_deadline(Deadline)  # Deadline._trusted, inline
+        _set_deadline_at(deadline, arrived_at + budget)
         return Admission(
-            CancelToken(deadline=deadline),
+            _request_token(deadline, loop, None if loop is None else get_ident()),
             deadline,
             priority,
             budget,
@@ -434,7 +440,7 @@ class ServerCore:
         """
         token = admission.token
         self._in_flight.add(token)
-        ambient = set_ambient(admission.deadline, admission.priority)
+        ambient = _ambient.set(_Ambient(admission.deadline, admission.priority))
         current = _admission.set(admission)
         status = 500
         row = _FAILED
@@ -474,7 +480,8 @@ class ServerCore:
                         count(self.stats, row)
                         status, settle = 499, True
                         return rejection(row, started=exchange.started, gone=True)
-                    token._finish()
+                    if not token._finished:  # an adapter may have seen the response end
+                        token._finish()
                     status = exchange.status_of(value)
                     row = _COMPLETED
                     count(self.stats, row)
@@ -523,7 +530,7 @@ class ServerCore:
             raise
         finally:
             _admission.reset(current)
-            reset_ambient(ambient)
+            _ambient.reset(ambient)
             self._in_flight.discard(token)
             if admission.holds_slot and self.load_shedder is not None:
                 self.load_shedder.release()

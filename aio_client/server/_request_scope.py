@@ -61,7 +61,8 @@ class RequestScope:
 
     Like ``token.scope()``: inside, :func:`~aio_client.current_token` is the
     token; the block ends early when the token fires or its deadline passes,
-    and only that cancellation is absorbed. Not reentrant.
+    and only that cancellation is absorbed. The scope opens when made (one
+    call per request, not three); ``with`` only closes it. Not reentrant.
     """
 
     __slots__ = (
@@ -84,13 +85,36 @@ class RequestScope:
         self._timer = timer
         self._task = task
         self._cancels = 0
-        self._open = False
         self._entry: Entry | None = None
         self._check: Entry | None = None
         self._at = math.inf
-        self._context: Token[CancelToken | None] | None = None
         #: Whether the block was ended by the token (set when the block exits).
         self.cancelled_caught = False
+        if token._loop is None:
+            token._bind_loop()
+        self._baseline = task.cancelling()
+        self._open = True
+        self._context: Token[CancelToken | None] = _current.set(token)
+        if token._reason is None and not token._finished:
+            deadline = token._deadline
+            now = timer.loop.time()
+            if deadline is None or deadline.at > now:
+                # The token drives every member of its scope set through cancel()
+                # and the deadline attribute, which is all this class offers it.
+                scopes: set[Any] = token._scopes
+                scopes.add(self)
+                # One timer entry per request: at the deadline, or sooner when the
+                # client's connection is to be looked at first.
+                at = math.inf if deadline is None else deadline.at
+                self._at = at
+                if token._probe is not None and now + _PEER_EVERY < at:
+                    at = now + _PEER_EVERY
+                if at != math.inf:
+                    self._entry = timer.call_at(at, self._tick)
+                return
+            token._refresh()  # the deadline has passed: that fires the token
+        if token._reason is not None:
+            self.cancel()  # level-triggered: a fired token stops new work at once
 
     # -- what the token calls ------------------------------------------------------
 
@@ -102,9 +126,10 @@ class RequestScope:
     @deadline.setter
     def deadline(self, at: float) -> None:
         self._at = at
-        if self._entry is not None:
-            self._timer.finish(self._entry)
+        entry = self._entry
+        if entry is not None:
             self._entry = None
+            self._timer.finish(entry)
         if self._open and at != math.inf:  # inf: the work completed, nothing to watch
             self._arm()
 
@@ -123,28 +148,8 @@ class RequestScope:
     # -- the block -----------------------------------------------------------------
 
     def __enter__(self) -> RequestScope:
-        if self._context is not None:
+        if not self._open:
             raise RuntimeError("a request scope is not reentrant")
-        token = self._token
-        if token._loop is None:
-            token._bind_loop()
-        self._baseline = self._task.cancelling()
-        self._open = True
-        self._context = _current.set(token)
-        if token._reason is None and not token._finished:
-            deadline = token._deadline
-            if deadline is None or deadline.at > self._timer.loop.time():
-                # The token drives every member of its scope set through cancel()
-                # and the deadline attribute, which is all this class offers it.
-                scopes: set[Any] = token._scopes
-                scopes.add(self)
-                if deadline is not None:
-                    self._at = deadline.at
-                self._arm()
-                return self
-            token._refresh()  # the deadline has passed: that fires the token
-        if token._reason is not None:
-            self.cancel()  # level-triggered: a fired token stops new work at once
         return self
 
     def __exit__(
@@ -153,14 +158,16 @@ class RequestScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        if not self._open:
+            return False
         self._open = False
-        if self._context is not None:
-            _current.reset(self._context)
+        _current.reset(self._context)
         scopes: set[Any] = self._token._scopes
         scopes.discard(self)
-        if self._entry is not None:
-            self._timer.finish(self._entry)
+        entry = self._entry
+        if entry is not None:
             self._entry = None
+            self._timer.finish(entry)
         if self._check is not None:
             self._timer.finish(self._check)
             self._check = None
