@@ -20,7 +20,6 @@ from .._asgi import ASGIApp, Message, Receive, Scope, Send
 from .._cancel import CancelReason, CancelToken
 from .._deadline import current_priority, reset_ambient, set_ambient
 from .._server_events import Admission
-from .._timer import DeadlineTimer
 from ._core import RouteResolver, ServerCore
 from ._options import ServerOptions
 from ._outcomes import Rejection, ServerStats
@@ -130,16 +129,16 @@ class DeadlineMiddleware:
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
             return
-        timer = core.loop_timer()
+        loop = decision.token._loop  # None: not asyncio (trio)
         exchange = _Exchange(
             receive,
             send,
             decision.token,
-            timer,
+            loop,
             None if core.stream_timeout is None else core.response_started,
         )
         try:
-            if timer is not None:
+            if loop is not None:
                 # The request scope looks at the client every 20 ms (the token's
                 # probe); from _WATCH_AFTER on, a look starts the watcher.
                 exchange.watch_at = decision.arrived_at + _WATCH_AFTER
@@ -261,6 +260,7 @@ class _Exchange:
     __slots__ = (
         "_body_done",
         "_changed",
+        "_loop",
         "_on_start",
         "_pending",
         "_pump",
@@ -268,7 +268,6 @@ class _Exchange:
         "_receive",
         "_relay",
         "_send",
-        "_timer",
         "_token",
         "_trailers",
         "complete",
@@ -284,7 +283,7 @@ class _Exchange:
         receive: Receive,
         send: Send,
         token: CancelToken,
-        timer: DeadlineTimer | None,
+        loop: asyncio.AbstractEventLoop | None,
         on_start: Callable[[CancelToken], None] | None = None,
     ) -> None:
         self._receive = receive
@@ -292,7 +291,8 @@ class _Exchange:
         self._on_start = on_start
         self._send = send
         self._token = token
-        self._timer = timer
+        # The request's asyncio loop (None elsewhere: the relay reads from the start).
+        self._loop = loop
         # Made by the relay, which most requests never start.
         self._pending: deque[Message] | None = None
         self._changed: anyio.Event | None = None
@@ -318,15 +318,16 @@ class _Exchange:
         reading (a read in progress sees a disconnect itself; a later look
         tries again) or the response is complete.
         """
+        loop = self._loop
         if (
             not self._relay
             and not self.complete
-            and self._timer is not None
-            and self._timer.loop.time() >= self.watch_at
+            and loop is not None
+            and loop.time() >= self.watch_at
             and not self._readers
         ):
             self._relay = True
-            self._pump = self._timer.loop.create_task(self.pump())
+            self._pump = loop.create_task(self.pump())
         return self.disconnected
 
     def close(self) -> asyncio.Task[None] | None:

@@ -108,7 +108,7 @@ _ANSWERED_ERROR: Final = OUTCOMES[Ending.ANSWERED_ERROR]
 _FAILED: Final = OUTCOMES[Ending.FAILED]
 _DISCONNECTED: Final = OUTCOMES[Ending.DISCONNECTED]
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
-_new_deadline: Final = object.__new__
+_new_object: Final = object.__new__
 _set_deadline_at: Final = Deadline.__dict__["at"].__set__
 _admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
@@ -353,21 +353,22 @@ class ServerCore:
             or (shedder is not None and not shedder.try_acquire(priority))
         ):
             return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
-        deadline = _new_deadline(Deadline)  # Deadline._trusted, inline
+        deadline = _new_object(Deadline)  # Deadline._trusted, inline
         _set_deadline_at(deadline, arrived_at + budget)
-        return Admission(
-            _request_token(deadline, loop, None if loop is None else get_ident()),
-            deadline,
-            priority,
-            budget,
-            arrived_at,
-            shedder is not None,
-            method,
-            scheme,
-            route,
-            invalid,
-            client,
-        )
+        # Admission(...) field by field: the dataclass's __init__ costs a call more.
+        admission: Admission = _new_object(Admission)
+        admission.token = _request_token(deadline, loop, None if loop is None else get_ident())
+        admission.deadline = deadline
+        admission.priority = priority
+        admission.budget = budget
+        admission.arrived_at = arrived_at
+        admission.holds_slot = shedder is not None
+        admission.method = method
+        admission.scheme = scheme
+        admission.route = route
+        admission.invalid_header = invalid
+        admission.client = client
+        return admission
 
     @staticmethod
     def _trusts(trust: Callable[[ClientInfo], bool], client: ClientInfo) -> bool:

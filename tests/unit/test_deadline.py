@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import aio_client as ac
 from aio_client._deadline import (
+    _parse_decimal,
     format_timeout_header,
     parse_envoy_timeout,
     parse_grpc_timeout,
@@ -134,3 +135,11 @@ def test_header_parsers_never_raise(value: str) -> None:
     for parse in (parse_timeout_header, parse_grpc_timeout, parse_envoy_timeout):
         result = parse(value)
         assert result is None or 0.0 <= result <= 86_400.0
+
+
+@given(st.text(alphabet="0123456789.eE-+ _\u0661x", max_size=24))
+def test_timeout_header_fast_path_keeps_the_grammar(value: str) -> None:
+    """The quick read of plain decimals decides exactly as the header's regular expression."""
+    reference = _parse_decimal(value)
+    expected = reference if 0.0 <= reference <= 86_400.0 else None
+    assert parse_timeout_header(value) == expected

@@ -128,3 +128,20 @@ async def test_an_apps_own_status_for_an_error_is_sent_even_an_unusual_one() -> 
     assert answer.status == 499
     assert answer.deliverable
     assert core.stats.client_disconnected == 0
+
+
+async def test_an_admission_has_every_field_and_a_token_like_one_made_by_hand() -> None:
+    """admit() builds its Admission field by field: none may be missing, the token is complete."""
+    core = ServerCore()
+    admission = core.admit([("x-request-timeout", "2.5")], method="POST", scheme="https")
+    assert not isinstance(admission, Rejection)
+    values = {field.name: getattr(admission, field.name) for field in dataclasses.fields(admission)}
+    assert values["budget"] == 2.5
+    assert (values["method"], values["scheme"], values["holds_slot"]) == ("POST", "https", False)
+    token = admission.token
+    by_hand = ac.CancelToken(deadline=admission.deadline)
+    for name in type(token).__slots__:
+        if name not in ("__weakref__", "_id"):
+            assert getattr(token, name) == getattr(by_hand, name), name
+    assert token.deadline is admission.deadline
+    assert admission.deadline.remaining() == pytest.approx(2.5, abs=0.1)
