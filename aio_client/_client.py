@@ -517,7 +517,7 @@ class Client:
         # Enforcement is inline here, on the path of every request() (a coroutine
         # frame of its own costs about 2% of a call); _enforced() is the same for
         # the rarer streamed calls.
-        token = set_ambient(call.deadline, call.priority)
+        token = set_ambient(call.deadline, call.priority, inherited.origin)
         try:
             if loop is not None:
                 timer = self._timer

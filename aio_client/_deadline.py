@@ -109,14 +109,21 @@ _set_at = Deadline.__dict__["at"].__set__
 
 @final
 class _Ambient:
-    __slots__ = ("deadline", "priority")
+    # origin: the served request these values came from (the server core's
+    # Admission), carried into every nested block so its handler's code finds it.
+    __slots__ = ("deadline", "origin", "priority")
 
-    def __init__(self, deadline: Deadline | None, priority: Priority | None) -> None:
+    def __init__(
+        self, deadline: Deadline | None, priority: Priority | None, origin: object = None
+    ) -> None:
         self.deadline = deadline
         self.priority = priority
+        self.origin = origin
 
 
 _EMPTY: Final = _Ambient(None, None)
+# set_ambient's default: keep the origin of the values being replaced.
+_CARRY: Final = object()
 _ambient: ContextVar[_Ambient] = ContextVar("aio_client_ambient", default=_EMPTY)
 
 
@@ -167,7 +174,7 @@ class _AmbientBlock:
                 raise ConfigError(f"deadline must be a Deadline; got {deadline!r}")
             nearest = nearest_deadline(nearest, deadline)
         prio = current.priority if priority is None else Priority.coerce(priority)
-        self._new = _Ambient(nearest, prio)
+        self._new = _Ambient(nearest, prio, current.origin)
         self._token: Token[_Ambient] | None = None
 
     def __enter__(self) -> Deadline | None:
@@ -186,9 +193,17 @@ class _AmbientBlock:
         _ambient.reset(self._token)
 
 
-def set_ambient(deadline: Deadline | None, priority: Priority | None) -> Token[_Ambient]:
-    """Low-level: set both values; the caller must ``reset_ambient`` the token."""
-    return _ambient.set(_Ambient(deadline, priority))
+def set_ambient(
+    deadline: Deadline | None, priority: Priority | None, origin: object = _CARRY
+) -> Token[_Ambient]:
+    """Low-level: set both values; the caller must ``reset_ambient`` the token.
+
+    ``origin`` (the served request the values belong to) is kept from the values
+    being replaced unless given (callers that hold those values pass it on).
+    """
+    if origin is _CARRY:
+        origin = _ambient.get().origin
+    return _ambient.set(_Ambient(deadline, priority, origin))
 
 
 def reset_ambient(token: Token[_Ambient]) -> None:

@@ -328,7 +328,7 @@ class _Run:
             )
         deadline = nearest_deadline(deadline, settings.deadline)
         # Every call inherits the fan-out's deadline, as the ambient one.
-        token = set_ambient(deadline, inherited.priority)
+        token = set_ambient(deadline, inherited.priority, inherited.origin)
         try:
             if _get_running_loop() is not None:
                 # On asyncio, native tasks: a third of the cost of anyio's per call.

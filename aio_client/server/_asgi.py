@@ -10,7 +10,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Unpack, final
 
 import anyio
@@ -420,8 +420,12 @@ class _Exchange:
 
     # -- send --------------------------------------------------------------------------
 
-    async def send(self, message: Message) -> None:
-        """The app's ``send``: notes the status, and when the response is complete."""
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's ``send``: notes the status, and when the response is complete.
+
+        Not a coroutine function: it returns the server's own ``send(message)``
+        for the app to await (a coroutine frame less per message).
+        """
         kind = message.get("type")
         if kind == "http.response.body":
             if not message.get("more_body", False) and not self._trailers:
@@ -434,7 +438,7 @@ class _Exchange:
                 self._on_start(self._token)
         elif _ends_response(kind, message, trailers=self._trailers):
             self._completed()
-        await self._send(message)
+        return self._send(message)
 
     def _completed(self) -> None:
         self.complete = True

@@ -24,7 +24,6 @@ import asyncio
 import logging
 from asyncio import _get_running_loop
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
 from threading import get_ident
 from typing import Any, Final, Protocol, TypeVar, Unpack, final
 
@@ -110,12 +109,16 @@ _DISCONNECTED: Final = OUTCOMES[Ending.DISCONNECTED]
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _new_object: Final = object.__new__
 _set_deadline_at: Final = Deadline.__dict__["at"].__set__
-_admission: ContextVar[Admission | None] = ContextVar("aio_client_admission", default=None)
 
 
 def current_admission() -> Admission | None:
-    """The admission of the request being handled here, or ``None``."""
-    return _admission.get()
+    """The admission of the request being handled here, or ``None``.
+
+    It travels with the ambient deadline (one context variable per request,
+    not two), through every nested ``ambient()`` block and outgoing call.
+    """
+    origin = _ambient.get().origin
+    return origin if isinstance(origin, Admission) else None
 
 
 class Exchange(Protocol[T_contra]):
@@ -441,8 +444,7 @@ class ServerCore:
         """
         token = admission.token
         self._in_flight.add(token)
-        ambient = _ambient.set(_Ambient(admission.deadline, admission.priority))
-        current = _admission.set(admission)
+        ambient = _ambient.set(_Ambient(admission.deadline, admission.priority, admission))
         status = 500
         row = _FAILED
         handled = False
@@ -530,7 +532,6 @@ class ServerCore:
             status = 500 if row.status is None else row.status
             raise
         finally:
-            _admission.reset(current)
             _ambient.reset(ambient)
             self._in_flight.discard(token)
             if admission.holds_slot and self.load_shedder is not None:

@@ -145,3 +145,28 @@ async def test_an_admission_has_every_field_and_a_token_like_one_made_by_hand() 
             assert getattr(token, name) == getattr(by_hand, name), name
     assert token.deadline is admission.deadline
     assert admission.deadline.remaining() == pytest.approx(2.5, abs=0.1)
+
+
+async def test_the_admission_is_found_in_nested_ambient_blocks_and_gone_after() -> None:
+    """current_admission() inside ambient() and shield() blocks, and None once the request ends."""
+    from aio_client.server._core import current_admission
+
+    core = ServerCore()
+    admission = core.admit([("x-request-timeout", "5")])
+    assert not isinstance(admission, Rejection)
+    seen: list[object] = []
+
+    async def handler() -> int:
+        seen.append(current_admission())
+        with ac.ambient(timeout=1.0):
+            seen.append(current_admission())
+            token = current_token()
+            assert token is not None
+            with token.shield(timeout=1.0):
+                seen.append(current_admission())
+        return 200
+
+    assert current_admission() is None
+    assert await core.run(admission, handler, StatusExchange()) == 200
+    assert seen == [admission, admission, admission]
+    assert current_admission() is None
