@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
-from ._deadline import Deadline, current_priority, nearest_deadline, reset_ambient, set_ambient
+from ._deadline import (
+    Deadline,
+    _ambient,
+    current_priority,
+    nearest_deadline,
+    reset_ambient,
+    set_ambient,
+)
 from ._errors import ConfigError, TokenCancelledError
 from ._validation import validate_timeout
 
@@ -82,7 +89,14 @@ def current_token() -> CancelToken | None:
     Behind the server middleware this is the request's token; tasks started
     inside the scope inherit it.
     """
-    return _current.get()
+    token = _current.get()
+    if token is None:
+        # A served request's token travels with its ambient deadline (the
+        # request's scope sets no context variable of its own; see _request_scope.py).
+        origin = _ambient.get().origin
+        if origin is not None:
+            token = getattr(origin, "token", None)
+    return token
 
 
 @final

@@ -59,8 +59,9 @@ _PEER_EVERY: Final = 0.02
 class RequestScope:
     """``with RequestScope(token, timer, task):`` runs a handler under ``token`` on asyncio.
 
-    Like ``token.scope()``: inside, :func:`~aio_client.current_token` is the
-    token; the block ends early when the token fires or its deadline passes,
+    Like ``token.scope()``: inside (under the ambient values the core sets,
+    whose origin is the request's admission), :func:`~aio_client.current_token`
+    is the token; the block ends early when the token fires or its deadline passes,
     and only that cancellation is absorbed. The scope opens when made (one
     call per request, not three); ``with`` only closes it. Not reentrant.
     """
@@ -94,7 +95,12 @@ class RequestScope:
             token._bind_loop()
         self._baseline = task.cancelling()
         self._open = True
-        self._context: Token[CancelToken | None] = _current.set(token)
+        # current_token() finds the request's token through the ambient values the
+        # core sets (their origin, the admission); only a token scope open around
+        # this one (a request served in process) must be hidden for the block.
+        self._context: Token[CancelToken | None] | None = (
+            None if _current.get() is None else _current.set(None)
+        )
         if token._reason is None and not token._finished:
             deadline = token._deadline
             now = timer.loop.time()
@@ -161,7 +167,8 @@ class RequestScope:
         if not self._open:
             return False
         self._open = False
-        _current.reset(self._context)
+        if self._context is not None:
+            _current.reset(self._context)
         scopes: set[Any] = self._token._scopes
         scopes.discard(self)
         entry = self._entry

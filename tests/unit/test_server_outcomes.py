@@ -6,6 +6,7 @@ import dataclasses
 import logging
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import aio_client as ac
@@ -170,3 +171,24 @@ async def test_the_admission_is_found_in_nested_ambient_blocks_and_gone_after() 
     assert await core.run(admission, handler, StatusExchange()) == 200
     assert seen == [admission, admission, admission]
     assert current_admission() is None
+
+
+async def test_a_request_served_inside_another_tokens_scope_sees_its_own_token() -> None:
+    """Served in process under an outer token.scope(): current_token() is the request's."""
+    core = ServerCore()
+    outer = ac.CancelToken()
+    seen: list[object] = []
+
+    async def handler() -> int:
+        seen.append(current_token())
+        await anyio.lowlevel.checkpoint()
+        seen.append(current_token())
+        return 200
+
+    admission = core.admit(())
+    assert not isinstance(admission, Rejection)
+    with outer.scope():
+        assert await core.run(admission, handler, StatusExchange()) == 200
+        assert current_token() is outer
+    assert seen == [admission.token, admission.token]
+    assert current_token() is None
