@@ -28,7 +28,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 import anyio
 
@@ -83,6 +83,17 @@ class CancelReason(enum.StrEnum):
 HANG_UP_AT_DEADLINE: Final = 0.05
 
 
+class _TaskScope(Protocol):
+    """The server's scope around a request's task (``server/_request_scope.py``)."""
+
+    #: Loop time the token's deadline moves to (``inf``: none, the work completed).
+    deadline: float
+
+    def cancel(self) -> None:
+        """The token fired: cancel the task."""
+        ...
+
+
 def current_token() -> CancelToken | None:
     """The token of the innermost :meth:`CancelToken.scope` around this code, or ``None``.
 
@@ -126,6 +137,7 @@ class CancelToken:
         "_probe",
         "_reason",
         "_scopes",
+        "_task_scope",
         "_thread",
         "_timer",
     )
@@ -140,13 +152,17 @@ class CancelToken:
         self._reason: CancelReason | None = None
         self._message: str | None = None
         self._finished = False
-        # Insertion-ordered, keyed by registration number so removal is O(1).
-        self._callbacks: dict[int, Callable[[], object]] = {}
+        # Insertion-ordered, keyed by registration number so removal is O(1);
+        # made on first registration (most tokens, one per request, never have any).
+        self._callbacks: dict[int, Callable[[], object]] | None = None
         # Made on first child: most tokens (one per request) never have any.
         self._children: weakref.WeakSet[CancelToken] | None = None
         self._parent: CancelToken | None = None
         self._probe: Callable[[], bool] | None = None
-        self._scopes: set[anyio.CancelScope] = set()
+        # Open token.scope() blocks, made on the first one.
+        self._scopes: set[anyio.CancelScope] | None = None
+        # The server's request scope (request_scope.py), when one runs the work.
+        self._task_scope: _TaskScope | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = asyncio._get_running_loop()
         self._thread = threading.get_ident() if self._loop is not None else None
@@ -212,17 +228,20 @@ class CancelToken:
         self._reason = reason
         self._message = message
         self._disarm()
-        for scope in self._scopes:
+        if self._task_scope is not None:
+            self._task_scope.cancel()
+        for scope in self._scopes or ():
             scope.cancel()
         children = list(self._children or ())
         self._children = None
         for child in children:
             child.cancel(reason, message)
-        callbacks = list(self._callbacks.values())
-        self._callbacks.clear()
+        callbacks = self._callbacks
+        self._callbacks = None
         self._probe = None
-        for callback in callbacks:
-            _run_callback(callback)
+        if callbacks:
+            for callback in list(callbacks.values()):
+                _run_callback(callback)
         self._detach()
         return True
 
@@ -260,6 +279,8 @@ class CancelToken:
         if self._finished:
             return CancelRegistration(None, 0)
         key = next(_ids)
+        if self._callbacks is None:
+            self._callbacks = {}
         self._callbacks[key] = callback
         return CancelRegistration(self, key)
 
@@ -313,7 +334,9 @@ class CancelToken:
         if self._deadline is not None and self._deadline <= deadline:
             return
         self._deadline = deadline
-        for scope in self._scopes:
+        if self._task_scope is not None:
+            self._task_scope.deadline = deadline.at
+        for scope in self._scopes or ():
             scope.deadline = deadline.at
         if self._timer is not None:
             self._disarm()
@@ -354,11 +377,12 @@ class CancelToken:
         self._finished = True
         if self._timer is not None:
             self._disarm()
-        for scope in self._scopes:
-            # Work after the response (background tasks) is no longer bound by it.
+        # Work after the response (background tasks) is no longer bound by it.
+        if self._task_scope is not None:
+            self._task_scope.deadline = math.inf
+        for scope in self._scopes or ():
             scope.deadline = math.inf
-        if self._callbacks:
-            self._callbacks.clear()
+        self._callbacks = None
         self._children = None
         self._probe = None
         if self._parent is not None:
@@ -374,7 +398,9 @@ class CancelToken:
         if self._reason is not None or self._finished:
             return
         self._deadline = deadline
-        for scope in self._scopes:
+        if self._task_scope is not None:
+            self._task_scope.deadline = deadline.at
+        for scope in self._scopes or ():
             scope.deadline = deadline.at
         if self._timer is not None:
             self._disarm()
@@ -449,7 +475,8 @@ class CancelToken:
             self._parent = None
 
     def _forget(self, key: int) -> None:
-        self._callbacks.pop(key, None)
+        if self._callbacks is not None:
+            self._callbacks.pop(key, None)
 
     def __repr__(self) -> str:
         state = (
@@ -474,11 +501,12 @@ def _request_token(
     token._reason = None
     token._message = None
     token._finished = False
-    token._callbacks = {}
+    token._callbacks = None
     token._children = None
     token._parent = None
     token._probe = None
-    token._scopes = set()
+    token._scopes = None
+    token._task_scope = None
     token._timer = None
     token._loop = loop
     token._thread = thread
@@ -549,6 +577,8 @@ class CancelScopeHandle:
         if token.cancelled:
             scope.cancel()  # level-triggered: a fired token stops new work at once
         elif not token._finished:
+            if token._scopes is None:
+                token._scopes = set()
             token._scopes.add(scope)
             token._arm()
         self._context = _current.set(token)
@@ -565,8 +595,10 @@ class CancelScopeHandle:
         assert scope is not None
         assert self._context is not None
         _current.reset(self._context)
-        token._scopes.discard(scope)
-        if not token._scopes:
+        scopes = token._scopes
+        if scopes is not None:
+            scopes.discard(scope)
+        if not scopes:
             token._disarm()
         swallowed = bool(scope.__exit__(exc_type, exc, tb))
         if scope.cancelled_caught:

@@ -20,7 +20,7 @@ from .._asgi import ASGIApp, Message, Receive, Scope, Send
 from .._cancel import CancelReason, CancelToken
 from .._deadline import current_priority, reset_ambient, set_ambient
 from .._server_events import Admission
-from ._core import RouteResolver, ServerCore
+from ._core import ServerCore
 from ._options import ServerOptions
 from ._outcomes import Rejection, ServerStats
 from ._websocket import GOING_AWAY, SERVICE_RESTART, close_code, close_text
@@ -109,45 +109,38 @@ class DeadlineMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        # The HTTP path is inline: a coroutine less per request.
+        # The HTTP path is inline: a coroutine less per request. No closures: a
+        # request holds as few objects as it can while it runs (fewer garbage
+        # collections with many requests in flight).
         core = self.core
-        headers = _headers(scope.get("headers", ()), self._wanted)
-        app = self.app
-        route: RouteResolver | None = None
-        if core.observer is not None:
-
-            def route() -> str | None:
-                return _route_template(scope, app)
-
+        exchange = _Exchange(
+            self.app,
+            scope,
+            receive,
+            send,
+            None if core.stream_timeout is None else core.response_started,
+        )
         decision = core.admit(
-            headers,
+            _headers(scope.get("headers", ()), self._wanted),
             method=scope.get("method", ""),
             scheme=scope.get("scheme", "http"),
-            route=route,
+            route=None if core.observer is None else exchange.route_template,
             peer=_peer(scope) if core.wants_peer else None,
         )
         if isinstance(decision, Rejection):
             await _send_rejection(send, decision)
             return
-        loop = decision.token._loop  # None: not asyncio (trio)
-        exchange = _Exchange(
-            receive,
-            send,
-            decision.token,
-            loop,
-            None if core.stream_timeout is None else core.response_started,
-        )
+        token = exchange._token = decision.token
+        loop = exchange._loop = token._loop  # None: not asyncio (trio)
         try:
             if loop is not None:
                 # The request scope looks at the client every 20 ms (the token's
                 # probe); from _WATCH_AFTER on, a look starts the watcher.
                 exchange.watch_at = decision.arrived_at + _WATCH_AFTER
-                decision.token._watch_peer(exchange.gone)
-                result = await core.run(
-                    decision, lambda: app(scope, exchange.receive, exchange.send), exchange
-                )
+                token._watch_peer(exchange.gone)
+                result = await core.run(decision, exchange.call_app, exchange)
             else:
-                result = await self._relayed(decision, scope, exchange)
+                result = await self._relayed(decision, exchange)
         finally:
             if exchange._pump is not None:  # a request that outlived _WATCH_AFTER
                 pump = exchange.close()
@@ -188,17 +181,12 @@ class DeadlineMiddleware:
             await connection.close(reason)
         token._finish()
 
-    async def _relayed(
-        self, decision: Admission, scope: Scope, exchange: _Exchange
-    ) -> Rejection | None:
+    async def _relayed(self, decision: Admission, exchange: _Exchange) -> Rejection | None:
         # Not on asyncio (trio): the relay reads from the start, in a task group.
-        app = self.app
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(exchange.pump)
-                result = await self.core.run(
-                    decision, lambda: app(scope, exchange.receive, exchange.send), exchange
-                )
+                result = await self.core.run(decision, exchange.call_app, exchange)
                 tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # Only the app can fail (the pump keeps its errors for the app's
@@ -258,6 +246,7 @@ class _Exchange:
     """
 
     __slots__ = (
+        "_app",
         "_body_done",
         "_changed",
         "_loop",
@@ -267,6 +256,7 @@ class _Exchange:
         "_readers",
         "_receive",
         "_relay",
+        "_scope",
         "_send",
         "_token",
         "_trailers",
@@ -280,19 +270,22 @@ class _Exchange:
 
     def __init__(
         self,
+        app: ASGIApp,
+        scope: Scope,
         receive: Receive,
         send: Send,
-        token: CancelToken,
-        loop: asyncio.AbstractEventLoop | None,
         on_start: Callable[[CancelToken], None] | None = None,
     ) -> None:
+        self._app = app
+        self._scope = scope
         self._receive = receive
         # The core's stream policy, told when the response starts (stream_timeout set).
         self._on_start = on_start
         self._send = send
-        self._token = token
-        # The request's asyncio loop (None elsewhere: the relay reads from the start).
-        self._loop = loop
+        # Set once the request is admitted: its token, and its asyncio loop (None
+        # elsewhere: the relay reads from the start).
+        self._token: CancelToken
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Made by the relay, which most requests never start.
         self._pending: deque[Message] | None = None
         self._changed: anyio.Event | None = None
@@ -329,6 +322,14 @@ class _Exchange:
             self._relay = True
             self._pump = loop.create_task(self.pump())
         return self.disconnected
+
+    def call_app(self) -> Awaitable[None]:
+        """Call the app with this exchange's ``receive`` and ``send``."""
+        return self._app(self._scope, self.receive, self.send)
+
+    def route_template(self) -> str | None:
+        """The template of the request's route (for the observer)."""
+        return _route_template(self._scope, self._app)
 
     def close(self) -> asyncio.Task[None] | None:
         """The request has ended: the relay task to reap, if one runs."""

@@ -105,10 +105,9 @@ class RequestScope:
             deadline = token._deadline
             now = timer.loop.time()
             if deadline is None or deadline.at > now:
-                # The token drives every member of its scope set through cancel()
-                # and the deadline attribute, which is all this class offers it.
-                scopes: set[Any] = token._scopes
-                scopes.add(self)
+                # The token drives its task scope through cancel() and the
+                # deadline attribute. One request, one scope.
+                token._task_scope = self
                 # One timer entry per request: at the deadline, or sooner when the
                 # client's connection is to be looked at first.
                 at = math.inf if deadline is None else deadline.at
@@ -169,8 +168,9 @@ class RequestScope:
         self._open = False
         if self._context is not None:
             _current.reset(self._context)
-        scopes: set[Any] = self._token._scopes
-        scopes.discard(self)
+        token = self._token
+        if token._task_scope is self:
+            token._task_scope = None
         entry = self._entry
         if entry is not None:
             self._entry = None

@@ -141,7 +141,7 @@ async def test_registrations_are_removed_when_their_scope_ends() -> None:
     registration = token.on_cancel(lambda: calls.append(-1))
     registration.remove()
     registration.remove()
-    assert len(token._callbacks) == 0
+    assert not token._callbacks
     token.cancel(CancelReason.EXPLICIT)
     assert calls == []
 
