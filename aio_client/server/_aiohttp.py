@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
+from functools import partial
 from typing import ClassVar, Final, Unpack, final
 
 import anyio
@@ -115,23 +116,19 @@ class AiohttpDeadlineMiddleware:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self.core
+        # No closures (partial objects instead): a request holds as few objects as
+        # it can while it runs (fewer garbage collections with many in flight).
         route: RouteResolver | None = None
         scheme = "http"
         if core.observer is not None:
             scheme = request.scheme
-
-            def route() -> str | None:
-                return _route_template(request)
-
+            route = partial(_route_template, request)
         headers = request.headers
         decision = core.admit(
             headers.items()
             if core.wants_all_headers
             else [
-                (name, value)
-                for name in core.header_names
-                if name in headers
-                for value in headers.getall(name)
+                (name, value) for name in core.header_names for value in headers.getall(name, ())
             ],
             route_max=self._route_max(request),
             method=request.method,
@@ -149,12 +146,13 @@ class AiohttpDeadlineMiddleware:
         )
         # Looked at by the token when read, and every 20 ms while the handler runs.
         decision.token._watch_peer(exchange.gone)
+        call = partial(handler, request)
         if sockets is None:
-            result = await core.run(decision, lambda: handler(request), exchange)
+            result = await core.run(decision, call, exchange)
         else:
             context = _sockets.set(sockets)
             try:
-                result = await core.run(decision, lambda: handler(request), exchange)
+                result = await core.run(decision, call, exchange)
             finally:
                 _sockets.reset(context)
             if isinstance(result, Rejection) and sockets:
