@@ -2,9 +2,11 @@
 
 Usage::
 
-    python benchmarks/_server_apps.py VARIANT [--port 0]
+    python benchmarks/_server_apps.py VARIANT [--port 0] [--gc-freeze]
 
-- The first line on stdout is the bound port; nothing else is printed on stdout.
+- The first line on stdout is the bound port; the last, once it stops, is
+  ``gc {...}``: the garbage collections made while serving, per generation,
+  and the seconds they took (JSON). Nothing else is printed on stdout.
 - ``GET /ping`` answers ``200 pong`` (``text/plain``, with a ``Content-Length``)
   from a trivial handler, so what differs between variants is the middleware.
 - Variants: ``asgi_bare``, ``asgi_passthrough``, ``asgi_deadline``,
@@ -21,11 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
+import json
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Final
 
@@ -42,6 +47,21 @@ AIOHTTP_VARIANTS: Final = (
     "aiohttp_aio_request",
 )
 VARIANTS: Final = ASGI_VARIANTS + AIOHTTP_VARIANTS
+# Whether to gc.freeze() once serving (--gc-freeze).
+_FREEZE = False
+# Collections per generation while serving, and the seconds they took.
+_COLLECTIONS = [0, 0, 0]
+_GC_SECONDS = [0.0]
+_GC_STARTED = [0.0]
+
+
+def _count_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _GC_STARTED[0] = time.perf_counter()
+    else:
+        _COLLECTIONS[info["generation"]] += 1
+        _GC_SECONDS[0] += time.perf_counter() - _GC_STARTED[0]
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -195,6 +215,10 @@ async def serve_aiohttp(variant: str, sock: socket.socket) -> None:
 
 
 def _ready(sock: socket.socket) -> None:
+    if _FREEZE:
+        gc.collect()
+        gc.freeze()
+    gc.callbacks.append(_count_collection)
     sys.stdout.write(f"{sock.getsockname()[1]}\n")
     sys.stdout.flush()
 
@@ -204,7 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", choices=VARIANTS)
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once serving: start-up objects leave the collector's full passes",
+    )
     args = parser.parse_args(argv)
+    global _FREEZE
+    _FREEZE = args.gc_freeze
     sock = _listen(args.port)
     serve = serve_asgi if args.variant in ASGI_VARIANTS else serve_aiohttp
     coro = serve(args.variant, sock)
@@ -214,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
+    gc.callbacks.remove(_count_collection)
+    report = {"collections": _COLLECTIONS, "seconds": round(_GC_SECONDS[0], 4)}
+    sys.stdout.write(f"gc {json.dumps(report)}\n")
+    sys.stdout.flush()
     return 0
 
 

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/instructions.py [--quick] [--requests N] [--json PATH]
+        [--metrics | --server | --served]
 
 Timings on a shared two-core machine swing by tens of percent from one minute to
 the next; the number of instructions a request costs does not. Each variant runs
@@ -23,7 +24,14 @@ Variants (see ``overhead.py`` for the timed versions):
   ``raw_aiohttp`` (``ClientSession.get`` + ``read()``, the session's default
   timeout), ``raw_aiohttp_no_timer`` (the same with ``ClientTimeout(total=None)``),
   ``raw_aiohttp_propagation_headers`` (no timer, plus the three ``X-Request-*``
-  headers aio_client sends), ``aio_client_aiohttp`` and ``aio_request_aiohttp``.
+  headers aio_client sends), ``aio_client_aiohttp`` and ``aio_request_aiohttp``;
+- ``--server``: the server middleware in process, each app called directly;
+- ``--served``: the server side, as ``server_overhead.py`` times it: each server
+  variant of ``_server_apps.py`` runs under valgrind and is driven over loopback
+  from this process (2 requests in flight), so the count is the server
+  process's own, HTTP parsing and writing included. Its ratios are the
+  throughput ratios a server would reach if time went as instructions (the
+  garbage collector's pauses and cache misses make the timed ones lower).
 
 Needs valgrind on the PATH (``apt install valgrind``).
 """
@@ -62,6 +70,30 @@ _SERVER: Final = (
     "aiohttp_deadline",
     "aiohttp_aio_request",
 )
+# Over loopback, each server variant of server_overhead.py in its own process
+# under valgrind, driven from outside it: what a request costs a real server.
+_SERVED: Final = (
+    "asgi_bare",
+    "asgi_passthrough",
+    "asgi_deadline",
+    "asgi_deadline_prometheus",
+    "aiohttp_bare",
+    "aiohttp_passthrough",
+    "aiohttp_deadline",
+    "aiohttp_aio_request",
+)
+# Requests in flight against a served variant: two, so that valgrind's slowness
+# (requests take 20-50 times longer) does not stretch them past the middleware's
+# 20 ms and 40 ms looks at the client, which a real server's requests never reach:
+# at 4 in flight on a busy host, aiohttp_middleware counted 240,000 instead of 208,000.
+_SERVED_CONCURRENCY: Final = 2
+_SERVED_WARMUP: Final = 400
+# server_overhead.py's throughput targets, read as instruction ratios.
+_SERVED_TARGETS: Final = {
+    "asgi_deadline": 0.85,
+    "asgi_deadline_prometheus": 0.8,
+    "aiohttp_deadline": 0.85,
+}
 _LOOPBACK: Final = (
     "raw_aiohttp",
     "raw_aiohttp_no_timer",
@@ -347,6 +379,111 @@ def _report(counts: dict[str, float], requests: int) -> dict[str, Any]:
     }
 
 
+def _served_instructions(variant: str, requests: int) -> int:
+    """All the instructions of a served variant's process that answered ``requests``."""
+    import select
+
+    from server_overhead import _connect
+
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        str(_HERE / "_server_apps.py"),
+        variant,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 600)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"{variant}: the server did not start under valgrind")
+        port = int(line)
+
+        async def drive() -> None:
+            connections = await _connect(port, _SERVED_CONCURRENCY)
+
+            async def each(connection: Any, count: int) -> None:
+                for _ in range(count):
+                    await connection.request()
+
+            share, extra = divmod(requests, _SERVED_CONCURRENCY)
+            await asyncio.gather(*(each(c, share + (i < extra)) for i, c in enumerate(connections)))
+            for connection in connections:
+                connection.close()
+
+        asyncio.run(drive())
+    finally:
+        proc.stdin.close()  # the server stops at the end of its stdin
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.wait(timeout=600)
+    found = _REFS.search(err)
+    if found is None:
+        raise RuntimeError(f"{variant}: valgrind run failed:\n{err[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _served_report(requests: int, json_path: Path | None) -> int:
+    counts = {}
+    for variant in _SERVED:
+        print(f"... {variant} (served)", file=sys.stderr)
+        base = _served_instructions(variant, _SERVED_WARMUP)
+        total = _served_instructions(variant, _SERVED_WARMUP + requests)
+        counts[variant] = (total - base) / requests
+    bare = {"asgi": counts["asgi_bare"], "aiohttp": counts["aiohttp_bare"]}
+    ratios = {
+        name: bare[name.split("_", 1)[0]] / value
+        for name, value in counts.items()
+        if not name.endswith("_bare")
+    }
+    met = {name: ratios[name] >= bound for name, bound in _SERVED_TARGETS.items()}
+    met["aiohttp_deadline_ahead_of_aio_request"] = (
+        ratios["aiohttp_deadline"] > ratios["aiohttp_aio_request"]
+    )
+    report = {
+        "benchmark": "instructions_served",
+        "meta": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "requests_per_variant": requests,
+            "concurrency": _SERVED_CONCURRENCY,
+        },
+        "instructions_per_request": {name: round(value) for name, value in counts.items()},
+        "added_over_bare": {
+            name: round(value - bare[name.split("_", 1)[0]])
+            for name, value in counts.items()
+            if not name.endswith("_bare")
+        },
+        "bare_over_variant": {name: round(value, 3) for name, value in ratios.items()},
+        "targets_met": met,
+    }
+    print(
+        f"served over loopback, instructions per request of the server process "
+        f"({requests} per variant, {_SERVED_CONCURRENCY} in flight)"
+    )
+    for name, value in counts.items():
+        shown = "" if name not in ratios else f"  ({ratios[name]:.3f}x bare)"
+        print(f"   {name:28s} {value:>10,.0f}{shown}")
+    for name, ok in met.items():
+        print(f"   target: {name}: {'met' if ok else 'MISSED'}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def _server_report(requests: int, json_path: Path | None) -> int:
     counts = {}
     for variant in _SERVER:
@@ -426,6 +563,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="in process only, the server middleware over its app called directly",
     )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="each server variant of server_overhead.py under valgrind, over loopback",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -455,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts: dict[str, float] = {}
     if args.server:
         return _server_report(requests, args.json)
+    if args.served:
+        return _served_report(requests, args.json)
     for variant in _INPROCESS + _METRICS if args.metrics else _INPROCESS:
         print(f"... {variant}", file=sys.stderr)
         counts[variant] = _per_request(variant, 0, requests)

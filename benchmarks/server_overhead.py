@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/server_overhead.py [--quick] [--json PATH] [--check]
-        [--concurrency N] [--seconds S] [--rounds R]
+        [--concurrency N] [--seconds S] [--rounds R] [--gc-freeze]
 
 Each variant of ``_server_apps.py`` runs in a process of its own on
 127.0.0.1 (uvloop when installed):
@@ -22,8 +22,14 @@ flight (32) against one server at a time, for ``--seconds`` per slice.
 Every request carries ``X-Request-Timeout: 5`` (as a propagating client
 sends), every response is checked (200, ``pong``). Variants are interleaved
 round-robin (the order rotates each round) and medians reported, with the
-server process's CPU time per request. ``server_rps_ratio`` is each
-variant's median requests/s over its bare app's.
+server process's CPU time per request and its garbage collections over the
+whole run (young and full ones, and the seconds they took). ``server_rps_ratio``
+is each variant's median requests/s over its bare app's.
+
+``--gc-freeze``: each server calls ``gc.freeze()`` once ready, so the
+collector's full passes no longer walk the framework's start-up objects (with
+many requests in flight a server may collect all the time: the GC column
+shows how often, and for how long).
 
 Targets: ``asgi_deadline`` and ``aiohttp_deadline`` at least 0.85x their bare
 app, ``asgi_deadline_prometheus`` at least 0.8x, and ``aiohttp_deadline``
@@ -87,6 +93,7 @@ class Settings:
     rounds: int
     seconds: float
     concurrency: int
+    gc_freeze: bool = False
 
 
 @final
@@ -96,6 +103,8 @@ class Series:
 
     rps: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
+    #: The server's garbage collections over the whole run (see _server_apps.py).
+    collections: object = None
 
 
 # --- the load generator ------------------------------------------------------------
@@ -197,8 +206,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def _spawn(variant: str) -> subprocess.Popen[str]:
+def _spawn(variant: str, *, gc_freeze: bool = False) -> subprocess.Popen[str]:
     command = [sys.executable, *(f"-W{o}" for o in sys.warnoptions), str(_SERVER_SCRIPT), variant]
+    if gc_freeze:
+        command.append("--gc-freeze")
     # A session of its own: a Ctrl-C reaches this process only, which stops
     # the servers in order by closing their stdin.
     return subprocess.Popen(
@@ -215,7 +226,8 @@ def _port(proc: subprocess.Popen[str], variant: str) -> int:
     return int(line)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[str]) -> dict[str, object] | None:
+    """Stop a server; its garbage collection report (see _server_apps.py), if it gave one."""
     if proc.stdin is not None:
         with contextlib.suppress(OSError):
             proc.stdin.close()
@@ -228,21 +240,31 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    found: dict[str, object] | None = None
     if proc.stdout is not None:
+        for line in proc.stdout.read().splitlines():
+            if line.startswith("gc "):
+                found = json.loads(line[3:])
         proc.stdout.close()
+    return found
 
 
 @contextlib.contextmanager
-def _servers(variants: Sequence[str]) -> Iterator[dict[str, tuple[int, int]]]:
-    """Start one process per variant; yield ``{variant: (pid, port)}``; always stop them."""
+def _servers(
+    variants: Sequence[str], collections: dict[str, object], *, gc_freeze: bool = False
+) -> Iterator[dict[str, tuple[int, int]]]:
+    """Start one process per variant; yield ``{variant: (pid, port)}``; always stop them.
+
+    Each server's garbage collection report lands in ``collections`` once it stopped.
+    """
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
         for variant in variants:
-            procs[variant] = _spawn(variant)
+            procs[variant] = _spawn(variant, gc_freeze=gc_freeze)
         yield {variant: (proc.pid, _port(proc, variant)) for variant, proc in procs.items()}
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        for variant, proc in procs.items():
+            collections[variant] = _stop(proc)
 
 
 # --- the run ----------------------------------------------------------------------
@@ -251,7 +273,22 @@ def _servers(variants: Sequence[str]) -> Iterator[dict[str, tuple[int, int]]]:
 async def measure(settings: Settings, variants: Sequence[str]) -> dict[str, Series]:
     """Interleaved rounds over every variant; per-round requests/s and server CPU."""
     series = {variant: Series() for variant in variants}
-    with _servers(variants) as running:
+    collections: dict[str, object] = {}
+    try:
+        await _rounds(settings, variants, series, collections)
+    finally:
+        for variant, found in collections.items():
+            series[variant].collections = found
+    return series
+
+
+async def _rounds(
+    settings: Settings,
+    variants: Sequence[str],
+    series: dict[str, Series],
+    collections: dict[str, object],
+) -> None:
+    with _servers(variants, collections, gc_freeze=settings.gc_freeze) as running:
         pools = {
             variant: await _connect(port, settings.concurrency)
             for variant, (_, port) in running.items()
@@ -277,7 +314,6 @@ async def measure(settings: Settings, variants: Sequence[str]) -> dict[str, Seri
             for pool in pools.values():
                 for connection in pool:
                     connection.close()
-    return series
 
 
 def report(settings: Settings, series: dict[str, Series]) -> dict[str, object]:
@@ -313,6 +349,7 @@ def report(settings: Settings, series: dict[str, Series]) -> dict[str, object]:
             "rounds": settings.rounds,
             "seconds_per_slice": settings.seconds,
             "concurrency": settings.concurrency,
+            "gc_freeze": settings.gc_freeze,
         },
         "environment": {
             "python": platform.python_version(),
@@ -327,6 +364,7 @@ def report(settings: Settings, series: dict[str, Series]) -> dict[str, object]:
         "server_cpu_us_per_request": cpu,
         "server_rps_ratio": ratios,
         "server_rps_ratio_per_round": per_round,
+        "server_gc": {v: s.collections for v, s in series.items()},
         "server_cpu_ratio": {
             name: cpu[variant] / cpu[_BARE[variant]]
             for name, variant in _RATIOS.items()
@@ -349,15 +387,26 @@ def _print(result: dict[str, object]) -> None:
     ranges: dict[str, list[float]] = result["server_rps_range"]  # type: ignore[assignment]
     ratios: dict[str, float] = result["server_rps_ratio"]  # type: ignore[assignment]
     per_round: dict[str, float] = result["server_rps_ratio_per_round"]  # type: ignore[assignment]
+    collected: dict[str, dict[str, object] | None] = result["server_gc"]  # type: ignore[assignment]
     columns = ("req/s", "min", "max", "ratio", "/round")
-    print(f"{'variant':<26}" + "".join(f"{c:>9}" for c in columns) + f"{'CPU µs/req':>12}")
+    print(
+        f"{'variant':<26}"
+        + "".join(f"{c:>9}" for c in columns)
+        + f"{'CPU µs/req':>12}{'GCs young/full, s':>20}"
+    )
     for variant, value in rps.items():
         low, high = ranges[variant]
         ratio = f"{ratios[variant]:.2f}" if variant in ratios else "1"
         round_ratio = f"{per_round[variant]:.2f}" if variant in per_round else ""
+        gc_seen = collected.get(variant)
+        if gc_seen:
+            counts: list[int] = gc_seen["collections"]  # type: ignore[assignment]
+            gc_text = f"{counts[0]}/{counts[2]}, {gc_seen['seconds']:.2f}"
+        else:
+            gc_text = "-"
         print(
             f"{variant:<26}{value:>9,.0f}{low:>9,.0f}{high:>9,.0f}{ratio:>9}{round_ratio:>9}"
-            f"{cpu[variant]:>12.1f}"
+            f"{cpu[variant]:>12.1f}{gc_text:>20}"
         )
     print("targets:", json.dumps(result["targets"]))
 
@@ -372,6 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per slice (quick 0.6, full 1.5)")
     parser.add_argument("--rounds", type=int, help="rounds (quick 3, full 9)")
     parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="servers call gc.freeze() once ready (as the README suggests for services)",
+    )
+    parser.add_argument(
         "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="a subset"
     )
     args = parser.parse_args(argv)
@@ -382,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds=args.rounds or (3 if args.quick else 9),
         seconds=args.seconds or (0.6 if args.quick else 1.5),
         concurrency=args.concurrency,
+        gc_freeze=args.gc_freeze,
     )
     if settings.rounds < 1 or settings.seconds <= 0:
         parser.error("--rounds and --seconds must be positive")
