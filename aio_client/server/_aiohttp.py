@@ -145,7 +145,7 @@ class AiohttpDeadlineMiddleware:
             request, decision.token, None if core.stream_timeout is None else core, sockets
         )
         # Looked at by the token when read, and every 20 ms while the handler runs.
-        decision.token._watch_peer(exchange.gone)
+        decision.token._watch_peer(exchange)
         call = partial(handler, request)
         if sockets is None:
             result = await core.run(decision, call, exchange)
@@ -219,6 +219,9 @@ class _Exchange:
             if not self._sockets:  # a WebSocket is bounded by websocket_timeout instead
                 core.response_started(self._token)
         return _gone(self._request)
+
+    #: The token's probe is the exchange itself (no bound method kept per request).
+    __call__ = gone
 
     @property
     def started(self) -> bool:

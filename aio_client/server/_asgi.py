@@ -137,7 +137,7 @@ class DeadlineMiddleware:
                 # The request scope looks at the client every 20 ms (the token's
                 # probe); from _WATCH_AFTER on, a look starts the watcher.
                 exchange.watch_at = decision.arrived_at + _WATCH_AFTER
-                token._watch_peer(exchange.gone)
+                token._watch_peer(exchange)
                 result = await core.run(decision, exchange.call_app, exchange)
             else:
                 result = await self._relayed(decision, exchange)
@@ -322,6 +322,9 @@ class _Exchange:
             self._relay = True
             self._pump = loop.create_task(self.pump())
         return self.disconnected
+
+    #: The token's probe is the exchange itself (no bound method kept per request).
+    __call__ = gone
 
     def call_app(self) -> Awaitable[None]:
         """Call the app with this exchange's ``receive`` and ``send``."""

@@ -115,7 +115,7 @@ class RequestScope:
                 if token._probe is not None and now + _PEER_EVERY < at:
                     at = now + _PEER_EVERY
                 if at != math.inf:
-                    self._entry = timer.call_at(at, self._tick)
+                    self._entry = timer.call_at(at, self)
                 return
             token._refresh()  # the deadline has passed: that fires the token
         if token._reason is not None:
@@ -205,9 +205,13 @@ class RequestScope:
         if token._probe is not None:
             at = min(at, self._timer.loop.time() + _PEER_EVERY)
         if at != math.inf:
-            self._entry = self._timer.call_at(at, self._tick)
+            self._entry = self._timer.call_at(at, self)
 
-    def _tick(self) -> None:
+    def __call__(self) -> None:
+        """The timer entry's callback: the deadline, or a look at the client, is due.
+
+        The scope itself is the callback (no bound method kept per request).
+        """
         self._entry = None
         token = self._token
         if not self._open or token._finished or token._reason is not None:

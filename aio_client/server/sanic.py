@@ -164,7 +164,7 @@ class SanicDeadline:
             exchange = _Exchange(
                 request, decision.token, None if core.stream_timeout is None else core
             )
-            decision.token._watch_peer(exchange.gone)
+            decision.token._watch_peer(exchange)
 
             async def call() -> Any:
                 result = handler(request, *args, **kwargs)
@@ -212,6 +212,9 @@ class _Exchange:
             self._core = None
             core.response_started(self._token)
         return self.lost()
+
+    #: The token's probe is the exchange itself (no bound method kept per request).
+    __call__ = gone
 
     def lost(self) -> bool:
         """Whether the client's connection is lost."""
