@@ -19,10 +19,16 @@ ASGI middleware starts its watcher from the second look): a request still
 running :data:`_PEER_EVERY` seconds after its handler started has the probe
 looked at then, and at that interval, on the same timer entry as its deadline.
 
-The token sees the scope as one of its own scopes: it calls :meth:`RequestScope.cancel`
+The token holds the scope as its task scope: it calls :meth:`RequestScope.cancel`
 when it fires and sets :attr:`RequestScope.deadline` when its deadline moves
 (``tighten``) or its work completes (``math.inf``: work after the response,
 such as background tasks, is no longer bound by the deadline).
+
+Per request the scope keeps as few objects alive as it can (with many
+requests in flight, each one's objects decide how often the garbage collector
+runs): it sets no context variable (:func:`~aio_client.current_token` finds
+the token through the ambient values the core sets), and it is itself its
+timer entry's callback.
 
 As with anyio's scopes, the cancellation is level-triggered: a handler that
 loses it (an ``except`` that swallows it, a scope inside that takes it for
