@@ -70,18 +70,6 @@ _SERVER: Final = (
     "aiohttp_deadline",
     "aiohttp_aio_request",
 )
-# Over loopback, each server variant of server_overhead.py in its own process
-# under valgrind, driven from outside it: what a request costs a real server.
-_SERVED: Final = (
-    "asgi_bare",
-    "asgi_passthrough",
-    "asgi_deadline",
-    "asgi_deadline_prometheus",
-    "aiohttp_bare",
-    "aiohttp_passthrough",
-    "aiohttp_deadline",
-    "aiohttp_aio_request",
-)
 # Requests in flight against a served variant: two, so that valgrind's slowness
 # (requests take 20-50 times longer) does not stretch them past the middleware's
 # 20 ms and 40 ms looks at the client, which a real server's requests never reach:
@@ -437,8 +425,12 @@ def _served_instructions(variant: str, requests: int) -> int:
 
 
 def _served_report(requests: int, json_path: Path | None) -> int:
+    # Every server variant of server_overhead.py, each in its own process under
+    # valgrind, driven from outside it: what a request costs a real server.
+    from _server_apps import VARIANTS
+
     counts = {}
-    for variant in _SERVED:
+    for variant in VARIANTS:
         print(f"... {variant} (served)", file=sys.stderr)
         base = _served_instructions(variant, _SERVED_WARMUP)
         total = _served_instructions(variant, _SERVED_WARMUP + requests)
