@@ -309,12 +309,18 @@ def _aio_request_metrics_off() -> None:
 # --- the parent ---------------------------------------------------------------------
 
 
+# valgrind counting every instruction of the command that follows, and nothing else.
+_VALGRIND: Final = (
+    "valgrind",
+    "--tool=cachegrind",
+    "--cache-sim=no",
+    "--cachegrind-out-file=/dev/null",
+)
+
+
 def _instructions(variant: str, port: int, requests: int) -> int:
     command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
+        *_VALGRIND,
         sys.executable,
         str(Path(__file__).resolve()),
         "--child",
@@ -373,15 +379,7 @@ def _served_instructions(variant: str, requests: int) -> int:
 
     from server_overhead import _connect
 
-    command = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        "--cachegrind-out-file=/dev/null",
-        sys.executable,
-        str(_HERE / "_server_apps.py"),
-        variant,
-    ]
+    command = [*_VALGRIND, sys.executable, str(_HERE / "_server_apps.py"), variant]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen(
         command,
