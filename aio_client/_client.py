@@ -18,7 +18,6 @@ from ._call import _ATTEMPT, Call, CallSettings
 from ._classifier import Classifier, Verdict, default_classifier
 from ._deadline import (
     Deadline,
-    _Ambient,
     _ambient,
     reset_ambient,
     set_ambient,
@@ -518,8 +517,7 @@ class Client:
         # Enforcement is inline here, on the path of every request() (a coroutine
         # frame of its own costs about 2% of a call); _enforced() is the same for
         # the rarer streamed calls.
-        # set_ambient(), inline: every call sets the values its attempts inherit.
-        token = _ambient.set(_Ambient(call.deadline, call.priority, inherited.origin))
+        token = set_ambient(call.deadline, call.priority, inherited.origin)
         try:
             if loop is not None:
                 timer = self._timer
@@ -549,7 +547,7 @@ class Client:
                 _call_finished(call, watchers, now, None, exc)
             raise
         finally:
-            _ambient.reset(token)
+            reset_ambient(token)
         if watchers:
             _call_finished(call, watchers, now, response, None)
         return response

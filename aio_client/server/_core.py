@@ -108,7 +108,6 @@ _FAILED: Final = OUTCOMES[Ending.FAILED]
 _DISCONNECTED: Final = OUTCOMES[Ending.DISCONNECTED]
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _new_object: Final = object.__new__
-_set_deadline_at: Final = Deadline.__dict__["at"].__set__
 
 
 def current_admission() -> Admission | None:
@@ -356,8 +355,7 @@ class ServerCore:
             or (shedder is not None and not shedder.try_acquire(priority))
         ):
             return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
-        deadline = _new_object(Deadline)  # Deadline._trusted, inline
-        _set_deadline_at(deadline, arrived_at + budget)
+        deadline = Deadline._trusted(arrived_at + budget)
         # Admission(...) field by field: the dataclass's __init__ costs a call more.
         admission: Admission = _new_object(Admission)
         admission.token = _request_token(deadline, loop, None if loop is None else get_ident())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import aiohttp
@@ -17,6 +17,7 @@ from sanic import Sanic
 import aio_client as ac
 from aio_client._cancel import CancelReason, CancelToken
 from aio_client.server import CancelTokenDep, DeadlineMiddleware, aiohttp_middleware
+from aio_client.server._core import ServerCore
 from aio_client.server.sanic import SanicDeadline
 from tests.integration.servers import sanic_app, serve_aiohttp, serve_sanic, serve_uvicorn, settle
 
@@ -107,20 +108,33 @@ def fastapi_ws_app(handler: Handler, **options: object) -> DeadlineMiddleware:
     return middleware
 
 
-async def test_a_connection_gets_its_token_and_echoes_untouched() -> None:
+@contextlib.asynccontextmanager
+async def served(server: str, handler: Handler) -> AsyncIterator[tuple[str, ServerCore]]:
+    """The /idle and /echo app on ``server`` (FastAPI under uvicorn, or Sanic): url and core."""
+    if server == "uvicorn":
+        middleware = fastapi_ws_app(handler)
+        async with serve_uvicorn(middleware) as url:
+            yield url, middleware.core
+    else:
+        app, integration = sanic_ws_app(handler)
+        async with serve_sanic(app) as url:
+            yield url, integration.core
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "sanic"])
+async def test_a_connection_gets_its_token_and_echoes_untouched(server: str) -> None:
     """Messages flow both ways; an app-initiated close ends it cleanly, its token never fired."""
     handler = Handler()
-    middleware = fastapi_ws_app(handler)
     async with (
-        serve_uvicorn(middleware) as url,
+        served(server, handler) as (url, core),
         aiohttp.ClientSession() as session,
         session.ws_connect(f"{url}/echo") as ws,
     ):
         await echo_then_bye(ws)
-        assert await settle(lambda: middleware.core.connections == 0, within=1.0)
+        assert await settle(lambda: core.connections == 0, within=1.0)
     (token,) = handler.tokens
     assert not token.cancelled
-    assert middleware.core.connections == 0
+    assert core.connections == 0
 
 
 async def test_a_hang_up_cancels_the_handler_within_100ms() -> None:
@@ -430,21 +444,6 @@ def sanic_ws_app(handler: Handler, **options: Any) -> tuple[Sanic[Any, Any], San
     app.add_websocket_route(idle, "/idle")
     app.add_websocket_route(echo, "/echo")
     return app, integration
-
-
-async def test_sanic_a_connection_gets_its_token_and_echoes_untouched() -> None:
-    """On Sanic, a connection gets its own token; messages flow; an app close leaves it unfired."""
-    handler = Handler()
-    app, integration = sanic_ws_app(handler)
-    async with (
-        serve_sanic(app) as url,
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{url}/echo") as ws,
-    ):
-        await echo_then_bye(ws)
-        assert await settle(lambda: integration.core.connections == 0, within=1.0)
-    (token,) = handler.tokens
-    assert not token.cancelled
 
 
 async def test_sanic_a_hang_up_cancels_the_handler_within_100ms() -> None:
