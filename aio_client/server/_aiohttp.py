@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from functools import partial
 from typing import ClassVar, Final, Unpack, final
@@ -10,6 +11,7 @@ from typing import ClassVar, Final, Unpack, final
 import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import istr
 
 from .._cancel import CancelReason, CancelToken, current_token
 from .._deadline import current_priority, set_ambient
@@ -28,6 +30,7 @@ _CAPS_LIMIT: Final = 1024
 # Seconds a close frame for a cancelled WebSocket connection may take.
 _CLOSE_WITHIN: Final = 1.0
 _log: Final = logging.getLogger("aio_client.server")
+_UPGRADE: Final = istr("upgrade")
 # The WebSocket the connection's handler prepared (on_response_prepare fills it).
 _sockets: ContextVar[list[web.WebSocketResponse] | None] = ContextVar(
     "aio_client_websockets", default=None
@@ -71,13 +74,18 @@ class AiohttpDeadlineMiddleware:
     """
 
     __middleware_version__: ClassVar[int] = 1
-    __slots__ = ("_caps", "core")
+    __slots__ = ("_caps", "_names", "core")
 
     def __init__(self, core: ServerCore) -> None:
         #: The shared core (its options and counters).
         self.core = core
         # Each handler's route maximum (max_timeout), looked up once.
         self._caps: dict[object, float | None] = {}
+        # The headers the core reads, as aiohttp's case-insensitive keys (looked
+        # up without case folding); None: the core reads them all.
+        self._names: tuple[istr, ...] | None = (
+            None if core.wants_all_headers else tuple(istr(name) for name in core.header_names)
+        )
 
     @property
     def stats(self) -> ServerStats:
@@ -124,13 +132,24 @@ class AiohttpDeadlineMiddleware:
             scheme = request.scheme
             route = partial(_route_template, request)
         headers = request.headers
+        names = self._names
+        pairs: Iterable[tuple[str, str]]
+        if names is None:
+            pairs = headers.items()
+        else:
+            # A loop, not a comprehension: no frame of its own on every request.
+            pairs = []
+            getall = headers.getall
+            for name in names:
+                for value in getall(name, ()):
+                    pairs.append((name, value))
+        try:  # the route's maximum, remembered per handler
+            route_max = self._caps[request.match_info.handler]
+        except (KeyError, TypeError):
+            route_max = self._route_max(request)
         decision = core.admit(
-            headers.items()
-            if core.wants_all_headers
-            else [
-                (name, value) for name in core.header_names for value in headers.getall(name, ())
-            ],
-            route_max=self._route_max(request),
+            pairs,
+            route_max=route_max,
             method=request.method,
             scheme=scheme,
             route=route,
@@ -140,7 +159,10 @@ class AiohttpDeadlineMiddleware:
             return _response(decision)
         # A WebSocket handshake stays a request (deadline, guards) until the
         # handler prepares its WebSocketResponse (on_response_prepare).
-        sockets: list[web.WebSocketResponse] | None = [] if _is_websocket(request) else None
+        upgrade = headers.get(_UPGRADE)  # absent on nearly every request: one lookup
+        sockets: list[web.WebSocketResponse] | None = (
+            [] if upgrade is not None and _is_websocket(upgrade, headers) else None
+        )
         exchange = _Exchange(
             request, decision.token, None if core.stream_timeout is None else core, sockets
         )
@@ -172,13 +194,12 @@ class AiohttpDeadlineMiddleware:
         return web.Response(status=result.status)  # the client is gone: for the access log
 
     def _route_max(self, request: web.Request) -> float | None:
+        # A handler not remembered yet (or unhashable: looked up every time).
         handler = request.match_info.handler
         caps = self._caps
         try:
-            return caps[handler]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable handler: look every time
+            hash(handler)
+        except TypeError:
             return _route_max(request)
         limit = route_max_timeout(handler)
         if limit is None and isinstance(handler, type) and issubclass(handler, web.View):
@@ -243,15 +264,10 @@ class _Exchange:
         return exc.status if isinstance(exc, web.HTTPException) else None
 
 
-def _is_websocket(request: web.BaseRequest) -> bool:
-    # aiohttp's own test for a WebSocket handshake (WebSocketResponse.can_prepare).
-    headers = request.headers
-    upgrade = headers.get("Upgrade")  # absent on nearly every request: one lookup
-    return (
-        upgrade is not None
-        and upgrade.lower() == "websocket"
-        and "upgrade" in headers.get("Connection", "").lower()
-    )
+def _is_websocket(upgrade: str, headers: Mapping[str, str]) -> bool:
+    # aiohttp's own test for a WebSocket handshake (WebSocketResponse.can_prepare),
+    # given the request's Upgrade header.
+    return upgrade.lower() == "websocket" and "upgrade" in headers.get("Connection", "").lower()
 
 
 async def _close(socket: web.WebSocketResponse, reason: CancelReason) -> None:

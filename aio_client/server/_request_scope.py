@@ -59,6 +59,7 @@ _GRACE: Final = 0.1
 # Seconds between looks at the client's connection, for adapters whose server
 # says nothing when a client hangs up but can tell when asked (the token's probe).
 _PEER_EVERY: Final = 0.02
+_INF: Final = math.inf
 
 
 @final
@@ -94,7 +95,7 @@ class RequestScope:
         self._cancels = 0
         self._entry: Entry | None = None
         self._check: Entry | None = None
-        self._at = math.inf
+        self._at = _INF
         #: Whether the block was ended by the token (set when the block exits).
         self.cancelled_caught = False
         if token._loop is None:
@@ -116,11 +117,11 @@ class RequestScope:
                 token._task_scope = self
                 # One timer entry per request: at the deadline, or sooner when the
                 # client's connection is to be looked at first.
-                at = math.inf if deadline is None else deadline.at
+                at = _INF if deadline is None else deadline.at
                 self._at = at
                 if token._probe is not None and now + _PEER_EVERY < at:
                     at = now + _PEER_EVERY
-                if at != math.inf:
+                if at != _INF:
                     self._entry = timer.call_at(at, self)
                 return
             token._refresh()  # the deadline has passed: that fires the token
@@ -141,7 +142,7 @@ class RequestScope:
         if entry is not None:
             self._entry = None
             self._timer.finish(entry)
-        if self._open and at != math.inf:  # inf: the work completed, nothing to watch
+        if self._open and at != _INF:  # inf: the work completed, nothing to watch
             self._arm()
 
     def cancel(self) -> None:
@@ -210,7 +211,7 @@ class RequestScope:
         at = self._at
         if token._probe is not None:
             at = min(at, self._timer.loop.time() + _PEER_EVERY)
-        if at != math.inf:
+        if at != _INF:
             self._entry = self._timer.call_at(at, self)
 
     def __call__(self) -> None:

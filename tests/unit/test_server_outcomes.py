@@ -148,6 +148,32 @@ async def test_an_admission_has_every_field_and_a_token_like_one_made_by_hand() 
     assert admission.deadline.remaining() == pytest.approx(2.5, abs=0.1)
 
 
+def test_the_completed_row_is_the_one_run_counts_inline() -> None:
+    """run() counts a completed request without the table's count(): the row it stands for."""
+    row = OUTCOMES[Ending.COMPLETED]
+    assert (row.counter, row.log, row.status) == ("completed", None, None)
+
+
+async def test_the_ambient_values_a_request_sets_have_every_field() -> None:
+    """run() builds the request's ambient values field by field: none may be missing."""
+    from aio_client._deadline import _Ambient, _ambient
+
+    core = ServerCore()
+    admission = core.admit([("x-request-timeout", "5"), ("x-request-priority", "low")])
+    assert not isinstance(admission, Rejection)
+    seen: list[dict[str, object]] = []
+
+    async def handler() -> int:
+        values = _ambient.get()
+        seen.append({name: getattr(values, name) for name in _Ambient.__slots__})
+        return 200
+
+    assert await core.run(admission, handler, StatusExchange()) == 200
+    assert seen == [
+        {"deadline": admission.deadline, "priority": ac.Priority.LOW, "origin": admission}
+    ]
+
+
 async def test_the_admission_is_found_in_nested_ambient_blocks_and_gone_after() -> None:
     """current_admission() inside ambient() and shield() blocks, and None once the request ends."""
     from aio_client.server._core import current_admission
