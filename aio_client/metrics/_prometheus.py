@@ -390,7 +390,9 @@ class PrometheusServerObserver:
         """A request ended (handled or refused)."""
         if outcome.handled:
             self._running -= 1
-        priority = outcome.priority.value
+        # A StrEnum member is its own label (str() gives its value) and hashes as a
+        # str: no call to the enum's value property on every request.
+        priority: str = outcome.priority
         key = (outcome.method, outcome.route, outcome.status, priority)
         child = self._cache.get(key)
         if child is None:
