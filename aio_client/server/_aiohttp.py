@@ -11,6 +11,7 @@ from typing import ClassVar, Final, Unpack, final
 import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import AbstractRoute
 from multidict import istr
 
 from .._cancel import CancelReason, CancelToken, current_token
@@ -24,8 +25,8 @@ from ._websocket import close_code, close_text
 
 __all__ = ["AiohttpDeadlineMiddleware", "aiohttp_middleware"]
 
-# Handlers whose route maximum is remembered (routes are few; handlers made per
-# request would otherwise grow the memory).
+# Routes whose maximum is remembered (an app's routes are few; this bounds the
+# memory should they not be).
 _CAPS_LIMIT: Final = 1024
 # Seconds a close frame for a cancelled WebSocket connection may take.
 _CLOSE_WITHIN: Final = 1.0
@@ -79,8 +80,8 @@ class AiohttpDeadlineMiddleware:
     def __init__(self, core: ServerCore) -> None:
         #: The shared core (its options and counters).
         self.core = core
-        # Each handler's route maximum (max_timeout), looked up once.
-        self._caps: dict[object, float | None] = {}
+        # Each route's maximum (max_timeout), looked up once.
+        self._caps: dict[AbstractRoute, float | None] = {}
         # The headers the core reads, as aiohttp's case-insensitive keys (looked
         # up without case folding); None: the core reads them all.
         self._names: tuple[istr, ...] | None = (
@@ -143,9 +144,9 @@ class AiohttpDeadlineMiddleware:
             for name in names:
                 for value in getall(name, ()):
                     pairs.append((name, value))
-        try:  # the route's maximum, remembered per handler
-            route_max = self._caps[request.match_info.handler]
-        except (KeyError, TypeError):
+        try:  # the route's maximum, remembered per route
+            route_max = self._caps[request.match_info.route]
+        except KeyError:
             route_max = self._route_max(request)
         decision = core.admit(
             pairs,
@@ -194,18 +195,19 @@ class AiohttpDeadlineMiddleware:
         return web.Response(status=result.status)  # the client is gone: for the access log
 
     def _route_max(self, request: web.Request) -> float | None:
-        # A handler not remembered yet (or unhashable: looked up every time).
-        handler = request.match_info.handler
-        caps = self._caps
-        try:
-            hash(handler)
-        except TypeError:
-            return _route_max(request)
-        limit = route_max_timeout(handler)
-        if limit is None and isinstance(handler, type) and issubclass(handler, web.View):
-            return _route_max(request)  # a class-based view: per method
-        if len(caps) < _CAPS_LIMIT:
-            caps[handler] = limit
+        # A route not remembered yet. Remembered unless it is a class-based view
+        # (its maximum is per method) or no route matched (aiohttp makes a route
+        # of its own for each 404 or 405).
+        match_info = request.match_info
+        limit = _route_max(request)
+        handler = match_info.handler
+        route = match_info.route
+        if (
+            route.resource is not None
+            and not (isinstance(handler, type) and issubclass(handler, web.View))
+            and len(self._caps) < _CAPS_LIMIT
+        ):
+            self._caps[route] = limit
         return limit
 
 

@@ -202,12 +202,13 @@ def _headers(
     if wanted is not None:
         try:
             # Decode only the headers the core reads (names lower-cased: in-process
-            # callers do not always follow the ASGI rule that they are).
-            return [
-                (name.decode("latin-1"), bytes(value).decode("latin-1"))
-                for name, value in raw
-                if name.lower() in wanted
-            ]
+            # callers do not always follow the ASGI rule that they are). A loop,
+            # not a comprehension: no frame of its own on every request.
+            kept: list[tuple[str, str]] = []
+            for name, value in raw:
+                if name.lower() in wanted:
+                    kept.append((name.decode("latin-1"), bytes(value).decode("latin-1")))
+            return kept
         except TypeError:  # a bytearray name: not hashable, take the long way
             pass
     return [(bytes(name).decode("latin-1"), bytes(value).decode("latin-1")) for name, value in raw]

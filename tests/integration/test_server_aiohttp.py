@@ -68,6 +68,28 @@ async def test_route_maximum_on_a_view_method() -> None:
     assert middleware.stats.malformed_headers == 0
 
 
+async def test_route_maximums_are_remembered_per_route_and_not_for_unmatched_requests() -> None:
+    """Two routes sharing a handler keep their own maximum; 404s and 405s leave no entry."""
+    app, middleware = guarded_app(timeout=30.0)
+    app[TOKENS] = []
+    app.router.add_get("/capped", max_timeout(0.25)(echo))
+    app.router.add_get("/free", echo)
+    remaining: dict[str, float] = {}
+    async with serve_aiohttp(app) as url, aiohttp.ClientSession() as session:
+        for _ in range(2):  # the second time from the remembered entries
+            for path in ("capped", "free"):
+                async with session.get(f"{url}/{path}") as resp:
+                    remaining[path] = (await resp.json())["remaining"]
+            assert 0.15 < remaining["capped"] <= 0.25
+            assert remaining["free"] > 25.0
+        for _ in range(20):
+            async with session.get(f"{url}/missing") as resp:
+                assert resp.status == 404
+            async with session.post(f"{url}/free") as resp:
+                assert resp.status == 405
+    assert len(middleware._caps) == 2
+
+
 async def test_client_disconnect_cancels_the_handler_within_100ms_with_handler_cancellation() -> (
     None
 ):
