@@ -303,8 +303,10 @@ class ServerCore:
             if self.wants_all_headers:
                 kept = []
         parsers = _TIMEOUT_PARSERS
+        names = self.header_names
         for name, value in headers:
-            key = name.lower()
+            # Adapters mostly pass the names read here, lower-case already.
+            key = name if name in names else name.lower()
             if kept is not None:
                 kept.append((key, value))
             parser = parsers.get(key)
