@@ -94,6 +94,14 @@ class _TaskScope(Protocol):
         ...
 
 
+class _Probe(Protocol):
+    """What tells a token its client hung up (the server adapter's exchange)."""
+
+    def gone(self) -> bool:
+        """Whether the client's connection is closed (cheap, no I/O)."""
+        ...
+
+
 def current_token() -> CancelToken | None:
     """The token of the innermost :meth:`CancelToken.scope` around this code, or ``None``.
 
@@ -158,7 +166,7 @@ class CancelToken:
         # Made on first child: most tokens (one per request) never have any.
         self._children: weakref.WeakSet[CancelToken] | None = None
         self._parent: CancelToken | None = None
-        self._probe: Callable[[], bool] | None = None
+        self._probe: _Probe | None = None
         # Open token.scope() blocks, made on the first one.
         self._scopes: set[anyio.CancelScope] | None = None
         # The server's request scope (request_scope.py), when one runs the work.
@@ -425,7 +433,7 @@ class CancelToken:
             return None
         if self._deadline is not None and self._deadline.expired:
             self.cancel(CancelReason.DEADLINE, "the deadline passed")
-        elif self._probe is not None and self._probe():
+        elif self._probe is not None and self._probe.gone():
             self.cancel(self.hang_up_reason(), "the client closed the connection")
         return self._reason
 
@@ -438,9 +446,9 @@ class CancelToken:
             return CancelReason.DEADLINE
         return CancelReason.CLIENT_DISCONNECTED
 
-    def _watch_peer(self, gone: Callable[[], bool]) -> None:
-        """Let ``gone()`` (cheap, no I/O) report a closed client connection when looked at."""
-        self._probe = gone
+    def _watch_peer(self, probe: _Probe) -> None:
+        """Let ``probe.gone()`` report a closed client connection when the token is looked at."""
+        self._probe = probe
 
     def _bind_loop(self) -> None:
         if self._loop is None:

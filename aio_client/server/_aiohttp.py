@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from contextvars import ContextVar
-from functools import partial
 from typing import ClassVar, Final, Unpack, final
 
 import anyio
@@ -125,14 +124,24 @@ class AiohttpDeadlineMiddleware:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         core = self.core
-        # No closures (partial objects instead): a request holds as few objects as
-        # it can while it runs (fewer garbage collections with many in flight).
+        headers = request.headers
+        # A WebSocket handshake stays a request (deadline, guards) until the
+        # handler prepares its WebSocketResponse (on_response_prepare).
+        upgrade = headers.get(_UPGRADE)  # absent on nearly every request: one lookup
+        sockets: list[web.WebSocketResponse] | None = (
+            [] if upgrade is not None and _is_websocket(upgrade, headers) else None
+        )
+        # No closures: the exchange calls the handler and is the route resolver,
+        # so a request holds as few objects as it can while it runs (each one
+        # brings the next garbage collection nearer with many in flight).
+        exchange = _Exchange(
+            request, handler, None if core.stream_timeout is None else core, sockets
+        )
         route: RouteResolver | None = None
         scheme = "http"
         if core.observer is not None:
             scheme = request.scheme
-            route = partial(_route_template, request)
-        headers = request.headers
+            route = exchange
         names = self._names
         pairs: Iterable[tuple[str, str]]
         if names is None:
@@ -158,24 +167,15 @@ class AiohttpDeadlineMiddleware:
         )
         if isinstance(decision, Rejection):
             return _response(decision)
-        # A WebSocket handshake stays a request (deadline, guards) until the
-        # handler prepares its WebSocketResponse (on_response_prepare).
-        upgrade = headers.get(_UPGRADE)  # absent on nearly every request: one lookup
-        sockets: list[web.WebSocketResponse] | None = (
-            [] if upgrade is not None and _is_websocket(upgrade, headers) else None
-        )
-        exchange = _Exchange(
-            request, decision.token, None if core.stream_timeout is None else core, sockets
-        )
+        exchange._token = decision.token
         # Looked at by the token when read, and every 20 ms while the handler runs.
         decision.token._watch_peer(exchange)
-        call = partial(handler, request)
         if sockets is None:
-            result = await core.run(decision, call, exchange)
+            result = await core.run(decision, exchange)
         else:
             context = _sockets.set(sockets)
             try:
-                result = await core.run(decision, call, exchange)
+                result = await core.run(decision, exchange)
             finally:
                 _sockets.reset(context)
             if isinstance(result, Rejection) and sockets:
@@ -215,17 +215,19 @@ class AiohttpDeadlineMiddleware:
 class _Exchange:
     """One request as the core sees it."""
 
-    __slots__ = ("_core", "_request", "_sockets", "_token")
+    __slots__ = ("_core", "_handler", "_request", "_sockets", "_token")
 
     def __init__(
         self,
-        request: web.BaseRequest,
-        token: CancelToken,
+        request: web.Request,
+        handler: Handler,
         core: ServerCore | None,
         sockets: list[web.WebSocketResponse] | None,
     ) -> None:
         self._request = request
-        self._token = token
+        self._handler = handler
+        # The request's token, set once it is admitted.
+        self._token: CancelToken
         # Set while the core's stream policy waits to hear that the response started.
         self._core = core
         # The WebSocket the handler prepared, if the request was a handshake.
@@ -243,8 +245,16 @@ class _Exchange:
                 core.response_started(self._token)
         return _gone(self._request)
 
-    #: The token's probe is the exchange itself (no bound method kept per request).
-    __call__ = gone
+    def call(self) -> Awaitable[web.StreamResponse]:
+        """Call the handler."""
+        return self._handler(self._request)
+
+    def route_template(self) -> str | None:
+        """The template of the request's route (for the observer)."""
+        return _route_template(self._request)
+
+    #: The exchange is the request's route resolver (no partial kept per request).
+    __call__ = route_template
 
     @property
     def started(self) -> bool:

@@ -124,7 +124,9 @@ class DeadlineMiddleware:
             _headers(scope.get("headers", ()), self._wanted),
             method=scope.get("method", ""),
             scheme=scope.get("scheme", "http"),
-            route=None if core.observer is None else exchange.route_template,
+            # The exchange is the route resolver: no bound method kept per request
+            # (each object a request keeps alive brings the next collection nearer).
+            route=None if core.observer is None else exchange,
             peer=_peer(scope) if core.wants_peer else None,
         )
         if isinstance(decision, Rejection):
@@ -138,7 +140,7 @@ class DeadlineMiddleware:
                 # probe); from _WATCH_AFTER on, a look starts the watcher.
                 exchange.watch_at = decision.arrived_at + _WATCH_AFTER
                 token._watch_peer(exchange)
-                result = await core.run(decision, exchange.call_app, exchange)
+                result = await core.run(decision, exchange)
             else:
                 result = await self._relayed(decision, exchange)
         finally:
@@ -186,7 +188,7 @@ class DeadlineMiddleware:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(exchange.pump)
-                result = await self.core.run(decision, exchange.call_app, exchange)
+                result = await self.core.run(decision, exchange)
                 tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # Only the app can fail (the pump keeps its errors for the app's
@@ -324,16 +326,16 @@ class _Exchange:
             self._pump = loop.create_task(self.pump())
         return self.disconnected
 
-    #: The token's probe is the exchange itself (no bound method kept per request).
-    __call__ = gone
-
-    def call_app(self) -> Awaitable[None]:
+    def call(self) -> Awaitable[None]:
         """Call the app with this exchange's ``receive`` and ``send``."""
         return self._app(self._scope, self.receive, self.send)
 
     def route_template(self) -> str | None:
         """The template of the request's route (for the observer)."""
         return _route_template(self._scope, self._app)
+
+    #: The exchange is the request's route resolver (no bound method kept per request).
+    __call__ = route_template
 
     def close(self) -> asyncio.Task[None] | None:
         """The request has ended: the relay task to reap, if one runs."""

@@ -88,7 +88,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
 
 _log: Final = logging.getLogger("aio_client.server")
 #: The ceiling on a request's budget when the server sets no ``max_timeout``
@@ -121,12 +120,18 @@ def current_admission() -> Admission | None:
     return origin if isinstance(origin, Admission) else None
 
 
-class Exchange(Protocol[T_contra]):
+class Exchange(Protocol[T]):
     """What the core asks an adapter about one request's exchange with its client.
 
     One small object per request (often the adapter's own wrapper of the
-    request) instead of a closure per question.
+    request) instead of a closure per question: each object a request keeps
+    alive while it runs brings the next garbage collection nearer, and with
+    many requests in flight the collector would run all the time.
     """
+
+    def call(self) -> Awaitable[T]:
+        """Run the handler (or the app) once."""
+        ...
 
     @property
     def started(self) -> bool:
@@ -138,7 +143,7 @@ class Exchange(Protocol[T_contra]):
         """Whether the client is known to have gone away."""
         ...
 
-    def status_of(self, value: T_contra, /) -> int:
+    def status_of(self, value: T, /) -> int:
         """The status the handler's return value answers with."""
         ...
 
@@ -427,10 +432,8 @@ class ServerCore:
 
     # -- handling ----------------------------------------------------------------
 
-    async def run(
-        self, admission: Admission, call: Callable[[], Awaitable[T]], exchange: Exchange[T]
-    ) -> T | Rejection:
-        """Run ``call()`` under the admission's token, deadline and priority.
+    async def run(self, admission: Admission, exchange: Exchange[T]) -> T | Rejection:
+        """Run ``exchange.call()`` under the admission's token, deadline and priority.
 
         Returns the handler's value when it completes (its token stays
         uncancelled), or a :class:`Rejection` when the token ended it.
@@ -484,7 +487,7 @@ class ServerCore:
                     handled = True
                     if self._started is not None:
                         self._notify_started(admission)
-                    value = await call()
+                    value = await exchange.call()
                     returned = True
                 # Out of the scope first: finishing the token then has no scope to move.
                 if returned:

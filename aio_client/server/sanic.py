@@ -24,7 +24,7 @@ from sanic.response import HTTPResponse
 from .._cancel import CancelReason, CancelToken
 from .._deadline import current_priority, reset_ambient, set_ambient
 from .._errors import DeadlineExceededError
-from ._core import RouteResolver, ServerCore
+from ._core import ServerCore
 from ._options import ServerOptions
 from ._outcomes import Rejection, ServerStats
 from ._route_limits import route_max_timeout
@@ -144,6 +144,11 @@ class SanicDeadline:
             if limit is None and view is not None:
                 limit = route_max_timeout(getattr(view, request.method.lower(), None))
             headers = request.headers
+            # The exchange calls the handler and is the route resolver: no
+            # closures kept per request.
+            exchange = _Exchange(
+                request, handler, args, kwargs, None if core.stream_timeout is None else core
+            )
             decision = core.admit(
                 headers.items()
                 if core.wants_all_headers
@@ -156,23 +161,14 @@ class SanicDeadline:
                 route_max=limit,
                 method=request.method,
                 scheme=request.scheme,
-                route=_template_of(request) if core.observer is not None else None,
+                route=exchange if core.observer is not None else None,
                 peer=(request.ip or None) if core.wants_peer else None,
             )
             if isinstance(decision, Rejection):
                 return _response(decision)
-            exchange = _Exchange(
-                request, decision.token, None if core.stream_timeout is None else core
-            )
+            exchange._token = decision.token
             decision.token._watch_peer(exchange)
-
-            async def call() -> Any:
-                result = handler(request, *args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-
-            result = await core.run(decision, call, exchange)
+            result = await core.run(decision, exchange)
             if not isinstance(result, Rejection):
                 return result
             if result.deliverable:
@@ -194,11 +190,22 @@ class SanicDeadline:
 class _Exchange:
     """One request as the core sees it."""
 
-    __slots__ = ("_core", "_request", "_token")
+    __slots__ = ("_args", "_core", "_handler", "_kwargs", "_request", "_token")
 
-    def __init__(self, request: Request, token: CancelToken, core: ServerCore | None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        handler: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        core: ServerCore | None,
+    ) -> None:
         self._request = request
-        self._token = token
+        self._handler = handler
+        self._args = args
+        self._kwargs = kwargs
+        # The request's token, set once it is admitted.
+        self._token: CancelToken
         # Set while the core's stream policy waits to hear that the response started.
         self._core = core
 
@@ -213,8 +220,20 @@ class _Exchange:
             core.response_started(self._token)
         return self.lost()
 
-    #: The token's probe is the exchange itself (no bound method kept per request).
-    __call__ = gone
+    async def call(self) -> Any:
+        """Call the handler (a plain function's value is taken as it is)."""
+        result = self._handler(self._request, *self._args, **self._kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def route_template(self) -> str | None:
+        """The template of the request's route (Sanic routes before calling the handler)."""
+        template = self._request.uri_template
+        return template if isinstance(template, str) else None
+
+    #: The exchange is the request's route resolver (no closure kept per request).
+    __call__ = route_template
 
     def lost(self) -> bool:
         """Whether the client's connection is lost."""
@@ -255,14 +274,6 @@ async def _close_websocket(ws: Any, code: int, text: str) -> None:
             await ws.close(code, text)
         except Exception:  # the client went away meanwhile: nothing to close
             _log.debug("could not close the WebSocket connection", exc_info=True)
-
-
-def _template_of(request: Request) -> RouteResolver:
-    # Sanic routes before calling the handler: the template ("/users/<id:int>") is known.
-    def template() -> str | None:
-        return request.uri_template
-
-    return template
 
 
 def _response(rejection: Rejection) -> HTTPResponse:

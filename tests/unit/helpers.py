@@ -61,8 +61,17 @@ class StatusExchange:
     started = False
     disconnected = False
 
-    def __init__(self, error_status: Callable[[Exception], int | None] | None = None) -> None:
+    def __init__(
+        self,
+        handler: Callable[[], Awaitable[int]],
+        error_status: Callable[[Exception], int | None] | None = None,
+    ) -> None:
+        self._handler = handler
         self._error_status = error_status
+
+    def call(self) -> Awaitable[int]:
+        """Call the handler."""
+        return self._handler()
 
     def status_of(self, value: int, /) -> int:
         """The handler's value is the status."""

@@ -329,15 +329,22 @@ async def test_finished_token_never_fires_afterwards() -> None:
     assert calls == []
 
 
+class _GoneProbe:
+    """A client connection that is always closed (a server adapter's exchange, say)."""
+
+    def gone(self) -> bool:
+        return True
+
+
 async def test_a_hang_up_at_the_deadline_is_the_deadline() -> None:
     """A client hanging up within HANG_UP_AT_DEADLINE of the token's deadline gave up
     because of it (its own deadline is the same budget, started a trip earlier): the
     token fires DEADLINE; earlier, CLIENT_DISCONNECTED."""
     near = CancelToken(timeout=0.03)
-    near._watch_peer(lambda: True)
+    near._watch_peer(_GoneProbe())
     assert near.reason is CancelReason.DEADLINE
     far = CancelToken(timeout=10.0)
-    far._watch_peer(lambda: True)
+    far._watch_peer(_GoneProbe())
     assert far.reason is CancelReason.CLIENT_DISCONNECTED
     none = CancelToken()
     assert none.hang_up_reason() is CancelReason.CLIENT_DISCONNECTED

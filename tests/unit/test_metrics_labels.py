@@ -531,7 +531,7 @@ async def test_server_outcomes_say_how_each_request_ended() -> None:
             [("x-request-priority", "urgent")], method="POST", route=lambda: "/things/{id}"
         )
         assert isinstance(admission, Admission)
-        await core.run(admission, handler, exchange or StatusExchange())
+        await core.run(admission, exchange or StatusExchange(handler))
 
     async def fine() -> int:
         return 201
@@ -549,7 +549,7 @@ async def test_server_outcomes_say_how_each_request_ended() -> None:
     with pytest.raises(ValueError, match="bug"):
         await run(broken)
     with pytest.raises(NotFoundError):
-        await run(not_found, StatusExchange(lambda exc: getattr(exc, "status", None)))
+        await run(not_found, StatusExchange(not_found, lambda exc: getattr(exc, "status", None)))
     core.shutdown()
     assert not isinstance(core.admit([], method="GET"), Admission)
     assert [(o.outcome, o.status, o.handled) for o in outcomes] == [

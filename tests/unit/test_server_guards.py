@@ -41,7 +41,7 @@ async def serve(
     decision = core.admit(headers, method="GET", peer=peer)
     if isinstance(decision, Rejection):
         return decision
-    return await core.run(decision, handler, StatusExchange())
+    return await core.run(decision, StatusExchange(handler))
 
 
 def answering(status: int, calls: list[int] | None = None) -> Callable[[], Awaitable[int]]:
@@ -192,7 +192,7 @@ async def test_bulkhead_refuses_with_503_while_full_and_always_gives_permits_bac
             decision.token.cancel(CancelReason.CLIENT_DISCONNECTED)
 
         tasks.start_soon(hang_up)
-        gone = await core.run(decision, forever, StatusExchange())
+        gone = await core.run(decision, StatusExchange(forever))
     assert isinstance(gone, Rejection)
     assert gone.status == 499
     assert bulkhead.active == 0

@@ -57,7 +57,7 @@ async def test_a_token_cancelled_by_the_app_is_counted_and_labelled_as_cancelled
 
     admission = core.admit((), method="GET")
     assert not isinstance(admission, Rejection)
-    answer = await core.run(admission, handler, StatusExchange())
+    answer = await core.run(admission, StatusExchange(handler))
     assert isinstance(answer, Rejection)
     assert answer.status == 503
     assert b"cancelled" in answer.body
@@ -91,7 +91,7 @@ async def test_the_count_the_status_and_the_label_agree_for_each_reason(
     admission = core.admit((), method="GET")
     assert not isinstance(admission, Rejection)
     with caplog.at_level(logging.INFO, logger="aio_client.server"):
-        answer = await core.run(admission, handler, StatusExchange())
+        answer = await core.run(admission, StatusExchange(handler))
     assert isinstance(answer, Rejection)
     assert answer.status == status
     assert getattr(core.stats, field) == 1
@@ -124,7 +124,7 @@ async def test_an_apps_own_status_for_an_error_is_sent_even_an_unusual_one() -> 
     core = ServerCore(error_status=lambda exc: 499)
     admission = core.admit((), method="GET")
     assert not isinstance(admission, Rejection)
-    answer = await core.run(admission, handler, StatusExchange())
+    answer = await core.run(admission, StatusExchange(handler))
     assert isinstance(answer, Rejection)
     assert answer.status == 499
     assert answer.deliverable
@@ -168,7 +168,7 @@ async def test_the_ambient_values_a_request_sets_have_every_field() -> None:
         seen.append({name: getattr(values, name) for name in _Ambient.__slots__})
         return 200
 
-    assert await core.run(admission, handler, StatusExchange()) == 200
+    assert await core.run(admission, StatusExchange(handler)) == 200
     assert seen == [
         {"deadline": admission.deadline, "priority": ac.Priority.LOW, "origin": admission}
     ]
@@ -194,7 +194,7 @@ async def test_the_admission_is_found_in_nested_ambient_blocks_and_gone_after() 
         return 200
 
     assert current_admission() is None
-    assert await core.run(admission, handler, StatusExchange()) == 200
+    assert await core.run(admission, StatusExchange(handler)) == 200
     assert seen == [admission, admission, admission]
     assert current_admission() is None
 
@@ -214,7 +214,7 @@ async def test_a_request_served_inside_another_tokens_scope_sees_its_own_token()
     admission = core.admit(())
     assert not isinstance(admission, Rejection)
     with outer.scope():
-        assert await core.run(admission, handler, StatusExchange()) == 200
+        assert await core.run(admission, StatusExchange(handler)) == 200
         assert current_token() is outer
     assert seen == [admission.token, admission.token]
     assert current_token() is None
