@@ -124,9 +124,9 @@ class Exchange(Protocol[T]):
     """What the core asks an adapter about one request's exchange with its client.
 
     One small object per request (often the adapter's own wrapper of the
-    request) instead of a closure per question: each object a request keeps
-    alive while it runs brings the next garbage collection nearer, and with
-    many requests in flight the collector would run all the time.
+    request) instead of a closure per question: with many requests in flight,
+    each object a request keeps alive while it runs brings the next garbage
+    collection nearer.
     """
 
     def call(self) -> Awaitable[T]:
