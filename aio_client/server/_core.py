@@ -454,7 +454,10 @@ class ServerCore:
         values.deadline = admission.deadline
         values.priority = admission.priority
         values.origin = admission
-        ambient = _ambient.set(values)
+        # Put back with set(), not reset(token): the token would be one more object
+        # kept alive while the request runs.
+        previous = _ambient.get()
+        _ambient.set(values)
         status = 500
         row = _FAILED
         handled = False
@@ -473,22 +476,37 @@ class ServerCore:
         try:
             try:
                 returned = False
-                with scope:
+                refusal: GuardRefusal | None = None
+                # The scope's block, spelled out: a with statement would keep the
+                # scope's bound __exit__ alive while the request runs.
+                scope.__enter__()
+                try:
                     guards = self.guards
-                    if guards is not None:
-                        entry = await guards.enter(admission.client or ClientInfo(None))
-                        if isinstance(entry, GuardRefusal):
-                            answer, row = refused(
-                                self.stats, entry.status, entry.retry_after, entry.body
-                            )
-                            status = answer.status
-                            return answer
+                    entry = (
+                        None
+                        if guards is None
+                        else await guards.enter(admission.client or ClientInfo(None))
+                    )
+                    if isinstance(entry, GuardRefusal):
+                        refusal = entry
+                    else:
                         passage = entry
-                    handled = True
-                    if self._started is not None:
-                        self._notify_started(admission)
-                    value = await exchange.call()
-                    returned = True
+                        handled = True
+                        if self._started is not None:
+                            self._notify_started(admission)
+                        value = await exchange.call()
+                        returned = True
+                except BaseException as exc:
+                    if not scope.__exit__(type(exc), exc, exc.__traceback__):
+                        raise
+                else:
+                    scope.__exit__(None, None, None)
+                if refusal is not None:
+                    answer, row = refused(
+                        self.stats, refusal.status, refusal.retry_after, refusal.body
+                    )
+                    status = answer.status
+                    return answer
                 # Out of the scope first: finishing the token then has no scope to move.
                 if returned:
                     if token._reason is _CLIENT_DISCONNECTED:
@@ -550,7 +568,7 @@ class ServerCore:
             status = 500 if row.status is None else row.status
             raise
         finally:
-            _ambient.reset(ambient)
+            _ambient.set(previous)
             self._in_flight.discard(token)
             if admission.holds_slot and self.load_shedder is not None:
                 self.load_shedder.release()
