@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import hashlib
 import subprocess
 import sys
+import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any, final
 
@@ -20,6 +23,7 @@ from aio_client.server import (
     CancelTokenDep,
     DeadlineMiddleware,
     PriorityLoadShedder,
+    ServerOutcome,
     fastapi_max_timeout,
 )
 from aio_client.transports import MemoryTransport
@@ -47,6 +51,64 @@ def fastapi_app(**options: Any) -> tuple[FastAPI, Any]:
     app = FastAPI()
     app.add_middleware(DeadlineMiddleware, **options)
     return app, _Middleware(app)
+
+
+async def test_a_context_captured_in_a_request_keeps_none_of_the_servers_objects_alive() -> None:
+    """uvicorn arms a connection's keep-alive timer from the app's last send, in the app's
+    context, so the timer holds the request's ambient values until the connection's next
+    request: with an observer, that must not keep the request's receive, send and scope
+    (what the server made for it) alive too. Checked with the collector off: freed by
+    reference counting, as soon as the request ends."""
+    outcomes: list[ServerOutcome] = []
+    app = FastAPI()
+
+    @app.get("/things/{thing}")
+    async def thing(thing: str) -> dict[str, str]:
+        return {"thing": thing}
+
+    app.add_middleware(DeadlineMiddleware, observer=outcomes.append)
+    captured: list[contextvars.Context] = []
+
+    @final
+    class Receive:
+        async def __call__(self) -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+    @final
+    class Send:
+        async def __call__(self, message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                captured.append(contextvars.copy_context())  # as loop.call_later does
+
+    async def serve_one() -> tuple[weakref.ref[Receive], weakref.ref[Send]]:
+        receive, send = Receive(), Send()
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/things/1",
+            "raw_path": b"/things/1",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"test"), (b"x-request-timeout", b"5")],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+        }
+        await app(scope, receive, send)
+        return weakref.ref(receive), weakref.ref(send)
+
+    await serve_one()  # Starlette builds its middleware stack on the first request
+    gc.disable()
+    try:
+        receive, send = await serve_one()
+        assert receive() is None
+        assert send() is None
+    finally:
+        gc.enable()
+    assert len(captured) == 2
+    assert [outcome.route for outcome in outcomes] == ["/things/{thing}"] * 2
 
 
 async def test_large_chunked_upload_arrives_whole() -> None:
