@@ -18,7 +18,7 @@ import anyio.lowlevel
 
 from .._asgi import ASGIApp, Message, Receive, Scope, Send
 from .._cancel import CancelReason, CancelToken
-from .._deadline import current_priority, reset_ambient, set_ambient
+from .._deadline import _Ambient, _ambient, current_priority, reset_ambient, set_ambient
 from .._server_events import Admission
 from ._core import ServerCore
 from ._options import ServerOptions
@@ -254,6 +254,7 @@ class _Exchange:
         "_changed",
         "_loop",
         "_on_start",
+        "_outer",
         "_pending",
         "_pump",
         "_readers",
@@ -285,6 +286,8 @@ class _Exchange:
         # The core's stream policy, told when the response starts (stream_timeout set).
         self._on_start = on_start
         self._send = send
+        # The ambient values outside the request (made before the core sets its own).
+        self._outer: _Ambient = _ambient.get()
         # Set once the request is admitted: its token, and its asyncio loop (None
         # elsewhere: the relay reads from the start).
         self._token: CancelToken
@@ -431,12 +434,14 @@ class _Exchange:
         """The app's ``send``: notes the status, and when the response is complete.
 
         Not a coroutine function: it returns the server's own ``send(message)``
-        for the app to await (a coroutine frame less per message).
+        for the app to await (a coroutine frame less per message), except for
+        the response's last message (see ``_send_last``).
         """
         kind = message.get("type")
         if kind == "http.response.body":
             if not message.get("more_body", False) and not self._trailers:
                 self._completed()
+                return self._send_last(message)
         elif kind == "http.response.start":
             self.started = True
             self.status = int(message.get("status", 500))
@@ -445,7 +450,22 @@ class _Exchange:
                 self._on_start(self._token)
         elif _ends_response(kind, message, trailers=self._trailers):
             self._completed()
+            return self._send_last(message)
         return self._send(message)
+
+    async def _send_last(self, message: Message) -> None:
+        # The response's last message goes to the server under the ambient values
+        # from outside the request. A server may keep the context it is sent in:
+        # uvicorn arms the connection's keep-alive timer there, until the
+        # connection's next request. Kept, the request's values (its admission,
+        # token and deadline) would outlive it, and objects freed a request late
+        # made servers collect garbage all the time (measured: 793 young and 6
+        # full collections in 6 s at 48 requests in flight; 8 and none without).
+        token = _ambient.set(self._outer)
+        try:
+            await self._send(message)
+        finally:
+            _ambient.reset(token)
 
     def _completed(self) -> None:
         self.complete = True

@@ -53,17 +53,21 @@ def fastapi_app(**options: Any) -> tuple[FastAPI, Any]:
     return app, _Middleware(app)
 
 
-async def test_a_context_captured_in_a_request_keeps_none_of_the_servers_objects_alive() -> None:
-    """uvicorn arms a connection's keep-alive timer from the app's last send, in the app's
-    context, so the timer holds the request's ambient values until the connection's next
-    request: with an observer, that must not keep the request's receive, send and scope
-    (what the server made for it) alive too. Checked with the collector off: freed by
-    reference counting, as soon as the request ends."""
+async def test_a_context_captured_at_the_last_send_keeps_nothing_of_the_request_alive() -> None:
+    """uvicorn arms a connection's keep-alive timer from the app's last send, in the
+    context that send runs in, and keeps it until the connection's next request: that
+    context must hold nothing of the request (its token, its receive and send, and through
+    the observer's route resolver what the server made for it). Checked with the collector
+    off: all of it is freed by reference counting as soon as the request ends."""
     outcomes: list[ServerOutcome] = []
+    tokens: list[weakref.ref[ac.CancelToken]] = []
     app = FastAPI()
 
     @app.get("/things/{thing}")
     async def thing(thing: str) -> dict[str, str]:
+        token = current_token()
+        assert token is not None
+        tokens.append(weakref.ref(token))
         return {"thing": thing}
 
     app.add_middleware(DeadlineMiddleware, observer=outcomes.append)
@@ -105,6 +109,7 @@ async def test_a_context_captured_in_a_request_keeps_none_of_the_servers_objects
         receive, send = await serve_one()
         assert receive() is None
         assert send() is None
+        assert tokens[-1]() is None
     finally:
         gc.enable()
     assert len(captured) == 2
