@@ -595,11 +595,10 @@ class ServerCore:
                     ),
                 )
                 # Done with the resolver, often the adapter's whole exchange. A
-                # context the server captured during the request keeps the admission
-                # alive after it (uvicorn arms a connection's keep-alive timer from
-                # the app's last send, in the app's context, until the connection's
-                # next request): it must not keep the exchange too. Measured: it made
-                # a server with an observer collect garbage all the time.
+                # context captured during the request (a task the handler started, a
+                # server's timer: uvicorn's keep-alive timer did, see _asgi.py) keeps
+                # the admission alive after it, and must not keep the exchange too.
+                # Measured: it made servers with an observer collect garbage all the time.
                 admission.route = None
 
     # -- streams -----------------------------------------------------------------
