@@ -341,14 +341,7 @@ class CancelToken:
             return
         if self._deadline is not None and self._deadline <= deadline:
             return
-        self._deadline = deadline
-        if self._task_scope is not None:
-            self._task_scope.deadline = deadline.at
-        for scope in self._scopes or ():
-            scope.deadline = deadline.at
-        if self._timer is not None:
-            self._disarm()
-            self._arm()
+        self._move_deadline(deadline)
         for child in list(self._children or ()):
             child.tighten(deadline)
 

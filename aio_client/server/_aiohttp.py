@@ -156,7 +156,7 @@ class AiohttpDeadlineMiddleware:
         try:  # the route's maximum, remembered per route
             route_max = self._caps[request.match_info.route]
         except KeyError:
-            route_max = self._route_max(request)
+            route_max = self._learn_route_max(request)
         decision = core.admit(
             pairs,
             route_max=route_max,
@@ -194,7 +194,7 @@ class AiohttpDeadlineMiddleware:
             raise DeadlineExceededError("the request ended while its response was streaming")
         return web.Response(status=result.status)  # the client is gone: for the access log
 
-    def _route_max(self, request: web.Request) -> float | None:
+    def _learn_route_max(self, request: web.Request) -> float | None:
         # A route not remembered yet. Remembered unless it is a class-based view
         # (its maximum is per method) or no route matched (aiohttp makes a route
         # of its own for each 404 or 405).
