@@ -10,10 +10,12 @@ Usage::
 - ``GET /ping`` answers ``200 pong`` (``text/plain``, with a ``Content-Length``)
   from a trivial handler, so what differs between variants is the middleware.
 - Variants: ``asgi_bare``, ``asgi_passthrough``, ``asgi_deadline``,
-  ``asgi_deadline_prometheus`` (FastAPI under uvicorn with httptools), and
-  ``aiohttp_bare``, ``aiohttp_passthrough``, ``aiohttp_deadline``,
-  ``aiohttp_aio_request`` (aiohttp.web);
-  every server runs on uvloop when it is installed.
+  ``asgi_deadline_prometheus``, ``asgi_minimal`` (FastAPI under uvicorn with
+  httptools), and ``aiohttp_bare``, ``aiohttp_passthrough``,
+  ``aiohttp_deadline``, ``aiohttp_aio_request``, ``aiohttp_minimal``
+  (aiohttp.web); every server runs on uvloop when it is installed.
+- The two ``_minimal`` variants are a reference, not a product: the least a
+  deadline middleware does on that server (see :class:`MinimalDeadline`).
 - It stops when its stdin reaches end of file (so it cannot outlive the
   benchmark that spawned it), or on SIGTERM / SIGINT.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import gc
 import json
 import os
@@ -39,12 +42,14 @@ ASGI_VARIANTS: Final = (
     "asgi_passthrough",
     "asgi_deadline",
     "asgi_deadline_prometheus",
+    "asgi_minimal",
 )
 AIOHTTP_VARIANTS: Final = (
     "aiohttp_bare",
     "aiohttp_passthrough",
     "aiohttp_deadline",
     "aiohttp_aio_request",
+    "aiohttp_minimal",
 )
 VARIANTS: Final = ASGI_VARIANTS + AIOHTTP_VARIANTS
 # Whether to gc.freeze() once serving (--gc-freeze).
@@ -82,6 +87,71 @@ class PassThrough:
         await self.app(scope, receive, send)
 
 
+# The deadline (loop time) of a request served by a _minimal variant: what calls
+# made by its handler would inherit.
+_DEADLINE: Final[contextvars.ContextVar[float]] = contextvars.ContextVar("deadline", default=0.0)
+_DEFAULT_BUDGET: Final = 10.0
+
+
+def _budget(raw: bytes | str | None) -> float:
+    if raw is None:
+        return _DEFAULT_BUDGET
+    try:
+        budget = float(raw)
+    except ValueError:
+        return _DEFAULT_BUDGET
+    return budget if 0.0 < budget < _DEFAULT_BUDGET else _DEFAULT_BUDGET
+
+
+class MinimalDeadline:
+    """The least a deadline middleware does, as a reference for what ours costs.
+
+    The budget from ``X-Request-Timeout`` goes into a context variable, one
+    loop timer cancels the handler when it runs out, and a handler cut before
+    its response started gets a 504. Nothing else: no other header, no
+    priority, no client hang-up, no shutdown, no counters, no token.
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-timeout":
+                raw = value
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        at = loop.time() + _budget(raw)
+        timer = loop.call_at(at, task.cancel)
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        reset = _DEADLINE.set(at)
+        try:
+            await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            if loop.time() < at or task.uncancel():
+                raise
+            if started:  # too late for a 504: the server breaks the connection
+                return
+            await send({"type": "http.response.start", "status": 504, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            timer.cancel()
+            _DEADLINE.reset(reset)
+
+
 def asgi_app(variant: str) -> Any:
     """The FastAPI app of an ASGI variant."""
     from fastapi import FastAPI
@@ -106,6 +176,8 @@ def asgi_app(variant: str) -> Any:
 
         metrics = PrometheusMetrics(registry=CollectorRegistry())
         app.add_middleware(DeadlineMiddleware, observer=metrics.server_observer)
+    elif variant == "asgi_minimal":
+        app.add_middleware(MinimalDeadline)
     return app
 
 
@@ -130,6 +202,29 @@ def aiohttp_app(variant: str) -> Any:
         import aio_request
 
         middlewares.append(aio_request.aiohttp_middleware_factory())
+    elif variant == "aiohttp_minimal":
+
+        @web.middleware
+        async def minimal(request: web.Request, handler: Any) -> web.StreamResponse:
+            # MinimalDeadline's work, on aiohttp's middleware API.
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            at = loop.time() + _budget(request.headers.get("X-Request-Timeout"))
+            timer = loop.call_at(at, task.cancel)
+            reset = _DEADLINE.set(at)
+            try:
+                response: web.StreamResponse = await handler(request)
+            except asyncio.CancelledError:
+                if loop.time() < at or task.uncancel():
+                    raise
+                return web.Response(status=504)
+            finally:
+                timer.cancel()
+                _DEADLINE.reset(reset)
+            return response
+
+        middlewares.append(minimal)
 
     async def ping(request: web.Request) -> web.Response:
         return web.Response(text="pong")

@@ -14,7 +14,10 @@ Each variant of ``_server_apps.py`` runs in a process of its own on
 - aiohttp.web: ``aiohttp_bare``, ``aiohttp_passthrough`` (an ``@web.middleware``
   that only awaits the handler: what any middleware costs in aiohttp),
   ``aiohttp_deadline`` (``aiohttp_middleware()``), ``aiohttp_aio_request``
-  (aio-request 0.2.9's ``aiohttp_middleware_factory()``).
+  (aio-request 0.2.9's ``aiohttp_middleware_factory()``);
+- ``asgi_minimal`` and ``aiohttp_minimal``, a reference: the least a deadline
+  middleware does on each server (the budget header into a context variable,
+  one loop timer, a 504), nothing else.
 
 One load generator (this process, a minimal HTTP/1.1 client on keep-alive
 connections, far cheaper than the servers) keeps ``--concurrency`` requests in
@@ -75,6 +78,8 @@ _RATIOS: Final = {
     "aiohttp_passthrough": "aiohttp_passthrough",
     "aiohttp_deadline": "aiohttp_deadline",
     "aiohttp_aio_request": "aiohttp_aio_request",
+    "asgi_minimal": "asgi_minimal",
+    "aiohttp_minimal": "aiohttp_minimal",
 }
 _TARGETS: Final = {
     "asgi_deadline": 0.85,
