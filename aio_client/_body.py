@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from typing import final
 
 from ._errors import InvalidRequestError
 
-__all__ = ["BodyChunks", "BodyFactory", "StreamBody"]
+__all__ = ["BodyChunks", "BodyFactory", "OpenBody", "StreamBody", "byte_count"]
 
 #: Bytes produced piece by piece: an async or a sync iterable (a generator, a list...).
 BodyChunks = AsyncIterable[bytes] | Iterable[bytes]
@@ -26,9 +26,9 @@ class StreamBody:
     keep it quick (no blocking file or network reads).
     """
 
-    __slots__ = ("_factory", "_once", "_used")
+    __slots__ = ("_factory", "_once", "_used", "length")
 
-    def __init__(self, source: BodyChunks | BodyFactory) -> None:
+    def __init__(self, source: BodyChunks | BodyFactory, *, length: int | None = None) -> None:
         if isinstance(source, (str, bytes, bytearray, memoryview)):
             raise InvalidRequestError("a StreamBody streams an iterable of bytes; pass bytes as is")
         if isinstance(source, (AsyncIterable, Iterable)):
@@ -43,13 +43,15 @@ class StreamBody:
                 f"function returning one; got {type(source).__name__}"
             )
         self._used = False
+        #: The bytes the body must add up to (its ``Content-Length``), or ``None``.
+        self.length = length
 
     @property
     def repeatable(self) -> bool:
         """Whether the body can be sent more than once (it comes from a function)."""
         return self._factory is not None
 
-    def open(self) -> AsyncIterator[bytes]:
+    def open(self) -> OpenBody:
         """The body's bytes, from the start: a fresh iterable each time for a function's,
         once for an iterable's (:class:`~aio_client.InvalidRequestError` after that)."""
         if self._factory is not None:
@@ -61,20 +63,73 @@ class StreamBody:
                     "the content= function must return an iterable of bytes (sync or async); "
                     f"got {type(source).__name__}"
                 )
-            return _chunks(source)
+            return OpenBody(source, self.length)
         if self._used or self._once is None:
             raise InvalidRequestError(
                 "the request body is an iterable, which can be sent once and already was; "
                 "pass a function returning a fresh iterable (content=lambda: ...) to send it again"
             )
         self._used = True
-        return _chunks(self._once)
+        return OpenBody(self._once, self.length)
 
     def __repr__(self) -> str:
         return f"<StreamBody {'repeatable' if self._factory is not None else 'once'}>"
 
 
-async def _chunks(source: BodyChunks) -> AsyncIterator[bytes]:
+@final
+class OpenBody:
+    """One sending of a :class:`StreamBody`: its chunks, checked, and why they stopped.
+
+    A transport that sends the body from a task of its own (aiohttp) reports
+    a failure of the body as a broken connection; :attr:`failure` keeps the
+    body's own exception (the caller's, or an
+    :class:`~aio_client.InvalidRequestError` for a chunk that is not bytes or a
+    body that does not add up to its ``Content-Length``) so the transport can
+    raise that instead.
+    """
+
+    __slots__ = ("_chunks", "_left", "failure")
+
+    def __init__(self, source: BodyChunks, length: int | None) -> None:
+        self._chunks = _chunks(source)
+        self._left = length
+        #: The exception the body raised, if it did.
+        self.failure: Exception | None = None
+
+    def __aiter__(self) -> OpenBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            if self._left:
+                self._fail(f"the body ended {byte_count(self._left)} short of its Content-Length")
+            raise
+        except Exception as exc:
+            self.failure = exc
+            raise
+        if self._left is not None:
+            self._left -= len(chunk)
+            if self._left < 0:
+                self._fail(f"the body is {byte_count(-self._left)} longer than its Content-Length")
+        return chunk
+
+    def _fail(self, message: str) -> None:
+        exc = self.failure = InvalidRequestError(message)
+        raise exc
+
+    async def aclose(self) -> None:
+        """Close the source (an async generator's ``finally`` runs now)."""
+        await self._chunks.aclose()
+
+
+def byte_count(count: int) -> str:
+    """``1 byte``, ``5 bytes``."""
+    return f"{count} byte" if count == 1 else f"{count} bytes"
+
+
+async def _chunks(source: BodyChunks) -> AsyncGenerator[bytes, None]:
     if isinstance(source, AsyncIterable):
         async for chunk in source:
             yield _checked(chunk)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import inspect
 import itertools
 from asyncio import AbstractEventLoop, CancelledError, _get_running_loop, current_task
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, final
@@ -48,7 +57,7 @@ from ._size_limit import (
 )
 from ._stream import OpenedBodies, StreamedResponse
 from ._timer import DeadlineTimer
-from ._validation import validate_endpoint, validate_timeout
+from ._validation import validate_endpoint, validate_strategy, validate_timeout
 from .policies._breaker import CircuitBreaker
 from .policies._stage import CircuitBreakerStage
 from .strategies._budget import RetryBudget
@@ -206,14 +215,19 @@ class Client:
         if self._timeout == 0:
             raise ConfigError("timeout must be > 0 seconds")
         self._priority = Priority.coerce(priority)
-        self._strategy: Strategy = strategy if strategy is not None else sequential_strategy()
-        if not callable(getattr(self._strategy, "execute", None)):
-            raise ConfigError(f"strategy must have an async execute(call); got {strategy!r}")
+        self._strategy: Strategy = (
+            sequential_strategy() if strategy is None else validate_strategy(strategy)
+        )
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigError(f"budget must be a RetryBudget; got {budget!r}")
         if not callable(classifier):
             raise ConfigError(f"classifier must be callable; got {classifier!r}")
         self._low_timeout = validate_timeout(low_timeout, "low_timeout")
+        if self._low_timeout >= self._timeout:
+            raise ConfigError(
+                f"low_timeout ({self._low_timeout} s) must be less than timeout "
+                f"({self._timeout} s): no call would ever be sent"
+            )
         self._rotation = itertools.count()
         self._closed = False
         self._timer: DeadlineTimer | None = None
@@ -510,7 +524,7 @@ class Client:
         if max_response_size is not CLIENT_DEFAULT:
             call.max_response_size = validate_max_size(max_response_size, "max_response_size")
         call.siblings = siblings
-        chosen = strategy if strategy is not None else self._strategy
+        chosen = self._strategy if strategy is None else validate_strategy(strategy)
         if request.content and request.content.__class__ is StreamBody:  # cheap when empty
             return await self._send_streamed_body(call, chosen, loop, now)
         watchers = self._call_started(call, now) if self._observers else None
@@ -608,8 +622,10 @@ class Client:
         prio = Priority.coerce(priority) if priority is not None else self._priority
         if idempotent is None:
             retries_allowed = request.idempotent_by_method or _IDEMPOTENCY_KEY in request.headers
+        elif idempotent is True or idempotent is False:
+            retries_allowed = idempotent
         else:
-            retries_allowed = bool(idempotent)
+            raise ConfigError(f"idempotent must be True, False or None; got {idempotent!r}")
         budget = settings.budget
         if budget._on_loop_clock:
             budget._deposit_at(now)  # the loop's clock, read once per call
@@ -726,7 +742,7 @@ class Client:
             settings,
             now,
         )
-        chosen = strategy if strategy is not None else self._strategy
+        chosen = self._strategy if strategy is None else validate_strategy(strategy)
         watchers = self._call_started(call, now) if self._observers else None
         context._call, context._start, context._clock, context._watchers = (
             call,
@@ -801,7 +817,15 @@ class Client:
         result = self._provider()
         if inspect.isawaitable(result):
             result = await result
-        found = (result,) if isinstance(result, str) else tuple(result)
+        if isinstance(result, str):
+            found: tuple[object, ...] = (result,)
+        elif isinstance(result, Iterable):
+            found = tuple(result)
+        else:
+            raise ConfigError(
+                "the endpoint provider must return a base URL or an iterable of them; "
+                f"got {result!r}"
+            )
         if not found:
             raise ConfigError("the endpoint provider returned no endpoints")
         return tuple(validate_endpoint(item) for item in found)

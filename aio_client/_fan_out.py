@@ -60,7 +60,7 @@ from ._models import Request, Response
 from ._priority import Priority
 from ._siblings import Siblings
 from ._size_limit import CLIENT_DEFAULT
-from ._validation import positive_int, validate_timeout
+from ._validation import positive_int, validate_strategy, validate_timeout
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -140,9 +140,7 @@ class _Settings:
         if not isinstance(fail_fast, bool):
             raise ConfigError(f"fail_fast must be True or False; got {fail_fast!r}")
         self.fail_fast = fail_fast
-        if strategy is not None and not callable(getattr(strategy, "execute", None)):
-            raise ConfigError(f"strategy must have an async execute(call); got {strategy!r}")
-        self.strategy = strategy
+        self.strategy = None if strategy is None else validate_strategy(strategy)
         self.priority = None if priority is None else Priority.coerce(priority)
         if idempotent is not None and not isinstance(idempotent, bool):
             raise ConfigError(f"idempotent must be True, False or None; got {idempotent!r}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final, final
 from urllib.parse import quote
 
-from ._body import BodyChunks, BodyFactory, StreamBody
+from ._body import BodyChunks, BodyFactory, StreamBody, byte_count
 from ._errors import HTTPStatusError, InvalidRequestError
 from ._headers import Headers, HeadersInput
 from ._redaction import redacted_url
@@ -76,6 +76,11 @@ class Request:
     content: bytes | StreamBody = b""
     #: The path template the URL was built from (``"users/{id}"``): a bounded metrics label.
     route: str = ""
+
+    def __post_init__(self) -> None:
+        # Not run for the requests attempts bind (_bound): only for built ones.
+        if self.headers:
+            _check_framing(self.headers, self.content)
 
     def __repr__(self) -> str:
         # Logged often: no credential header values and no query values.
@@ -312,6 +317,40 @@ def request(
         else:
             return Request(method, url, built_headers, StreamBody(content), path)
     return Request(method=method, url=url, headers=built_headers, content=body, route=path)
+
+
+def _check_framing(headers: Headers, content: bytes | StreamBody) -> None:
+    """Refuse framing headers the body contradicts; a streamed body learns its length.
+
+    The transport frames the body: a ``Transfer-Encoding`` from the caller is
+    refused, and a ``Content-Length`` must be one non-negative integer equal
+    to the body's size (a streamed body is held to it as it is sent). A wrong
+    one would cut the body short, leave the server waiting for the rest, or
+    frame the request two ways at once.
+    """
+    declared: list[str] = []
+    for name, value in headers._pairs():
+        if name == "content-length":
+            declared.append(value)
+        elif name == "transfer-encoding":
+            raise InvalidRequestError(
+                "do not set Transfer-Encoding: the transport frames the body itself "
+                "(a streamed body is sent chunked unless it has a Content-Length)"
+            )
+    if not declared:
+        return
+    if len(declared) > 1 or not (declared[0].isascii() and declared[0].isdigit()):
+        raise InvalidRequestError(
+            f"Content-Length must be one non-negative integer; got {', '.join(declared)!r}"
+        )
+    length = int(declared[0])
+    if isinstance(content, StreamBody):
+        content.length = length
+    elif length != len(content):
+        raise InvalidRequestError(
+            f"Content-Length {length} does not match the body's {byte_count(len(content))} "
+            "(leave it out: the transport sets it)"
+        )
 
 
 def get(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ._errors import ConfigError, InvalidRequestError
@@ -104,6 +104,16 @@ def require_callable(value: object, name: str) -> Callable[..., object]:
     """``value`` if it is callable."""
     if not callable(value):
         raise ConfigError(f"{name} must be callable; got {value!r}")
+    return value
+
+
+_T = TypeVar("_T")
+
+
+def validate_strategy(value: _T) -> _T:
+    """``value`` if it looks like a strategy (it has an ``execute`` method)."""
+    if not callable(getattr(value, "execute", None)):
+        raise ConfigError(f"strategy must have an async execute(call); got {value!r}")
     return value
 
 

@@ -11,7 +11,7 @@ from typing import Final, final
 import aiohttp
 from yarl import URL
 
-from .._body import StreamBody
+from .._body import OpenBody, StreamBody
 from .._call import _ATTEMPT
 from .._errors import (
     AioClientError,
@@ -153,9 +153,9 @@ class AiohttpTransport:
         content = request.content
         fresh_only = False
         while True:
-            data = None
+            data: bytes | OpenBody | None = None
             if content:
-                data = content.open() if content.__class__ is StreamBody else content
+                data = content.open() if isinstance(content, StreamBody) else content
             # [fresh connection only, connection reused]: see _CheckingConnector.
             sent = [fresh_only, False] if self._checks_reuse else None
             token = _SENT.set(sent)
@@ -169,6 +169,11 @@ class AiohttpTransport:
                     allow_redirects=False,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = data.failure if data.__class__ is OpenBody else None
+                if failure is not None:
+                    # The body itself failed (aiohttp reports it as a lost
+                    # connection): the caller's own exception, not a retryable one.
+                    raise failure from None
                 # Failed before the response head: a stale pooled connection is
                 # the one case where the request provably did not get through.
                 if (

@@ -153,6 +153,61 @@ async def test_request_body_and_headers_arrive_intact(transport: Transport, app:
     assert headers["content-length"] == [str(len(body))]
 
 
+async def _five_bytes() -> AsyncIterator[bytes]:
+    yield b"12"
+    yield b"345"
+
+
+async def test_a_streamed_body_with_its_content_length_is_sent_with_it(
+    transport: Transport, app: AppServer
+) -> None:
+    """A streamed body whose length the caller gives goes out with it, not chunked."""
+    response = await _client(transport, app.url).request(
+        ac.put("echo", content=_five_bytes, headers={"Content-Length": "5"})
+    )
+    echo = _echo(response)
+    assert echo["body"] == "12345"
+    headers = _echoed_headers(echo)
+    assert headers["content-length"] == ["5"]
+    assert "transfer-encoding" not in headers
+
+
+@pytest.mark.parametrize(
+    ("declared", "fragment"),
+    [("4", "1 byte longer than its Content-Length"), ("6", "ended 1 byte short")],
+)
+async def test_a_streamed_body_that_breaks_its_content_length_is_refused_once(
+    transport: Transport, app: AppServer, declared: str, fragment: str
+) -> None:
+    """A body longer or shorter than its Content-Length: a typed error, no retry."""
+    client = _client(transport, app.url, FAST_RETRIES)
+    with pytest.raises(ac.InvalidRequestError, match=fragment) as caught:
+        await client.put("echo", content=_five_bytes, headers={"Content-Length": declared})
+    assert len(caught.value.attempts) == 1
+
+
+async def test_a_failing_body_is_the_callers_error_on_every_transport(
+    transport: Transport, app: AppServer
+) -> None:
+    """A body that raises, or yields text, fails the call with that, not with a retried
+    connection error (aiohttp sends bodies from a task of its own and reports both as one)."""
+
+    async def raising() -> AsyncIterator[bytes]:
+        yield b"first"
+        raise LookupError("the caller's own failure")
+
+    async def text() -> AsyncIterator[object]:
+        yield b"first"
+        yield "not bytes"
+
+    client = _client(transport, app.url, FAST_RETRIES)
+    with pytest.raises(LookupError, match="the caller's own failure"):
+        await client.put("echo", content=raising)
+    with pytest.raises(ac.InvalidRequestError, match="must yield bytes") as caught:
+        await client.put("echo", content=text)  # type: ignore[arg-type]
+    assert len(caught.value.attempts) == 1
+
+
 async def test_repeated_request_headers_arrive_in_order(
     transport: Transport, app: AppServer
 ) -> None:

@@ -210,3 +210,56 @@ def test_client_helpers_build_through_the_same_checks() -> None:
         client.post("x", headers={"X-A": "caf\u00e9"})
     with pytest.raises(ac.InvalidRequestError):
         client.get("x", query=123)  # type: ignore[arg-type]
+
+
+# -- framing: the transport's job ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Transfer-Encoding": "chunked"}, {"transfer-encoding": "gzip, chunked"}],
+)
+def test_transfer_encoding_from_the_caller_is_refused(headers: dict[str, str]) -> None:
+    """The transport frames the body: a caller's Transfer-Encoding would frame it twice."""
+    with pytest.raises(ac.InvalidRequestError, match="Transfer-Encoding"):
+        ac.post("x", content=b"hello", headers=headers)
+    with pytest.raises(ac.InvalidRequestError, match="Transfer-Encoding"):
+        ac.post("x", content=lambda: iter([b"hello"]), headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("content", "value", "fragment"),
+    [
+        (b"12345", "1", "does not match the body's 5 bytes"),
+        (b"1", "5", "does not match the body's 1 byte"),
+        (None, "999", "does not match the body's 0 bytes"),
+        (b"12345", "-5", "one non-negative integer"),
+        (b"12345", "5.0", "one non-negative integer"),
+        (b"12345", "5e0", "one non-negative integer"),
+    ],
+)
+def test_a_content_length_the_body_contradicts_is_refused(
+    content: bytes | None, value: str, fragment: str
+) -> None:
+    """A wrong Content-Length would cut the body or leave the server waiting: refused."""
+    with pytest.raises(ac.InvalidRequestError, match=fragment):
+        ac.request("PUT", "x", content=content, headers={"Content-Length": value})
+
+
+def test_a_content_length_given_twice_is_refused() -> None:
+    """Two Content-Length values frame the request two ways."""
+    with pytest.raises(ac.InvalidRequestError, match="one non-negative integer"):
+        ac.put("x", content=b"12345", headers=[("Content-Length", "5"), ("content-length", "5")])
+
+
+def test_a_matching_content_length_is_kept() -> None:
+    """A Content-Length equal to the body is accepted, built or made directly."""
+    assert (
+        ac.put("x", content=b"12345", headers={"Content-Length": "5"}).headers["content-length"]
+        == "5"
+    )
+    assert ac.get("x", headers={"Content-Length": "0"}).content == b""
+    made = ac.Request("PUT", "x", ac.Headers({"content-length": "2"}), b"ok")
+    assert made.content == b"ok"
+    with pytest.raises(ac.InvalidRequestError, match="does not match"):
+        ac.Request("PUT", "x", ac.Headers({"content-length": "3"}), b"ok")

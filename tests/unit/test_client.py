@@ -187,6 +187,8 @@ async def test_call_stage_may_derive_the_request() -> None:
         ({"low_timeout": float("nan")}, "low_timeout"),
         ({"budget": 3}, "budget"),
         ({"strategy": object()}, "strategy"),
+        ({"timeout": 1.0, "low_timeout": 5.0}, "low_timeout"),
+        ({"timeout": 1.0, "low_timeout": 1.0}, "low_timeout"),
     ],
 )
 def test_bad_client_settings_rejected(options: dict[str, object], fragment: str) -> None:
@@ -212,6 +214,23 @@ async def test_bad_call_arguments_rejected() -> None:
             await client.request("a")  # type: ignore[arg-type]
         with pytest.raises(ac.ConfigError, match="priority"):
             await client.request(ac.get("a"), priority="urgent")
+        with pytest.raises(ac.ConfigError, match="strategy"):
+            await client.request(ac.get("a"), strategy=object())  # type: ignore[arg-type]
+        with pytest.raises(ac.ConfigError, match="strategy"):
+            async with client.stream(ac.get("a"), strategy=object()):  # type: ignore[arg-type]
+                pass  # pragma: no cover
+        with pytest.raises(ac.ConfigError, match="idempotent"):
+            await client.request(ac.get("a"), idempotent="yes")  # type: ignore[arg-type]
+    assert script.requests == []
+
+
+@pytest.mark.parametrize("found", [None, 5, object()])
+async def test_an_endpoint_provider_returning_no_urls_is_a_config_error(found: object) -> None:
+    """A provider must return a URL or an iterable of them; anything else says so."""
+    script = Script([OK])
+    async with ac.Client(MemoryTransport(script), lambda: found) as client:  # type: ignore[arg-type,return-value]
+        with pytest.raises(ac.ConfigError, match="endpoint provider must return"):
+            await client.get("a")
     assert script.requests == []
 
 
