@@ -22,7 +22,7 @@ from .._deadline import _Ambient, _ambient, current_priority, reset_ambient, set
 from .._server_events import Admission
 from ._core import ServerCore
 from ._options import ServerOptions
-from ._outcomes import Rejection, ServerStats
+from ._outcomes import OUTCOMES, Rejection, ServerStats, ending_of, rejection
 from ._websocket import GOING_AWAY, SERVICE_RESTART, close_code, close_text
 
 __all__ = ["ASGIApp", "DeadlineMiddleware", "Message", "Receive", "Scope", "Send"]
@@ -143,6 +143,18 @@ class DeadlineMiddleware:
                 result = await core.run(decision, exchange)
             else:
                 result = await self._relayed(decision, exchange)
+        except asyncio.CancelledError:
+            # The server cancelled the request: uvicorn does once its graceful
+            # shutdown runs out, and would answer 500 itself. The core has
+            # recorded why (a shutdown, 503, unless the client is gone): answer
+            # that before the cancellation goes on.
+            if loop is not None and not exchange.started:
+                answer = rejection(
+                    OUTCOMES[ending_of(token.reason)], gone=exchange.disconnected
+                )
+                if answer.deliverable:
+                    await _send_last_words(send, answer)
+            raise
         finally:
             if exchange._pump is not None:  # a request that outlived _WATCH_AFTER
                 pump = exchange.close()
@@ -470,6 +482,15 @@ class _Exchange:
     def _completed(self) -> None:
         self.complete = True
         self._token._finish()
+
+
+async def _send_last_words(send: Send, answer: Rejection) -> None:
+    # Sent while the request's cancellation is on its way out: a client that
+    # left meanwhile is no reason to lose that cancellation.
+    try:
+        await _send_rejection(send, answer)
+    except Exception:
+        _log.debug("could not answer a request the server cancelled", exc_info=True)
 
 
 async def _send_rejection(send: Send, rejection: Rejection) -> None:
