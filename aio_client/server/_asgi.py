@@ -455,6 +455,13 @@ class _Exchange:
                 self._completed()
                 return self._send_last(message)
         elif kind == "http.response.start":
+            reason = self._token._reason
+            if reason is not None and reason is not CancelReason.CLIENT_DISCONNECTED:
+                # The token fired first (the deadline, a shutdown) and the app,
+                # having swallowed the cancellation, answers late: that answer
+                # goes nowhere, the core answers for the token (504, 503).
+                self._send = _discard
+                return _discard(message)
             self.started = True
             self.status = int(message.get("status", 500))
             self._trailers = bool(message.get("trailers", False))
@@ -482,6 +489,10 @@ class _Exchange:
     def _completed(self) -> None:
         self.complete = True
         self._token._finish()
+
+
+async def _discard(message: Message) -> None:
+    """Where a late response's messages go (see ``_Exchange.send``)."""
 
 
 async def _send_last_words(send: Send, answer: Rejection) -> None:

@@ -104,9 +104,7 @@ _CONNECTION_CEILING: Final = 365 * 86400.0
 _COMPLETED: Final = OUTCOMES[Ending.COMPLETED]
 _ANSWERED_ERROR: Final = OUTCOMES[Ending.ANSWERED_ERROR]
 _FAILED: Final = OUTCOMES[Ending.FAILED]
-_DISCONNECTED: Final = OUTCOMES[Ending.DISCONNECTED]
 _RANK: Final = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
-_CLIENT_DISCONNECTED: Final = CancelReason.CLIENT_DISCONNECTED
 _new_object: Final = object.__new__
 
 
@@ -509,14 +507,20 @@ class ServerCore:
                     return answer
                 # Out of the scope first: finishing the token then has no scope to move.
                 if returned:
-                    if token._reason is _CLIENT_DISCONNECTED:
-                        # The handler returned after its client left (a task group
-                        # of its own took the cancellation for its own, as
-                        # Starlette's stream does): a 499 all the same.
-                        row = _DISCONNECTED
+                    reason = token._reason
+                    if reason is not None:
+                        # The handler returned after its token fired: its client left
+                        # (a task group of its own took the cancellation for its own,
+                        # as Starlette's stream does), or it swallowed the
+                        # cancellation and answered late. The answer is the token's
+                        # all the same (499, 504, 503), never a late one of its own.
+                        row = OUTCOMES[ending_of(reason)]
                         count(self.stats, row)
-                        status, settle = 499, True
-                        return rejection(row, started=exchange.started, gone=True)
+                        answer = rejection(
+                            row, started=exchange.started, gone=exchange.disconnected
+                        )
+                        status, settle = answer.status, True
+                        return answer
                     if not token._finished:  # an adapter may have seen the response end
                         token._finish()
                     status = exchange.status_of(value)

@@ -510,6 +510,36 @@ async def test_the_deadline_passing_while_handling_cancels_the_handler_with_504(
     assert served.outcomes[0].reason is CancelReason.DEADLINE
 
 
+async def test_a_handler_that_swallows_its_cancellation_gets_504_not_its_late_answer(
+    framework: str,
+) -> None:
+    """A handler that swallows its cancellation (twice: the scope cancels it again) and then
+    answers: the client gets the deadline's 504, never that late 200."""
+    seen: list[CancelReason | None] = []
+
+    async def stubborn() -> Reply:
+        for _ in range(2):
+            try:
+                await anyio.sleep(5)
+            except asyncio.CancelledError:
+                token = ac.current_token()
+                seen.append(None if token is None else token.reason)
+        return Reply(200, b"late")
+
+    async with (
+        serve(framework, {"/stubborn": stubborn}) as served,
+        aiohttp.ClientSession() as session,
+    ):
+        status, headers, body = await get(
+            session, f"{served.url}/stubborn", **{"X-Request-Timeout": "0.1"}
+        )
+    assert (status, headers.get("x-do-not-retry")) == (504, "1")
+    assert body != b"late"
+    assert seen == [CancelReason.DEADLINE] * 2
+    assert served.stats.deadline_exceeded == 1
+    assert served.kinds() == [(Kind.DEADLINE, 504)]
+
+
 async def test_a_client_hanging_up_cancels_the_handler_within_100ms(framework: str) -> None:
     """A client closing its socket mid-handler cancels the handler within 100 ms with
     CLIENT_DISCONNECTED; it is counted and recorded as 499."""
