@@ -34,6 +34,10 @@ _CLOSE_WITHIN: Final = 1.0
 # Seconds after its arrival a request still running gets a watcher for client
 # hang-ups (sooner ones end without one).
 _WATCH_AFTER: Final = 0.04
+# Body the watcher reads ahead of the app, at most (bytes, messages): a hang-up
+# during an upload the app has not read yet is seen while the upload is in it.
+_READ_AHEAD: Final = 64 * 1024
+_READ_AHEAD_MESSAGES: Final = 16
 
 
 @final
@@ -55,7 +59,7 @@ class DeadlineMiddleware:
     The app runs in the token's scope. A client disconnect is seen by
     wrapping ``receive``: the app's own reads see it, and a request still
     running after 40 ms gets a watcher that reads for it (one reader, at most
-    one body chunk read ahead); quicker requests cost no task.
+    64 KiB of body read ahead of the app); quicker requests cost no task.
 
     Once the response is complete the token is marked finished: work after
     it (Starlette background tasks) is no longer bound by the deadline. A
@@ -149,9 +153,7 @@ class DeadlineMiddleware:
             # recorded why (a shutdown, 503, unless the client is gone): answer
             # that before the cancellation goes on.
             if loop is not None and not exchange.started:
-                answer = rejection(
-                    OUTCOMES[ending_of(token.reason)], gone=exchange.disconnected
-                )
+                answer = rejection(OUTCOMES[ending_of(token.reason)], gone=exchange.disconnected)
                 if answer.deliverable:
                     await _send_last_words(send, answer)
             raise
@@ -251,8 +253,10 @@ class _Exchange:
     (a trivial GET handler never reads): so a request still running
     :data:`_WATCH_AFTER` seconds after it arrived gets a relay task, ``pump``,
     which from then on is the only reader of the server's ``receive`` (the app
-    reads through it). While more body is coming the pump holds at most one
-    chunk, so uploads keep their back-pressure; after the last chunk the next
+    reads through it). While more body is coming the pump reads ahead of the
+    app up to :data:`_READ_AHEAD` bytes (or :data:`_READ_AHEAD_MESSAGES`
+    messages), so a hang-up during an upload the app has not read yet is
+    seen, and no further, so uploads keep their back-pressure; after the last chunk the next
     event can only be ``http.disconnect``, which fires the token unless the
     response is already complete. Requests that end sooner, the common case,
     cost no task. The pump starts only while nobody is reading (a read in
@@ -264,6 +268,7 @@ class _Exchange:
         "_app",
         "_body_done",
         "_changed",
+        "_held",
         "_loop",
         "_on_start",
         "_outer",
@@ -306,6 +311,7 @@ class _Exchange:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Made by the relay, which most requests never start.
         self._pending: deque[Message] | None = None
+        self._held = 0  # body bytes in _pending
         self._changed: anyio.Event | None = None
         self._relay = False
         self._pump: asyncio.Task[None] | None = None
@@ -403,9 +409,15 @@ class _Exchange:
                     await anyio.lowlevel.checkpoint()
                     continue
                 pending.append(message)
+                self._held += len(message.get("body", b""))
                 self._wake()
                 if message.get("more_body", False):
-                    while pending:
+                    # Read on while what the app has not taken is small, so a
+                    # hang-up during an upload the app has not started reading is
+                    # still seen; beyond that, hold back (the upload's back-pressure).
+                    while pending and (
+                        self._held >= _READ_AHEAD or len(pending) >= _READ_AHEAD_MESSAGES
+                    ):
                         await self._wait()
                 else:
                     self._body_done = True
@@ -437,6 +449,7 @@ class _Exchange:
             await self._wait()
             pending = self._pending
         message = pending.popleft()
+        self._held -= len(message.get("body", b""))
         self._wake()
         return message
 

@@ -30,6 +30,7 @@ from aio_client.transports import MemoryTransport
 from tests.integration.servers import serve_uvicorn
 
 Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 
 
 @final
@@ -550,3 +551,72 @@ async def test_a_request_uvicorn_cancels_on_its_way_down_is_answered_503_not_500
     assert len(ended) == 1
     assert isinstance(ended[0], asyncio.CancelledError)
     assert middleware.stats.shutdown == 1
+
+
+async def test_a_hang_up_during_an_upload_not_yet_read_cancels_the_handler() -> None:
+    """A handler busy before reading its body: the client sends part of an upload and hangs
+    up; the watcher, reading ahead of the handler, sees it and cancels within 100 ms."""
+    app, _ = fastapi_app(timeout=5.0)
+    reasons: list[CancelReason | None] = []
+    ended = anyio.Event()
+
+    @app.post("/upload")
+    async def upload() -> str:
+        try:
+            await anyio.sleep(10)  # work before reading the body
+        finally:
+            token = current_token()
+            reasons.append(None if token is None else token.reason)
+            ended.set()
+        return "never"  # pragma: no cover
+
+    async with serve_uvicorn(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        await stream.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        for _ in range(6):
+            await stream.send(b"y" * 100)
+            await anyio.sleep(0.02)
+        await anyio.sleep(0.1)  # the watcher has started by now
+        await stream.aclose()
+        hung_up = anyio.current_time()
+        with anyio.fail_after(2):
+            await ended.wait()
+        took = anyio.current_time() - hung_up
+    assert reasons == [CancelReason.CLIENT_DISCONNECTED]
+    assert took < 0.1, took
+
+
+async def test_the_watcher_reads_at_most_64_kib_ahead_of_a_handler_that_does_not_read() -> None:
+    """Uploads keep their back-pressure: however much a client sends, the watcher holds at
+    most 64 KiB the handler has not read, and the handler then reads the body whole."""
+    chunk = b"z" * 16384
+    pulled = 0
+
+    async def receive() -> Message:
+        nonlocal pulled
+        pulled += 1
+        if pulled > 1000:  # pragma: no cover - the test failed: stop reading
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await anyio.sleep(0.2)  # not reading; the watcher starts at 40 ms
+        seen.append(pulled)
+        for _ in range(10):
+            message = await receive()
+            assert message["body"] == chunk
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    await DeadlineMiddleware(app)(scope, receive, send)
+    assert seen[0] <= 64 * 1024 // len(chunk) + 1
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
