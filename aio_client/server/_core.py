@@ -280,6 +280,7 @@ class ServerCore:
         scheme: str = "http",
         route: RouteResolver | None = None,
         peer: str | None = None,
+        arrived_at: float | None = None,
     ) -> Admission | Rejection:
         """Decide what a request gets from its headers; never raises on header content.
 
@@ -289,9 +290,14 @@ class ServerCore:
         once, when the outcome is built (after the app ran, for adapters that
         route inside it). ``peer`` is the transport peer's address, the
         default client identity (needed only when :attr:`wants_peer`).
+        ``arrived_at`` is when the request's head arrived (the loop's clock),
+        for servers that read the whole body before the adapter sees the
+        request: the budget runs from then (default: now).
         """
         loop = _get_running_loop()
-        arrived_at = _clock.now() if loop is None else loop.time()
+        now = _clock.now() if loop is None else loop.time()
+        if arrived_at is None or arrived_at > now:
+            arrived_at = now
         stats = self.stats
         stats.requests += 1
         budget: float | None = None
@@ -357,7 +363,7 @@ class ServerCore:
         if (
             self._shutting_down
             or budget <= 0.0
-            or budget < self.low_timeout
+            or arrived_at + budget - now < self.low_timeout
             or (shedder is not None and not shedder.try_acquire(priority))
         ):
             return self._refuse(budget, priority, arrived_at, method, scheme, route, invalid)
@@ -397,9 +403,11 @@ class ServerCore:
     ) -> Rejection:
         retry_after: float | None = None
         reason: CancelReason | None = None
+        loop = _get_running_loop()
+        now = _clock.now() if loop is None else loop.time()
         if self._shutting_down:
             ending, reason = Ending.SHUTDOWN, CancelReason.SHUTDOWN
-        elif budget <= 0.0 or budget < self.low_timeout:
+        elif budget <= 0.0 or arrived_at + budget - now < self.low_timeout:
             ending, reason = Ending.EXPIRED_ON_ARRIVAL, CancelReason.DEADLINE
         else:
             ending = Ending.SHED

@@ -10,6 +10,7 @@ connection is closed with 1001 after the last two.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -33,6 +34,8 @@ from ._websocket import GOING_AWAY, close_code, close_text
 __all__ = ["SanicDeadline", "setup"]
 
 _WRAPPED: Final = "__aio_client_wrapped__"
+# Where _note_arrival keeps the loop time a request's head arrived (request.ctx).
+_ARRIVED: Final = "_aio_client_arrived"
 _log: Final = logging.getLogger("aio_client.server")
 # Seconds a close frame for a cancelled WebSocket connection may take to go out.
 _CLOSE_WITHIN: Final = 1.0
@@ -52,7 +55,14 @@ def setup(app: Sanic[Any, Any], **options: Unpack[ServerOptions]) -> SanicDeadli
     integration = SanicDeadline(ServerCore(**options))
     app.register_listener(integration._wrap_routes, "before_server_start")
     app.register_listener(integration._on_stop, "before_server_stop")
+    # Sanic reads a request's whole body before its handler runs: the budget
+    # runs from the head's arrival, noted here.
+    app.add_signal(_note_arrival, "http.lifecycle.request")
     return integration
+
+
+async def _note_arrival(request: Request) -> None:
+    setattr(request.ctx, _ARRIVED, asyncio.get_running_loop().time())
 
 
 @final
@@ -163,6 +173,7 @@ class SanicDeadline:
                 scheme=request.scheme,
                 route=exchange if core.observer is not None else None,
                 peer=(request.ip or None) if core.wants_peer else None,
+                arrived_at=getattr(request.ctx, _ARRIVED, None),
             )
             if isinstance(decision, Rejection):
                 return _response(decision)
