@@ -15,7 +15,6 @@ from multidict import istr
 
 from .._cancel import CancelReason, CancelToken, current_token
 from .._deadline import current_priority, set_ambient
-from .._errors import DeadlineExceededError
 from ._core import RouteResolver, ServerCore
 from ._options import ServerOptions
 from ._outcomes import Rejection, ServerStats
@@ -189,9 +188,12 @@ class AiohttpDeadlineMiddleware:
         if result.deliverable:
             return _response(result)
         if result.started:
-            # aiohttp breaks the connection when a handler times out after
-            # writing, so the client never sees a clean end of a truncated body.
-            raise DeadlineExceededError("the request ended while its response was streaming")
+            # The response had started: break the connection, so the client never
+            # takes a truncated body for a whole one. aiohttp then finds it gone
+            # and ends the request quietly (a handler error would be logged).
+            transport = request.transport
+            if transport is not None:  # None: the connection is gone already
+                transport.close()
         return web.Response(status=result.status)  # the client is gone: for the access log
 
     def _learn_route_max(self, request: web.Request) -> float | None:

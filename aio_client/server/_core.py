@@ -555,7 +555,12 @@ class ServerCore:
                 # The handler turned the cancellation into an error of its own: an
                 # outgoing call reporting the shared deadline (expected), or
                 # cleanup failing (worth a warning).
-                level = logging.DEBUG if isinstance(exc, AioClientError) else logging.WARNING
+                # A connection error after a hang-up is the hang-up itself.
+                level = (
+                    logging.DEBUG
+                    if isinstance(exc, (AioClientError, ConnectionError))
+                    else logging.WARNING
+                )
                 _log.log(level, "the handler raised after its token fired", exc_info=True)
                 if token.reason is None:
                     token.cancel(CancelReason.DEADLINE, "the deadline passed")

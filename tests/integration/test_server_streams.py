@@ -7,6 +7,7 @@ records the token's reason when it stops.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -122,9 +123,11 @@ class Recorder:
 
 @SERVERS
 async def test_client_disconnect_mid_stream_stops_the_producer_within_100ms(
-    make: Callable[..., Served],
+    make: Callable[..., Served], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A client leaving mid-stream fires CLIENT_DISCONNECTED and cancels the producer fast."""
+    """A client leaving mid-stream fires CLIENT_DISCONNECTED and cancels the producer fast;
+    nothing is logged as an error or a warning (a hang-up is no failure)."""
+    caplog.set_level(logging.DEBUG)
     producer = Recorder()
     serve, core = make(producer)
     async with serve() as url:
@@ -144,6 +147,8 @@ async def test_client_disconnect_mid_stream_stops_the_producer_within_100ms(
     assert producer.reasons == [CancelReason.CLIENT_DISCONNECTED]
     assert core.stats.client_disconnected == 1
     assert core.in_flight == 0
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [(r.name, r.getMessage()) for r in loud]
 
 
 @SERVERS
