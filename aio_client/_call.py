@@ -142,7 +142,7 @@ class Call:
         "_endpoints",
         "_offset",
         "_refused",
-        "_send",
+        "_settings",
         "_starts",
         "budget",
         "classifier",
@@ -197,7 +197,8 @@ class Call:
         self._offset = offset
         # Endpoints whose circuit breaker refused an attempt of this call.
         self._refused: set[str] | None = None
-        self._send = settings.send
+        # Read at each attempt: a client closed meanwhile refuses further attempts.
+        self._settings = settings
         #: The clock the call is timed with (the event loop's, on asyncio).
         self.clock = now
         #: On asyncio: the task running the call, and the client's loop timer,
@@ -324,7 +325,7 @@ class Call:
             if capped is not None:
                 outcome = await self._send_capped(bound, capped, number)
             else:
-                outcome = await self._send(bound)
+                outcome = await self._settings.send(bound)
         except AioClientError as exc:
             outcome = exc
         except BaseException as exc:
@@ -415,7 +416,7 @@ class Call:
         token = set_ambient(deadline, self.priority)
         try:
             with anyio.CancelScope(deadline=deadline.at) as scope:
-                return await self._send(request)
+                return await self._settings.send(request)
         finally:
             reset_ambient(token)
         if scope.cancelled_caught:  # pragma: no branch - the scope only exits early this way

@@ -31,7 +31,13 @@ from ._deadline import (
     reset_ambient,
     set_ambient,
 )
-from ._errors import AioClientError, ConfigError, DeadlineExceededError, InvalidRequestError
+from ._errors import (
+    AioClientError,
+    ConfigError,
+    ConnectError,
+    DeadlineExceededError,
+    InvalidRequestError,
+)
 from ._events import (
     RESPONSE,
     BreakerChanged,
@@ -463,10 +469,18 @@ class Client:
         return context
 
     async def aclose(self) -> None:
-        """Close the transport (it closes only what it owns)."""
+        """Close the transport (it closes only what it owns).
+
+        Calls still in flight end with the transport's error (the connection
+        is closed under them), or at their deadlines, which still hold.
+        """
         if not self._closed:
             self._closed = True
-            if self._timer is not None:
+            # Attempts of calls still in flight (retries, hedges) are not sent.
+            self._settings.send = _not_sent_closed
+            if self._stream_settings is not None:
+                self._stream_settings.send = _not_sent_closed
+            if self._timer is not None and not self._timer.pending:
                 self._timer.close()
             await self._transport.aclose()
 
@@ -829,6 +843,11 @@ class Client:
         if not found:
             raise ConfigError("the endpoint provider returned no endpoints")
         return tuple(validate_endpoint(item) for item in found)
+
+
+async def _not_sent_closed(request: Request, /) -> Response:
+    """A closed client's transport, for the attempts of calls still in flight."""
+    raise ConnectError("not sent: the client is closed", may_have_reached_server=False)
 
 
 # What a never-awaited client.request(...) is called in Python's warning (a

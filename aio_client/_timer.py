@@ -153,6 +153,11 @@ class DeadlineTimer:
             task.uncancel()
         return task.cancelling() <= baseline
 
+    @property
+    def pending(self) -> int:
+        """Entries not yet finished (deadlines still to enforce)."""
+        return self._pending
+
     def close(self) -> None:
         """Disarm the loop timer (entries still pending are no longer enforced)."""
         if self._handle is not None:

@@ -66,7 +66,7 @@ class AiohttpTransport:
     the limit is stopped, and the connection is closed either way.
     """
 
-    __slots__ = ("_checks_reuse", "_inflates", "_limit", "_owns", "_session")
+    __slots__ = ("_checks_reuse", "_inflates", "_limit", "_owns", "_reading", "_session")
 
     def __init__(self, session: aiohttp.ClientSession | None = None, *, limit: int = 100) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -78,6 +78,9 @@ class AiohttpTransport:
         # the session leaves gzip/deflate bodies to the transport (one it made).
         self._checks_reuse = False
         self._inflates = False
+        # The responses whose bodies are being read: closing the session does not
+        # wake their readers (aiohttp drops the body's stream), aclose() does.
+        self._reading: set[aiohttp.ClientResponse] = set()
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
@@ -109,6 +112,8 @@ class AiohttpTransport:
         attempt = _ATTEMPT.get()  # response_size_limit(), inlined: every call passes here
         limit = DEFAULT_MAX_RESPONSE_SIZE if attempt is None else attempt.max_response_size
         resp = await self._start(request)
+        reading = self._reading
+        reading.add(resp)
         try:
             # The common case first: nothing to decode, and aiohttp stops at a
             # Content-Length within the limit.
@@ -125,9 +130,14 @@ class AiohttpTransport:
         except (aiohttp.ClientError, TimeoutError) as exc:
             resp.close()
             raise _mapped(exc) from exc
+        except RuntimeError as exc:  # the session was closed under the read
+            resp.close()
+            raise _closed_under(exc) from exc
         except BaseException:
             resp.close()
             raise
+        finally:
+            reading.discard(resp)
         resp.release()
         await resp.wait_for_close()
         return Response._received(
@@ -140,7 +150,8 @@ class AiohttpTransport:
         head = Response._received(
             resp.status, Headers._received(resp.headers.items()), b"", request.url
         )
-        return head, _AiohttpBody(resp, _inflater(resp, self._inflates))
+        self._reading.add(resp)
+        return head, _AiohttpBody(resp, _inflater(resp, self._inflates), self._reading)
 
     async def _start(self, request: Request) -> aiohttp.ClientResponse:
         """Send ``request`` and return the response once its head has arrived."""
@@ -198,10 +209,20 @@ class AiohttpTransport:
                 _SENT.reset(token)
 
     async def aclose(self) -> None:
-        """Close the session if this transport made it."""
-        if self._owns and self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close the session if this transport made it.
+
+        Bodies still being read from it end with :class:`~aio_client.NetworkError`.
+        The transport can be used again (with a new session).
+        """
+        if self._owns:
+            for resp in self._reading:
+                resp.content.set_exception(
+                    aiohttp.ClientConnectionError("the transport was closed")
+                )
+            self._reading.clear()
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
 
 
 # What an owned session offers: aiohttp's own default when it is exactly what the
@@ -270,13 +291,20 @@ def _descriptor(transport: object) -> int:
 class _AiohttpBody:
     """An aiohttp response's body, read piece by piece (see :class:`BodyStream`)."""
 
-    __slots__ = ("_ended", "_inflater", "_pieces", "_resp")
+    __slots__ = ("_ended", "_inflater", "_pieces", "_reading", "_resp")
 
-    def __init__(self, resp: aiohttp.ClientResponse, inflater: Inflater | None) -> None:
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        inflater: Inflater | None,
+        reading: set[aiohttp.ClientResponse],
+    ) -> None:
         self._resp = resp
         self._inflater = inflater
         self._pieces: Iterator[bytes] | None = None
         self._ended = False
+        # The transport's responses being read (this one leaves it when closed).
+        self._reading = reading
 
     async def receive(self) -> bytes:
         """The next piece of the decoded body; ``b""`` at its end."""
@@ -301,6 +329,9 @@ class _AiohttpBody:
         except (aiohttp.ClientError, TimeoutError) as exc:
             resp.close()
             raise _mapped(exc) from exc
+        except RuntimeError as exc:  # the session was closed under the read
+            resp.close()
+            raise _closed_under(exc) from exc
         except BaseException:  # cancelled, or a malformed encoding
             resp.close()
             raise
@@ -308,10 +339,16 @@ class _AiohttpBody:
     async def aclose(self) -> None:
         """Give the connection back (body read whole) or close it."""
         resp = self._resp
+        self._reading.discard(resp)
         if resp.content.at_eof():
             resp.release()
         else:
             resp.close()
+
+
+def _closed_under(exc: RuntimeError) -> NetworkError:
+    """What aiohttp's ``RuntimeError("Connection closed.")`` during a read is."""
+    return NetworkError(f"connection closed while the body was read: {exc}")
 
 
 def _closed_before_answering(exc: BaseException) -> bool:

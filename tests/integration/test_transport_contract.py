@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -471,6 +472,60 @@ async def _borrowed_pool(
     else:
         async with httpx2.AsyncClient(timeout=own_limit) as client2:
             yield (lambda: Httpx2Transport(client2)), (lambda: client2.is_closed)
+
+
+async def _drip_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer with a huge Content-Length and drip the body until the client leaves."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+    try:
+        while True:
+            writer.write(b"z" * 512)
+            await writer.drain()
+            await asyncio.sleep(0.005)
+    except ConnectionError:
+        return
+
+
+@pytest.mark.parametrize("server", ["no head", "body dripping"])
+async def test_closing_the_client_ends_its_calls_in_flight_with_a_typed_error(
+    transport: Transport, server: str
+) -> None:
+    """aclose() with calls in flight: they end soon with a TransportError, and nothing more
+    is sent for them (a retry does not reopen a pool behind the closed client)."""
+    async with raw_server(never_answer if server == "no head" else _drip_body) as raw:
+        client = ac.Client(transport, raw.url, timeout=5.0, max_response_size=None)
+        call = asyncio.ensure_future(client.get("x"))
+        await anyio.sleep(0.2)
+        closed = time.perf_counter()
+        await client.aclose()
+        with pytest.raises(ac.TransportError):
+            await call
+        assert time.perf_counter() - closed < 1.0
+        assert raw.accepted == 1
+
+
+async def test_closing_the_client_ends_a_stream_being_read_with_network_error(
+    transport: Transport,
+) -> None:
+    """A stream read by another task when the client closes ends at once, typed."""
+    async with raw_server(_drip_body) as raw:
+        client = ac.Client(transport, raw.url, timeout=5.0, max_response_size=None)
+        reading = anyio.Event()
+
+        async def read() -> None:
+            async with client.stream(ac.get("x")) as response:
+                async for _ in response.aiter_bytes():
+                    reading.set()
+
+        task = asyncio.ensure_future(read())
+        with anyio.fail_after(2):
+            await reading.wait()
+        closed = time.perf_counter()
+        await client.aclose()
+        with pytest.raises(ac.NetworkError):
+            await task
+        assert time.perf_counter() - closed < 0.5
 
 
 async def test_owned_pool_is_closed_by_aclose(backend: str, anyio_backend: str) -> None:
