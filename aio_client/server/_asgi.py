@@ -220,10 +220,12 @@ def _headers(
             # Decode only the headers the core reads (names lower-cased: in-process
             # callers do not always follow the ASGI rule that they are). A loop,
             # not a comprehension: no frame of its own on every request.
+            # A name is lower-cased only when it is not already (no new bytes per
+            # header); str(value, ...) decodes any buffer without copying it first.
             kept: list[tuple[str, str]] = []
             for name, value in raw:
-                if name.lower() in wanted:
-                    kept.append((name.decode("latin-1"), bytes(value).decode("latin-1")))
+                if name in wanted or (not name.islower() and name.lower() in wanted):
+                    kept.append((str(name, "latin-1"), str(value, "latin-1")))
             return kept
         except TypeError:  # a bytearray name: not hashable, take the long way
             pass
