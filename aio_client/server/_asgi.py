@@ -256,10 +256,10 @@ class _Exchange:
     :data:`_WATCH_AFTER` seconds after it arrived gets a relay task, ``pump``,
     which from then on is the only reader of the server's ``receive`` (the app
     reads through it). While more body is coming the pump reads ahead of the
-    app up to :data:`_READ_AHEAD` bytes (or :data:`_READ_AHEAD_MESSAGES`
-    messages), so a hang-up during an upload the app has not read yet is
-    seen, and no further, so uploads keep their back-pressure; after the last chunk the next
-    event can only be ``http.disconnect``, which fires the token unless the
+    app, up to :data:`_READ_AHEAD` bytes or :data:`_READ_AHEAD_MESSAGES`
+    messages: enough to see a hang-up during an upload the app has not read
+    yet, little enough that uploads keep their back-pressure. After the last
+    chunk the next event can only be ``http.disconnect``, which fires the token unless the
     response is already complete. Requests that end sooner, the common case,
     cost no task. The pump starts only while nobody is reading (a read in
     progress sees the disconnect itself), and is cancelled and awaited when

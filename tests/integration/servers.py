@@ -415,17 +415,24 @@ async def serve_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
 
     ``config`` adds uvicorn options (e.g. ``proxy_headers=False``).
     """
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-            **config,
-        )
-    )
+    async with running_uvicorn(app, **config) as (_, url):
+        yield url
+
+
+@asynccontextmanager
+async def running_uvicorn(app: Any, **config: Any) -> AsyncIterator[tuple[uvicorn.Server, str]]:
+    """:func:`serve_uvicorn`, yielding the server too (to stop it: ``should_exit``).
+
+    ``config`` may also replace the defaults (log level warning, no lifespan, 2 s of
+    graceful shutdown).
+    """
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "lifespan": "off",
+        "timeout_graceful_shutdown": 2,
+        **config,
+    }
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, **options))
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(5):
@@ -433,7 +440,7 @@ async def serve_uvicorn(app: Any, **config: Any) -> AsyncIterator[str]:
                 await anyio.sleep(0.005)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield server, f"http://127.0.0.1:{port}"
         finally:
             server.should_exit = True
 

@@ -27,7 +27,7 @@ from aio_client.server import (
     fastapi_max_timeout,
 )
 from aio_client.transports import MemoryTransport
-from tests.integration.servers import serve_uvicorn
+from tests.integration.servers import running_uvicorn, serve_uvicorn
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -507,8 +507,6 @@ async def test_a_request_uvicorn_cancels_on_its_way_down_is_answered_503_not_500
     """uvicorn lets requests in flight finish, then cancels those still running when
     ``timeout_graceful_shutdown`` runs out and answers them 500 itself: the middleware
     answers 503 (SHUTDOWN) first, and the cancellation still ends the handler."""
-    import uvicorn
-
     app, middleware = fastapi_app(timeout=30.0)
     started = anyio.Event()
     ended: list[BaseException] = []
@@ -523,31 +521,21 @@ async def test_a_request_uvicorn_cancels_on_its_way_down_is_answered_503_not_500
             raise
         return "never"  # pragma: no cover
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="critical",
-            lifespan="on",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(server.serve)
+    async with (
+        running_uvicorn(app, log_level="critical", lifespan="on", timeout_graceful_shutdown=1) as (
+            server,
+            url,
+        ),
+        aiohttp.ClientSession() as session,
+    ):
+        call = asyncio.ensure_future(session.get(f"{url}/long"))
         with anyio.fail_after(5):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no startup event
-                await anyio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with aiohttp.ClientSession() as session:
-            call = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/long"))
-            with anyio.fail_after(5):
-                await started.wait()
-            server.should_exit = True
-            with anyio.fail_after(5):
-                async with await call as resp:
-                    assert resp.status == 503
-                    assert "X-Do-Not-Retry" not in resp.headers
+            await started.wait()
+        server.should_exit = True
+        with anyio.fail_after(5):
+            async with await call as resp:
+                assert resp.status == 503
+                assert "X-Do-Not-Retry" not in resp.headers
     assert len(ended) == 1
     assert isinstance(ended[0], asyncio.CancelledError)
     assert middleware.stats.shutdown == 1

@@ -263,3 +263,13 @@ def test_a_matching_content_length_is_kept() -> None:
     assert made.content == b"ok"
     with pytest.raises(ac.InvalidRequestError, match="does not match"):
         ac.Request("PUT", "x", ac.Headers({"content-length": "3"}), b"ok")
+
+
+def test_a_request_made_directly_checks_its_headers_like_the_builders() -> None:
+    """Request(...) takes a mapping or pairs of headers, checked as the builders check them."""
+    made = ac.Request("GET", "x", {"X-Ok": "yes"})  # type: ignore[arg-type]
+    assert made.headers == ac.Headers({"x-ok": "yes"})
+    with pytest.raises(ac.InvalidRequestError, match="invalid header name"):
+        ac.Request("GET", "x", {"x\ny": "v"})  # type: ignore[arg-type]
+    with pytest.raises(ac.InvalidRequestError, match="Transfer-Encoding"):
+        ac.Request("POST", "x", [("Transfer-Encoding", "chunked")], b"x")  # type: ignore[arg-type]
