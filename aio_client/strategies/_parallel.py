@@ -45,7 +45,7 @@ from .._attempts import AttemptKind
 from .._call import Call, Outcome
 from .._cancel import CancelReason
 from .._classifier import Verdict
-from .._errors import ConfigError
+from .._errors import ConfigError, RefusedError
 from .._models import Response
 from .._timer import DeadlineTimer, Entry
 from .._validation import positive_int, validate_timeout
@@ -267,6 +267,14 @@ class _Race:
         call = self.call
         verdict = call.classify(outcome)
         if verdict is not _RETRY_VERDICT:
+            if self.in_flight and isinstance(outcome, RefusedError):
+                # A local policy refused this attempt before it was sent (a
+                # half-open breaker letting its one probe through, a full
+                # bulkhead): the attempts in flight may still answer. No more
+                # attempts go out; the call waits for those.
+                self.last = outcome
+                self.may_launch = False
+                return
             self.final = outcome
             self._disarm()
             if verdict is _ACCEPT:

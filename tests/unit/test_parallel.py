@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 import aio_client as ac
+from aio_client.policies import as_stage
 from aio_client.strategies._adaptive import AdaptiveDelays
 from aio_client.transports import MemoryTransport
 
@@ -502,3 +503,37 @@ async def test_hedges_run_in_their_own_calls_context() -> None:
     assert [attempt for attempt, _ in seen["b"]] == ["1", "2"]
     assert seen["a"][0][1] == seen["a"][1][1] == pytest.approx(5.0)
     assert seen["b"][0][1] == seen["b"][1][1] == pytest.approx(3.01)
+
+
+@pytest.mark.parametrize("policy", ["bulkhead", "rate_limiter"])
+async def test_a_hedge_a_local_policy_refuses_leaves_the_attempt_in_flight_to_answer(
+    policy: str,
+) -> None:
+    """A hedge refused before it was sent (a full bulkhead, an empty rate limit) ends
+    nothing: the attempt in flight still answers the call."""
+    stage = as_stage(ac.Bulkhead(1) if policy == "bulkhead" else ac.RateLimiter("1/s"))
+    script = Script([0.05])
+    async with client_for(
+        script, strategy=ac.parallel_strategy(2, 0.01), attempt_stages=[stage]
+    ) as client:
+        response = await client.get("a")
+    assert response.status == 200
+    assert len(script.requests) == 1
+
+
+async def test_a_hedged_probe_closes_a_half_open_breaker() -> None:
+    """In half-open the breaker lets one probe through and refuses the call's own hedge;
+    the probe's answer closes the breaker (the refusal used to end the call and cancel it)."""
+    breaker = ac.CircuitBreaker(failure_threshold=1, break_duration=0.2)
+    script = Script([ac.Response(503), 0.05])
+    async with client_for(
+        script, strategy=ac.parallel_strategy(2, 0.01), circuit_breaker=breaker
+    ) as client:
+        assert (await client.get("a", strategy=ac.single_attempt_strategy())).status == 503
+        with pytest.raises(ac.CircuitOpenError):
+            await client.get("a")
+        await anyio.sleep(0.25)
+        assert (await client.get("a")).status == 200  # the probe; its hedge was refused
+        assert len(script.requests) == 2
+        assert (await client.get("a")).status == 200  # closed: the hedge goes out again
+        assert len(script.requests) == 4
