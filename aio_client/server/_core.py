@@ -544,7 +544,9 @@ class ServerCore:
                     if mapped is not None:
                         answer, row = mapped
                         status = answer.status
-                        failed, settle = status >= 500, True
+                        # A route's own guard refusing is no failure of the app.
+                        failed = None if isinstance(exc, RouteRefusedError) else status >= 500
+                        settle = True
                         return answer
                     status = exchange.status_of_error(exc) or 500
                     # An HTTP error under 500 is an answer given on purpose.

@@ -78,10 +78,10 @@ def guarded(
                     else:
                         with ambient(priority=marked):
                             result = await handler(*args, **kwargs)
-                    failed = _status_of(result) >= 500
+                    failed = (_status_of(result) or 200) >= 500
                     return result
-                except Exception:
-                    failed = True
+                except Exception as exc:
+                    failed = _failed_by(exc)
                     raise
                 finally:
                     if passage.close(failed):
@@ -100,18 +100,24 @@ def guard_dependency(
 ) -> Callable[[], AsyncIterator[None]]:
     """:func:`guarded` as a FastAPI dependency: ``dependencies=[Depends(guard_dependency(...))]``.
 
-    The permits are held until the response has been sent; an exception from
-    the handler counts as a breaker failure.
+    The permits are held until the response has been sent. A breaker counts
+    the handler's exceptions as failures (an HTTP error under 500 it raises
+    is an answer, not a failure), and a cancelled request as neither; a
+    dependency does not see the response, so a 5xx the handler *returns* is
+    not counted: use :func:`guarded` for that.
     """
     route = ServerGuards(list(guards), client_key=client_key)
 
     async def dependency() -> AsyncIterator[None]:
         passage = await _enter(route)
-        failed: bool | None = False
+        # Neither unless the handler ended: a cancelled request (deadline, hang-up)
+        # says nothing about the route's health.
+        failed: bool | None = None
         try:
             yield
-        except Exception:
-            failed = True
+            failed = False
+        except Exception as exc:
+            failed = _failed_by(exc)
             raise
         finally:
             if passage.close(failed):
@@ -129,11 +135,22 @@ async def _enter(route: ServerGuards) -> Passage:
     return entry
 
 
-def _status_of(result: Any) -> int:
-    # aiohttp and Sanic responses have .status, Starlette's .status_code;
-    # anything else (a FastAPI endpoint's dict) is a 200.
+def _failed_by(exc: Exception) -> bool:
+    """Whether a handler's exception counts as a breaker failure: not an HTTP error
+    under 500 (Starlette's and aiohttp's ``HTTPException``: an answer given on
+    purpose), nor a refusal by a guard further in."""
+    if isinstance(exc, RouteRefusedError):
+        return False
+    status = _status_of(exc, None)
+    return status is None or status >= 500
+
+
+def _status_of(result: Any, default: int | None = 200) -> int | None:
+    # aiohttp and Sanic responses (and aiohttp's HTTP exceptions) have .status,
+    # Starlette's (and its HTTPException) .status_code; anything else (a FastAPI
+    # endpoint's dict) is ``default``.
     for name in ("status_code", "status"):
         status = getattr(result, name, None)
-        if isinstance(status, int):
+        if isinstance(status, int) and not isinstance(status, bool):
             return status
-    return 200
+    return default

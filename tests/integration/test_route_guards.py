@@ -10,11 +10,11 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from sanic import Request as SanicRequest
 from sanic import response as sanic_response
 
-from aio_client import Bulkhead, RateLimiter
+from aio_client import Bulkhead, CircuitBreaker, CircuitState, RateLimiter
 from aio_client.server import DeadlineMiddleware, aiohttp_middleware, guard_dependency, guarded
 
 from .servers import sanic_app, serve_aiohttp, serve_sanic, serve_uvicorn
@@ -284,3 +284,78 @@ async def test_permits_come_back_on_errors_and_hang_ups(framework: str) -> None:
         {"method": "GET", "route": "/limited", "priority": "normal", "reason": "rate_limited"},
     )
     assert refused == 1.0
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+async def test_a_routes_own_refusals_are_no_failures_for_the_app_wide_breaker(
+    framework: str,
+) -> None:
+    """A route's full bulkhead answers 503, but nothing failed: the app-wide breaker stays
+    closed and the other routes keep answering."""
+    breaker = CircuitBreaker(failure_threshold=2)
+    routes: dict[str, tuple[Body, list[Any]]] = {
+        "crowded": (slow, [Bulkhead(1)]),
+        "free": (quick, []),
+    }
+    async with (
+        serve(framework, routes, guards=[breaker]) as url,
+        aiohttp.ClientSession() as session,
+    ):
+        statuses: list[int] = []
+
+        async def one() -> None:
+            statuses.append((await fetch(session, f"{url}/crowded"))[0])
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(one)
+        assert sorted(statuses) == [200, 503, 503, 503]
+        assert breaker.state is CircuitState.CLOSED
+        assert (await fetch(session, f"{url}/free"))[0] == 200
+
+
+async def test_a_raised_4xx_is_an_answer_not_a_route_breaker_failure() -> None:
+    """``HTTPException(404)`` raised by a handler is an answer given on purpose: neither
+    ``@guarded`` nor ``guard_dependency`` counts it against the route's breaker."""
+    decorated = CircuitBreaker(failure_threshold=2)
+    depended = CircuitBreaker(failure_threshold=2)
+    app = FastAPI()
+    app.add_middleware(DeadlineMiddleware)
+
+    @app.get("/decorated")
+    @guarded(decorated)
+    async def missing() -> str:
+        raise HTTPException(404, "no such item")
+
+    @app.get("/depended", dependencies=[Depends(guard_dependency(depended))])
+    async def missing_too() -> str:
+        raise HTTPException(404, "no such item")
+
+    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
+        for path in ("decorated", "depended"):
+            assert [(await fetch(session, f"{url}/{path}"))[0] for _ in range(4)] == [404] * 4
+    assert decorated.state is CircuitState.CLOSED
+    assert depended.state is CircuitState.CLOSED
+
+
+async def test_a_cancelled_request_is_neither_success_nor_failure_for_guard_dependency() -> None:
+    """A half-open breaker's probe cut by its deadline does not close the breaker."""
+    breaker = CircuitBreaker(failure_threshold=1, break_duration=0.1)
+    app = FastAPI()
+    app.add_middleware(DeadlineMiddleware)
+    failing = [True]
+
+    @app.get("/work", dependencies=[Depends(guard_dependency(breaker))])
+    async def work() -> str:
+        if failing[0]:
+            raise RuntimeError("upstream broken")
+        await anyio.sleep(1.0)
+        return "late"  # pragma: no cover
+
+    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
+        assert (await fetch(session, f"{url}/work"))[0] == 500
+        assert breaker.state is CircuitState.OPEN
+        failing[0] = False
+        await anyio.sleep(0.15)
+        assert (await fetch(session, f"{url}/work", **{"X-Request-Timeout": "0.1"}))[0] == 504
+        assert breaker.state.value == "half_open"
