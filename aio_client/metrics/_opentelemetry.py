@@ -369,12 +369,9 @@ class OpenTelemetryInstrumentation(Observer):
         if found is not None:
             return found
         endpoint = self._endpoints(base)
-        attributes: _Attributes = {
-            METHOD: method_label(method),
-            SERVER_ADDRESS: endpoint.host if endpoint.key is not OTHER else OTHER,
-            SERVER_PORT: endpoint.port,
-            ATTEMPT_KIND: kind.value,
-        }
+        attributes: _Attributes = {METHOD: method_label(method)}
+        _set_endpoint(attributes, endpoint)
+        attributes[ATTEMPT_KIND] = kind.value
         _set_outcome(attributes, outcome)
         if len(self._client_attrs) < _MAX_CACHED:
             self._client_attrs[key] = attributes
@@ -391,8 +388,7 @@ class OpenTelemetryInstrumentation(Observer):
         endpoint = self._endpoints(base) if base else NO_ENDPOINT
         attributes: _Attributes = {METHOD: method_label(method)}
         if endpoint.host:
-            attributes[SERVER_ADDRESS] = endpoint.host if endpoint.key is not OTHER else OTHER
-            attributes[SERVER_PORT] = endpoint.port
+            _set_endpoint(attributes, endpoint)
         if route is not None:
             attributes[URL_TEMPLATE] = route
         _set_outcome(attributes, outcome)
@@ -657,6 +653,17 @@ class OpenTelemetryServerObserver:
 
     def __repr__(self) -> str:
         return "OpenTelemetryServerObserver()"
+
+
+def _set_endpoint(attributes: _Attributes, endpoint: Endpoint) -> None:
+    """``server.address`` and ``server.port`` of a metric; an endpoint past the
+    ``max_label_values`` limit is ``<other>``, with no port (a port per endpoint
+    would be as many attribute sets as endpoints)."""
+    if endpoint.key is OTHER:
+        attributes[SERVER_ADDRESS] = OTHER
+    else:
+        attributes[SERVER_ADDRESS] = endpoint.host
+        attributes[SERVER_PORT] = endpoint.port
 
 
 def _set_outcome(attributes: _Attributes, outcome: int | str) -> None:

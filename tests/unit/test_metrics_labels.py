@@ -172,6 +172,29 @@ async def test_raw_paths_make_bounded_otel_attributes() -> None:
     assert len(points) <= 2 * 21 + 2
 
 
+async def test_endpoints_past_the_limit_make_bounded_otel_attributes() -> None:
+    """Service discovery handing out many endpoints (ports): past ``max_label_values`` they
+    are ``<other>`` with no port, so the attribute sets stay bounded."""
+    reader = InMemoryMetricReader()
+    instrumentation = OpenTelemetryInstrumentation(
+        reader_provider(reader), NoOpTracerProvider(), max_label_values=5
+    )
+    endpoints = [f"http://svc:{8000 + i}" for i in range(40)]
+    script = Script([ac.Response(200)])
+    async with ac.Client(
+        MemoryTransport(script),
+        lambda: endpoints,
+        observers=[instrumentation],
+    ) as client:
+        for _ in range(40):
+            await client.get("a")
+    points = otel_points(reader)
+    ports = {attrs.get("server.port") for _, attrs in points}
+    assert len(ports) <= 6  # five endpoints, and none for <other>
+    assert "<other>" in {attrs.get("server.address") for _, attrs in points}
+    assert len(points) <= 2 * 6
+
+
 # Thousands of calls: untraced, as tracing them doubles the unit run for no new coverage.
 @pytest.mark.no_cover
 async def test_ten_thousand_raw_paths_make_a_bounded_number_of_server_series() -> None:
