@@ -85,8 +85,11 @@ async def sse_stream(
         raise ConfigError(f"events must be an async iterable; got {type(events).__name__}")
     source = aiter(events)
     if every is None:
-        async for event in source:
-            yield encode_event(event)
+        try:
+            async for event in source:
+                yield encode_event(event)
+        finally:
+            await _close(source)
         return
     loop = asyncio._get_running_loop()
     if loop is None:
@@ -122,6 +125,16 @@ async def sse_stream(
             registration.remove()
         if pending is not None:
             await _reap(pending)
+        # Stopped between events (the response stopped taking them, the client
+        # left while a send was blocked): the source's own finally runs now,
+        # not whenever the garbage collector gets to it.
+        await _close(source)
+
+
+async def _close(source: AsyncIterator[ServerSentEvent | str]) -> None:
+    close = getattr(source, "aclose", None)
+    if close is not None:
+        await close()
 
 
 async def _next(source: AsyncIterator[ServerSentEvent | str]) -> ServerSentEvent | str:

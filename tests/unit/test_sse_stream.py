@@ -170,3 +170,22 @@ async def test_on_trio_events_flow_without_heartbeats_and_heartbeats_say_what_th
     assert await collect(sse_stream(events(), heartbeat=None)) == [b"data: a\n\n"]
     with pytest.raises(RuntimeError, match="heartbeat=None"):
         await collect(sse_stream(events(), heartbeat=1.0))
+
+
+@pytest.mark.parametrize("heartbeat", [15.0, None])
+async def test_a_stream_stopped_between_events_closes_its_source(heartbeat: float | None) -> None:
+    """The response stops taking events (its client left while a send was blocked): closing
+    the stream closes the source at once, its finally included, not at the next collection."""
+    closed: list[bool] = []
+
+    async def source() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "tick"
+        finally:
+            closed.append(True)
+
+    stream = sse_stream(source(), heartbeat=heartbeat)
+    assert await anext(stream) == b"data: tick\n\n"
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert closed == [True]
