@@ -251,23 +251,30 @@ class OpenedBodies:
 
 
 async def _lines(texts: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Split text into lines at LF, CRLF or CR, whatever the chunk boundaries."""
-    pending = ""
+    """Split text into lines at LF, CRLF or CR, whatever the chunk boundaries.
+
+    Each text is scanned once and a long line is kept in pieces, joined once
+    when it ends: linear in the body, however long its lines.
+    """
+    pieces: list[str] = []  # the line so far (no line break in it)
+    after_cr = False  # the last text ended with CR: an LF opening the next one is its pair
     async for text in texts:
-        pending += text
+        if after_cr:
+            after_cr = False
+            if text.startswith("\n"):
+                text = text[1:]
         start = 0
-        for match in _NEWLINE.finditer(pending):
-            if match.end() == len(pending) and match.group() == "\r":
-                break  # perhaps the first half of a CRLF: wait for the next text
-            yield pending[start : match.start()]
+        for match in _NEWLINE.finditer(text):
+            pieces.append(text[start : match.start()])
+            yield "".join(pieces)
+            pieces.clear()
             start = match.end()
-        pending = pending[start:]
-    if pending:
-        parts = _NEWLINE.split(pending)
-        if not parts[-1]:
-            parts.pop()
-        for part in parts:
-            yield part
+            after_cr = start == len(text) and match.group() == "\r"
+        if start < len(text):
+            pieces.append(text[start:])
+    line = "".join(pieces)
+    if line:
+        yield line
 
 
 @final

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import itertools
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import aio_client as ac
+from aio_client._stream import _lines
 from aio_client.metrics import CallFinished, CallStarted, CallWatcher, Observer
 from aio_client.transports import MemoryTransport
 
@@ -158,3 +165,40 @@ async def test_a_transport_without_open_cannot_stream() -> None:
         with pytest.raises(ac.ConfigError, match="cannot stream"):
             async with client.stream(ac.get("a")):
                 pass  # pragma: no cover
+
+
+@given(
+    text=st.text(alphabet="ab\r\n", max_size=80),
+    cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=10),
+)
+def test_lines_do_not_depend_on_where_the_pieces_break(text: str, cuts: list[int]) -> None:
+    """However the body is cut into pieces, the lines are those of the whole text."""
+    bounds = sorted({0, len(text), *(cut for cut in cuts if cut < len(text))})
+    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+    async def texts() -> AsyncIterator[str]:
+        for piece in pieces:
+            yield piece
+
+    async def collect() -> list[str]:
+        return [line async for line in _lines(texts())]
+
+    expected = re.split(r"\r\n|\r|\n", text)
+    if expected and not expected[-1]:
+        expected.pop()
+    assert asyncio.run(collect()) == expected
+
+
+async def test_a_long_line_is_read_in_linear_time() -> None:
+    """One 8 MiB line in 8 KiB pieces: the pieces are kept, not re-joined and re-scanned
+    on each one (that took over a second, stalling the event loop)."""
+    piece = "x" * 8192
+
+    async def texts() -> AsyncIterator[str]:
+        for _ in range(1024):
+            yield piece
+
+    started = time.perf_counter()
+    lines = [line async for line in _lines(texts())]
+    assert [len(line) for line in lines] == [8 * 1024 * 1024]
+    assert time.perf_counter() - started < 0.5
