@@ -534,8 +534,10 @@ class _Connection:
     """One WebSocket connection's ``receive`` and ``send``, read ahead by a relay.
 
     The relay (:meth:`pump`) is the only reader of the server's ``receive``
-    and holds at most one message the app has not taken, so a client
-    sending faster than the app reads is held back. Reading for the app means
+    and holds at most :data:`_READ_AHEAD` bytes (:data:`_READ_AHEAD_MESSAGES`
+    messages) the app has not taken, so a client sending faster than the app
+    reads is held back, and a hang-up after a message the app has not read
+    is still seen. Reading for the app means
     a hang-up is seen even while the app only sends or waits: the
     ``websocket.disconnect`` fires the token with ``CLIENT_DISCONNECTED``
     (unless the app had closed the connection itself), or with ``SHUTDOWN``
@@ -544,6 +546,7 @@ class _Connection:
 
     __slots__ = (
         "_changed",
+        "_held",
         "_pending",
         "_receive",
         "_send",
@@ -558,6 +561,7 @@ class _Connection:
         self._send = send
         self._token = token
         self._pending: deque[Message] = deque()
+        self._held = 0  # bytes of the messages in _pending
         self._changed: anyio.Event | None = None
         #: Whether the app closed the connection (or refused the handshake).
         self.closed = False
@@ -585,10 +589,13 @@ class _Connection:
         """Read the server's ``receive`` for the app (see the class docstring)."""
         try:
             while True:
-                while self._pending:
+                while self._pending and (
+                    self._held >= _READ_AHEAD or len(self._pending) >= _READ_AHEAD_MESSAGES
+                ):
                     await self._wait()
                 message = await self._receive()
                 self._pending.append(message)
+                self._held += _ws_size(message)
                 self._wake()
                 if message.get("type") == "websocket.disconnect":
                     self.ended = True
@@ -616,6 +623,7 @@ class _Connection:
                 return {"type": "websocket.disconnect", "code": GOING_AWAY}
             await self._wait()
         message = self._pending.popleft()
+        self._held -= _ws_size(message)
         self._wake()
         return message
 
@@ -643,6 +651,11 @@ class _Connection:
                 )
             except Exception:  # the client went away meanwhile: nothing to close
                 _log.debug("could not close the WebSocket connection", exc_info=True)
+
+
+def _ws_size(message: Message) -> int:
+    data = message.get("bytes") or message.get("text") or b""
+    return len(data)
 
 
 def _ends_response(kind: object, message: Message, *, trailers: bool) -> bool:
