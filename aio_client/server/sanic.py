@@ -247,9 +247,14 @@ class _Exchange:
     __call__ = route_template
 
     def lost(self) -> bool:
-        """Whether the client's connection is lost."""
-        conn_info = self._request.conn_info
-        return conn_info is not None and conn_info.lost
+        """Whether the client's connection is lost (or closing: Sanic may cancel the
+        handler of a connection it closes before it marks the connection lost)."""
+        request = self._request
+        conn_info = request.conn_info
+        if conn_info is not None and conn_info.lost:
+            return True
+        transport = request.transport
+        return transport is not None and transport.is_closing()
 
     @property
     def started(self) -> bool:
