@@ -28,6 +28,8 @@ _RATE: Final = re.compile(
     r"\s*(\d{1,12})\s*/\s*(second|minute|hour|day|s|m|h|d)\s*", re.ASCII | re.IGNORECASE
 )
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The most a rate's count (or a burst) may be: what the string form allows (12 digits).
+_MAX_COUNT: Final = 999_999_999_999
 
 
 def parse_rate(rate: str | tuple[int, float]) -> tuple[int, float]:
@@ -47,7 +49,7 @@ def parse_rate(rate: str | tuple[int, float]) -> tuple[int, float]:
         count = positive_int(int(match.group(1)), "rate count")
         return count, _UNITS[match.group(2)[0].lower()]
     if isinstance(rate, tuple) and len(rate) == 2:
-        count = positive_int(rate[0], "rate count")
+        count = positive_int(rate[0], "rate count", maximum=_MAX_COUNT)
         return count, positive_seconds(rate[1], "rate period")
     raise ConfigError(
         f"rate must be a string such as '100/minute' or a (count, period_seconds) pair; "
@@ -114,7 +116,9 @@ class RateLimiter:
     ) -> None:
         self._count, self._period = parse_rate(rate)
         self._per_second = self._count / self._period
-        self._capacity = float(self._count if burst is None else positive_int(burst, "burst"))
+        self._capacity = float(
+            self._count if burst is None else positive_int(burst, "burst", maximum=_MAX_COUNT)
+        )
         self._max_wait = validate_timeout(max_wait, "max_wait")
         if key is not None and not callable(key):
             raise ConfigError(f"key must be a function of the call's arguments; got {key!r}")

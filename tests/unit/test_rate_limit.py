@@ -68,6 +68,7 @@ def test_rates_parse(rate: str | tuple[int, float], expected: tuple[int, float])
         (1, float("inf")),
         (1, float("nan")),
         (True, 1.0),
+        (10**400, 1.0),
         (1, 2, 3),
         100,
         None,
@@ -84,6 +85,7 @@ def test_other_settings_are_validated() -> None:
     """burst, max_wait, key, max_keys, clock are checked at construction."""
     for options, name in [
         ({"burst": 0}, "burst"),
+        ({"burst": 10**400}, "burst"),
         ({"max_wait": -1}, "max_wait"),
         ({"max_wait": float("inf")}, "max_wait"),
         ({"key": "tenant"}, "key"),
