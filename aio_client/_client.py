@@ -857,13 +857,14 @@ Client._send.__qualname__ = "Client.request"
 
 
 @final
-class RequestContext:
+class RequestContext(Coroutine[object, None, Response]):
     """What :meth:`Client.request` returns: awaitable once, or an async context manager.
 
     It holds the call's coroutine, made when the call is: nothing is sent until
     it is awaited (or entered), and one dropped without either warns with
     Python's ``RuntimeWarning`` "coroutine ... was never awaited", naming the
-    call (``Client.post('users/{id}')``).
+    call (``Client.post('users/{id}')``). It is a coroutine itself, so
+    ``asyncio.create_task(client.get(...))`` (and a ``TaskGroup``'s) takes it.
     """
 
     __slots__ = ("_call",)
@@ -877,6 +878,22 @@ class RequestContext:
 
     def __await__(self) -> Generator[object, None, Response]:
         return self._call.__await__()
+
+    # -- the coroutine protocol, for the event loop's tasks ---------------------------
+
+    def send(self, value: None, /) -> object:
+        """Run the call to its next suspension (what a task does)."""
+        return self._call.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> object:
+        """Raise an exception (a cancellation) where the call is suspended."""
+        if val is None and tb is None:
+            return self._call.throw(typ)
+        return self._call.throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Close the call's coroutine."""
+        self._call.close()
 
     async def __aenter__(self) -> Response:
         return await self._call

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 
@@ -311,3 +313,26 @@ async def test_verb_shorthands_reject_unknown_options_by_name() -> None:
         ):
             client.get("x", timout=1.0)  # type: ignore[call-arg]
     assert script.requests == []
+
+
+async def test_a_call_can_be_made_a_task() -> None:
+    """``asyncio.create_task(client.get(...))`` and a TaskGroup take a call as they take
+    any coroutine, and cancelling the task cancels the call."""
+    script = Script([OK])
+    async with client_for(script) as client:
+        task = asyncio.create_task(client.get("a"))
+        assert (await task).status == 200
+        async with asyncio.TaskGroup() as group:
+            grouped = group.create_task(client.post("b", content=b"x"))
+        assert grouped.result().status == 200
+
+    async def hang(request: ac.Request) -> ac.Response:
+        await anyio.sleep(10)
+        return OK  # pragma: no cover
+
+    async with client_for(hang) as client:
+        hung = asyncio.create_task(client.get("slow"))
+        await anyio.sleep(0.05)
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
