@@ -36,8 +36,12 @@ def parse_retry_after(
 
 
 def format_retry_after(seconds: float) -> str:
-    """Encode a wait as whole delta-seconds, rounded up (never ``0`` for a real wait)."""
-    return str(max(0, math.ceil(seconds)))
+    """Encode a wait as whole delta-seconds, rounded up, and at least 1.
+
+    A refusal with no wait of its own (a half-open breaker busy with its probe)
+    still says 1: ``0`` would invite every client to retry at once.
+    """
+    return str(max(1, math.ceil(seconds)))
 
 
 def format_http_date(timestamp: float) -> str:

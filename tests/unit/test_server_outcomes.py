@@ -218,3 +218,13 @@ async def test_a_request_served_inside_another_tokens_scope_sees_its_own_token()
         assert current_token() is outer
     assert seen == [admission.token, admission.token]
     assert current_token() is None
+
+
+@pytest.mark.parametrize(("wait", "header"), [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.2, "2")])
+def test_a_refusals_retry_after_is_whole_seconds_rounded_up_and_never_zero(
+    wait: float, header: str
+) -> None:
+    """A refusal with no wait of its own (a half-open breaker busy with its probe) still
+    says 1: 0 would invite every client to retry at once."""
+    answer = rejection(OUTCOMES[Ending.REFUSED], retry_after=wait)
+    assert dict(answer.headers)["retry-after"] == header
