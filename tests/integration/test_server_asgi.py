@@ -25,6 +25,7 @@ from aio_client.server import (
     PriorityLoadShedder,
     ServerOutcome,
     fastapi_max_timeout,
+    max_timeout,
 )
 from aio_client.transports import MemoryTransport
 from tests.integration.servers import running_uvicorn, serve_uvicorn
@@ -608,3 +609,26 @@ async def test_the_watcher_reads_at_most_64_kib_ahead_of_a_handler_that_does_not
     await DeadlineMiddleware(app)(scope, receive, send)
     assert seen[0] <= 64 * 1024 // len(chunk) + 1
     assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
+
+
+async def test_max_timeout_on_a_fastapi_endpoint_caps_its_budget_too() -> None:
+    """``@max_timeout`` (the aiohttp and Sanic decorator) on a FastAPI endpoint caps the
+    budget when the endpoint runs: the handler sees the cap and overrunning it is a 504."""
+    app, _ = fastapi_app(timeout=30.0)
+
+    @app.get("/capped")
+    @max_timeout(0.3)
+    async def capped(slow: bool = False) -> dict[str, float | None]:
+        if slow:
+            await anyio.sleep(2)
+        deadline = ac.current_deadline()
+        return {"remaining": None if deadline is None else deadline.remaining()}
+
+    async with serve_uvicorn(app) as url, aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/capped") as resp:
+            remaining = (await resp.json())["remaining"]
+        async with session.get(f"{url}/capped?slow=true") as resp:
+            status = resp.status
+    assert remaining is not None
+    assert 0.2 < remaining <= 0.3
+    assert status == 504
