@@ -80,12 +80,13 @@ class Request:
     def __post_init__(self) -> None:
         # Not run for the requests attempts bind (_bound): only for built ones.
         headers = self.headers
+        if headers is _EMPTY_HEADERS:  # most requests: nothing to check
+            return
         if headers.__class__ is not Headers:
             # A mapping or pairs, as the builders take: checked the same way.
             headers = Headers(headers)
             _REQUEST_SLOTS[2](self, headers)
-        if headers:
-            _check_framing(headers, self.content)
+        _check_framing(headers, self.content)
 
     def __repr__(self) -> str:
         # Logged often: no credential header values and no query values.
