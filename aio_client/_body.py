@@ -26,9 +26,9 @@ class StreamBody:
     keep it quick (no blocking file or network reads).
     """
 
-    __slots__ = ("_factory", "_once", "_used", "length")
+    __slots__ = ("_factory", "_length", "_once", "_used")
 
-    def __init__(self, source: BodyChunks | BodyFactory, *, length: int | None = None) -> None:
+    def __init__(self, source: BodyChunks | BodyFactory) -> None:
         if isinstance(source, (str, bytes, bytearray, memoryview)):
             raise InvalidRequestError("a StreamBody streams an iterable of bytes; pass bytes as is")
         if isinstance(source, (AsyncIterable, Iterable)):
@@ -43,8 +43,9 @@ class StreamBody:
                 f"function returning one; got {type(source).__name__}"
             )
         self._used = False
-        #: The bytes the body must add up to (its ``Content-Length``), or ``None``.
-        self.length = length
+        # The bytes the body must add up to: the request's Content-Length, set
+        # when the request is built (see _models._check_framing), or None.
+        self._length: int | None = None
 
     @property
     def repeatable(self) -> bool:
@@ -63,14 +64,14 @@ class StreamBody:
                     "the content= function must return an iterable of bytes (sync or async); "
                     f"got {type(source).__name__}"
                 )
-            return OpenBody(source, self.length)
+            return OpenBody(source, self._length)
         if self._used or self._once is None:
             raise InvalidRequestError(
                 "the request body is an iterable, which can be sent once and already was; "
                 "pass a function returning a fresh iterable (content=lambda: ...) to send it again"
             )
         self._used = True
-        return OpenBody(self._once, self.length)
+        return OpenBody(self._once, self._length)
 
     def __repr__(self) -> str:
         return f"<StreamBody {'repeatable' if self._factory is not None else 'once'}>"
@@ -118,10 +119,6 @@ class OpenBody:
     def _fail(self, message: str) -> None:
         exc = self.failure = InvalidRequestError(message)
         raise exc
-
-    async def aclose(self) -> None:
-        """Close the source (an async generator's ``finally`` runs now)."""
-        await self._chunks.aclose()
 
 
 def byte_count(count: int) -> str:

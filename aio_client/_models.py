@@ -351,7 +351,7 @@ def _check_framing(headers: Headers, content: bytes | StreamBody) -> None:
         )
     length = int(declared[0])
     if isinstance(content, StreamBody):
-        content.length = length
+        content._length = length
     elif length != len(content):
         raise InvalidRequestError(
             f"Content-Length {length} does not match the body's {byte_count(len(content))} "
