@@ -62,7 +62,7 @@ Outcome = Response | AioClientError
 class AttemptInfo:
     """Which physical attempt is running: for attempt stages and observers."""
 
-    __slots__ = ("deadline", "endpoint", "kind", "max_response_size", "number")
+    __slots__ = ("_queued", "deadline", "endpoint", "kind", "max_response_size", "number")
 
     def __init__(
         self,
@@ -83,6 +83,9 @@ class AttemptInfo:
         self.deadline = deadline
         #: The most body bytes (decoded) the transport may read; ``None``: no limit.
         self.max_response_size = max_response_size
+        # Told by a transport's pool gate when the attempt starts and stops waiting
+        # for a connection (see Call.queued).
+        self._queued: Callable[[int, bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
@@ -152,6 +155,7 @@ class Call:
         "low_timeout",
         "max_response_size",
         "priority",
+        "queued",
         "request",
         "retries_allowed",
         "siblings",
@@ -208,6 +212,10 @@ class Call:
         #: The other calls of the fan-out this call is part of (hedging
         #: strategies hedge stragglers sooner); ``None`` outside a fan-out.
         self.siblings: Siblings | None = None
+        #: Told ``(attempt number, True)`` when an attempt starts waiting for a
+        #: connection in a transport's pool and ``(number, False)`` once it has
+        #: one: a hedging strategy holds its hedge delay meanwhile.
+        self.queued: Callable[[int, bool], None] | None = None
 
     def watch(self, watchers: tuple[CallWatcher, ...]) -> None:
         """Hand this call's attempt events to ``watchers``."""
@@ -313,14 +321,13 @@ class Call:
         outcome: Outcome
         if attempt_at < call_at:
             capped = Deadline._trusted(attempt_at)
-            attempt_token = _ATTEMPT.set(
-                AttemptInfo(number, kind, base, capped, self.max_response_size)
-            )
+            info = AttemptInfo(number, kind, base, capped, self.max_response_size)
         else:
             capped = None
-            attempt_token = _ATTEMPT.set(
-                AttemptInfo(number, kind, base, self.deadline, self.max_response_size)
-            )
+            info = AttemptInfo(number, kind, base, self.deadline, self.max_response_size)
+        if self.queued is not None:
+            info._queued = self.queued
+        attempt_token = _ATTEMPT.set(info)
         try:
             if capped is not None:
                 outcome = await self._send_capped(bound, capped, number)

@@ -134,6 +134,7 @@ class _Race:
         "limit",
         "may_launch",
         "not_before",
+        "paused",
         "siblings",
         "started",
         "strategy",
@@ -176,6 +177,10 @@ class _Race:
         self.siblings = call.siblings
         #: Seconds from attempt 1's start to the accepted answer, once there is one.
         self.took: float | None = None
+        #: While the newest attempt waits for a connection: (loop time it began
+        #: waiting, seconds the held timer had left); see :meth:`queued`.
+        self.paused: tuple[float, float] | None = None
+        call.queued = self.queued
 
     # -- runner hooks ---------------------------------------------------------------
 
@@ -319,6 +324,39 @@ class _Race:
             at = self.not_before
         if at < self.due:
             self._arm(at)
+
+    def queued(self, number: int, waiting: bool) -> None:
+        """Attempt ``number`` began (``waiting``) or ended waiting for a connection.
+
+        A hedge is for an attempt the server is slow to answer, not for one
+        still waiting in the transport's pool: a hedge sent then would only
+        queue behind it, or take the connection it waits for. So while the
+        newest attempt waits, the timer is held; once it is sent, the timer
+        runs for what was left. Its time (for adaptive delays and a fan-out's
+        stragglers) counts from then, too.
+        """
+        if number != self.started or self.final is not None or self.error is not None:
+            return
+        now = self.clock()
+        if waiting:
+            if self._armed():
+                self.paused = (now, max(self.due - now, 0.0))
+                self._disarm()
+            return
+        paused = self.paused
+        if paused is None:
+            return
+        self.paused = None
+        began, left = paused
+        waited = now - began
+        self.latest += waited
+        entry = self.in_flight.get(number)
+        if entry is not None:
+            entry.start += waited
+        if number == 1:
+            self.began += waited
+        at = now + left
+        self._arm(at if at > self.not_before else self.not_before)
 
     def left(self) -> None:
         """The race is over: its fan-out, if any, stops watching it."""

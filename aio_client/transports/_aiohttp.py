@@ -28,6 +28,7 @@ from .._models import Request, Response
 from .._size_limit import DEFAULT_MAX_RESPONSE_SIZE, BodyCounter, too_large
 from .._validation import positive_int
 from ._base import BodyStream, backend_timeout
+from ._gate import PoolGate
 from ._inflate import INFLATED, Inflater
 
 __all__ = ["AiohttpTransport"]
@@ -49,6 +50,13 @@ class AiohttpTransport:
     a request's total timeout is the remaining budget. The session's own
     limits (total, connect, socket read) apply either way.
 
+    At most as many requests as the pool's total limit are let into aiohttp
+    at a time; the others wait their turn in the transport for as long as
+    their deadline allows: waiting hedges and retries first, then first
+    attempts, each in order of arrival. A hedge's call is late, and the
+    connection it needs may be held by the call's own stalled first attempt:
+    in aiohttp's queue, newer first attempts would go before it.
+
     A session the transport makes sends each request exactly once: aiohttp's
     own silent re-send of an idempotent request after a broken connection is
     turned off, because retrying is the strategy's job (counted, budgeted and
@@ -66,7 +74,7 @@ class AiohttpTransport:
     the limit is stopped, and the connection is closed either way.
     """
 
-    __slots__ = ("_checks_reuse", "_inflates", "_limit", "_owns", "_reading", "_session")
+    __slots__ = ("_checks_reuse", "_gate", "_inflates", "_limit", "_owns", "_reading", "_session")
 
     def __init__(self, session: aiohttp.ClientSession | None = None, *, limit: int = 100) -> None:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
@@ -74,6 +82,12 @@ class AiohttpTransport:
         self._session = session
         self._owns = session is None
         self._limit = positive_int(limit, "limit")
+        # The pool's turns, taken before aiohttp's own queue (see PoolGate): with a
+        # session of yours, its connector's total limit (none when it has none).
+        if session is not None:
+            pooled = getattr(session.connector, "limit", 0)
+            limit = pooled if isinstance(pooled, int) and pooled >= 1 else 0
+        self._gate = PoolGate(limit) if limit else None
         # Whether the session's connector reports reused connections, and whether
         # the session leaves gzip/deflate bodies to the transport (one it made).
         self._checks_reuse = False
@@ -111,6 +125,16 @@ class AiohttpTransport:
         """Send ``request`` and read the whole body."""
         attempt = _ATTEMPT.get()  # response_size_limit(), inlined: every call passes here
         limit = DEFAULT_MAX_RESPONSE_SIZE if attempt is None else attempt.max_response_size
+        gate = self._gate
+        if gate is None:
+            return await self._send(request, limit)
+        await gate.acquire(backend_timeout())
+        try:
+            return await self._send(request, limit)
+        finally:
+            gate.release()
+
+    async def _send(self, request: Request, limit: int | None) -> Response:
         resp = await self._start(request)
         reading = self._reading
         reading.add(resp)
@@ -146,12 +170,20 @@ class AiohttpTransport:
 
     async def open(self, request: Request, /) -> tuple[Response, BodyStream]:
         """Send ``request`` and return the response head and its body, unread."""
-        resp = await self._start(request)
+        gate = self._gate
+        if gate is not None:
+            await gate.acquire(backend_timeout())
+        try:
+            resp = await self._start(request)
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
         head = Response._received(
             resp.status, Headers._received(resp.headers.items()), b"", request.url
         )
         self._reading.add(resp)
-        return head, _AiohttpBody(resp, _inflater(resp, self._inflates), self._reading)
+        return head, _AiohttpBody(resp, _inflater(resp, self._inflates), self._reading, gate)
 
     async def _start(self, request: Request) -> aiohttp.ClientResponse:
         """Send ``request`` and return the response once its head has arrived."""
@@ -291,15 +323,18 @@ def _descriptor(transport: object) -> int:
 class _AiohttpBody:
     """An aiohttp response's body, read piece by piece (see :class:`BodyStream`)."""
 
-    __slots__ = ("_ended", "_inflater", "_pieces", "_reading", "_resp")
+    __slots__ = ("_ended", "_gate", "_inflater", "_pieces", "_reading", "_resp")
 
     def __init__(
         self,
         resp: aiohttp.ClientResponse,
         inflater: Inflater | None,
         reading: set[aiohttp.ClientResponse],
+        gate: PoolGate | None,
     ) -> None:
         self._resp = resp
+        # The pool turn this body holds until it is closed.
+        self._gate = gate
         self._inflater = inflater
         self._pieces: Iterator[bytes] | None = None
         self._ended = False
@@ -344,6 +379,9 @@ class _AiohttpBody:
             resp.release()
         else:
             resp.close()
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.release()
 
 
 def _closed_under(exc: RuntimeError) -> NetworkError:

@@ -36,10 +36,13 @@ class HttpxTransport(HttpxFamilyTransport):
     connection was assigned to it is given back.
 
     At most as many requests as the pool has connections are let into httpx
-    at a time; the others wait their turn in the transport, first come first
-    served, for as long as their deadline allows. httpcore's own queue, with
-    more requests than connections, hands connections round in a way that can
-    leave every waiting request stuck until it times out.
+    at a time; the others wait their turn in the transport for as long as
+    their deadline allows: waiting hedges and retries first, then first
+    attempts, each in order of arrival (a hedge's call is late, and the
+    connection it needs may be held by the call's own stalled first attempt).
+    httpcore's own queue, with more requests than connections, hands
+    connections round in a way that can leave every waiting request stuck
+    until it times out.
 
     HTTP/2 is refused (:class:`~aio_client.ConfigError`): httpcore drops a
     cancelled HTTP/2 stream without resetting it (no RST_STREAM) and without

@@ -21,11 +21,13 @@ class Httpx2Transport(HttpxFamilyTransport):
     transport make one with at most ``limit`` connections; redirects are not
     followed; each exchange runs in a task of its own so that a cancellation
     reaches httpcore2 as an anyio scope's; at most the pool's connections are
-    let in at a time, the other requests waiting their turn in the transport;
+    let in at a time, the other requests waiting their turn in the transport
+    (hedges and retries first);
     HTTP/2 is refused (:class:`~aio_client.ConfigError`: httpcore2 drops a
     cancelled HTTP/2 stream as httpcore does); bodies stop at the call's
     ``max_response_size``, gzip and deflate decoded in bounded pieces.
-    Install it with ``pip install 'aio-client[httpx2]'``.
+    Install it with ``pip install -e '.[httpx2]'`` from the source tree (the
+    registry name ``aio-client`` is another project's).
     """
 
     __slots__ = ()

@@ -32,6 +32,7 @@ from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
 from .._validation import positive_int
 from ._base import BodyStream, backend_timeout
+from ._gate import PoolGate
 from ._inflate import INFLATED, Inflater
 
 __all__ = ["HttpxFamilyTransport"]
@@ -57,8 +58,7 @@ class HttpxFamilyTransport:
         self._owns = client is None
         self._limit = limit
         self._client: Any = client if client is not None else self._new_client()
-        # Made on first use: anyio's primitives belong to the running event loop.
-        self._gate: anyio.Semaphore | None = None
+        self._gate = PoolGate(limit) if limit else None
 
     def _new_client(self) -> Any:
         lib = self._lib
@@ -80,9 +80,7 @@ class HttpxFamilyTransport:
         timeout = backend_timeout()
         if timeout is not None:
             phases = _capped(self._lib, phases, timeout)
-        return await _guarded(
-            _exchange(self._lib, client, request, phases, self._get_gate(), timeout)
-        )
+        return await _guarded(_exchange(self._lib, client, request, phases, self._gate, timeout))
 
     async def open(self, request: Request, /) -> tuple[Response, BodyStream]:
         """Send ``request`` and return the response head and its body, unread."""
@@ -92,14 +90,8 @@ class HttpxFamilyTransport:
         if timeout is not None:
             phases = _capped(self._lib, phases, timeout)
         return await _guarded(
-            _open(self._lib, client, request, phases, self._get_gate(), timeout), discard=_discard
+            _open(self._lib, client, request, phases, self._gate, timeout), discard=_discard
         )
-
-    def _get_gate(self) -> anyio.Semaphore | None:
-        gate = self._gate
-        if gate is None and self._limit:
-            gate = self._gate = anyio.Semaphore(self._limit, fast_acquire=True)
-        return gate
 
     async def aclose(self) -> None:
         """Close the client if this transport made it."""
@@ -145,35 +137,17 @@ async def _guarded(
     return inner.result()
 
 
-async def _admitted(
-    gate: anyio.Semaphore,
-    timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
-) -> None:
-    """Wait for a turn at the gate, for at most ``timeout`` seconds when given."""
-    if timeout is None:
-        await gate.acquire()
-        return
-    admitted = False
-    with anyio.move_on_after(timeout):
-        await gate.acquire()
-        admitted = True
-    if not admitted:
-        raise DeadlineExceededError(
-            "timed out waiting for a connection: not sent", may_have_reached_server=False
-        )
-
-
 async def _exchange(
     lib: Any,
     client: Any,
     request: Request,
     phases: Any,
-    gate: anyio.Semaphore | None,
+    gate: PoolGate | None,
     timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
 ) -> Response:
     if gate is None:
         return await _exchange_admitted(lib, client, request, phases)
-    await _admitted(gate, timeout)
+    await gate.acquire(timeout)
     try:
         return await _exchange_admitted(lib, client, request, phases)
     finally:
@@ -185,11 +159,11 @@ async def _open(
     client: Any,
     request: Request,
     phases: Any,
-    gate: anyio.Semaphore | None,
+    gate: PoolGate | None,
     timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
 ) -> tuple[Response, BodyStream]:
     if gate is not None:
-        await _admitted(gate, timeout)
+        await gate.acquire(timeout)
     try:
         try:
             sent = client.build_request(
@@ -222,7 +196,7 @@ class _HttpxBody:
 
     __slots__ = ("_client", "_gate", "_lib", "_pieces", "_resp")
 
-    def __init__(self, lib: Any, client: Any, resp: Any, gate: anyio.Semaphore | None) -> None:
+    def __init__(self, lib: Any, client: Any, resp: Any, gate: PoolGate | None) -> None:
         self._lib = lib
         self._client = client
         self._resp = resp

@@ -136,12 +136,85 @@ async def test_slow_first_attempt_loses_to_hedge(
     assert slow_first.cancelled == 1
 
 
+def pool_of(kind: str, limit: int) -> Transport:
+    """A transport of ``kind`` owning a pool of at most ``limit`` connections."""
+    if kind == "aiohttp":
+        return AiohttpTransport(limit=limit)
+    return HttpxTransport(limit=limit)
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_a_hedge_goes_before_first_attempts_waiting_for_the_pool(
+    slow_first: SlowFirst, kind: str
+) -> None:
+    """Two connections: A's first attempt stalls on one, B holds the other until its
+    deadline, C waits for a connection. When B's connection comes back, A's hedge gets
+    it, ahead of C's first attempt that waited longer: A's hedge wins, ending A's stalled
+    attempt, and C goes next and is hedged in turn. Given to C's first attempt, which
+    stalls too, both connections would be held by stalled attempts while the hedges
+    that would end them waited: A and C would run to their deadlines."""
+    hedged = ac.parallel_strategy(2, 0.2)
+    async with ac.Client(pool_of(kind, 2), slow_first.url, timeout=3.0) as client:
+        results: dict[str, ac.Response | Exception] = {}
+
+        async def call(name: str, strategy: ac.Strategy, budget: float | None = None) -> None:
+            try:
+                results[name] = await client.request(
+                    ac.get("work", query={"id": name}), strategy=strategy, timeout=budget
+                )
+            except ac.AioClientError as exc:
+                results[name] = exc
+
+        start = anyio.current_time()
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, "A", hedged)
+            group.start_soon(call, "B", ac.single_attempt_strategy(), 0.5)
+            await anyio.sleep(0.1)
+            group.start_soon(call, "C", hedged)
+        took = anyio.current_time() - start
+    a, b, c = results["A"], results["B"], results["C"]
+    assert isinstance(b, ac.DeadlineExceededError)
+    assert isinstance(a, ac.Response)
+    assert isinstance(c, ac.Response)
+    assert (a.status, a.attempt, c.status, c.attempt) == (200, 2, 200, 2)
+    assert took < 2.0
+    await eventually(lambda: slow_first.running == 0)
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_no_hedge_is_sent_while_the_first_attempt_waits_for_the_pool(
+    slow_first: SlowFirst, kind: str
+) -> None:
+    """The hedge delay counts from when an attempt gets a connection: a call queued
+    behind a busy pool for longer than its hedge delay sends one attempt, not two."""
+    async with ac.Client(pool_of(kind, 1), slow_first.url, timeout=3.0) as client:
+
+        async def occupy() -> None:
+            # The one connection is busy until this call's deadline.
+            with pytest.raises(ac.DeadlineExceededError):
+                await client.request(
+                    ac.get("work"), strategy=ac.single_attempt_strategy(), timeout=0.4
+                )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(occupy)
+            await anyio.sleep(0.05)
+            # Waits about 0.35 s for the connection: 7 hedge delays.
+            resp = await client.request(
+                ac.get("work", query={"fast": 1}), strategy=ac.parallel_strategy(3, 0.05)
+            )
+    assert (resp.status, resp.attempt) == (200, 1)
+    assert [record.number for record in resp.attempts] == [1]
+
+
 async def test_many_hedged_calls_leak_nothing(slow_first: SlowFirst, transport: Transport) -> None:
     """1,000 hedged calls: every call answered, no task left, pool within its limit."""
-    # 32 callers share 8 connections. Should 8 hung first attempts hold all 8 at once
-    # (a slow host can line them up), their hedges wait for a connection that none of
-    # them gives back: the calls end at their deadline, as they should, but the test is
-    # about leaks, not about that. A hang shorter than the deadline lets the pool drain.
+    # 32 callers share 8 connections. Hedges go first at the pool, so a hung first
+    # attempt is normally ended by its hedge within a connection's turn. Should 8 hung
+    # first attempts still take all 8 connections before any of their hedges is due (a
+    # stalled loop can line them up), the hedges wait for one that none of them gives
+    # back. The test is about leaks, not about that: a hang well under the deadline lets
+    # the pool drain.
     slow_first.hang = 2.0
     tasks_before = len(asyncio.all_tasks())
     budget = ac.RetryBudget(ratio=1.0)

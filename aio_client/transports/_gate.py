@@ -1,0 +1,107 @@
+"""The pool gate: how many requests a transport lets at its connections, and in what order."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import final
+
+import anyio
+
+from .._call import _ATTEMPT
+from .._errors import DeadlineExceededError
+
+__all__ = ["PoolGate"]
+
+
+@final
+class _Waiter:
+    __slots__ = ("event", "gone")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        # Left the queue (cancelled, or out of time) before it was handed a slot.
+        self.gone = False
+
+
+@final
+class PoolGate:
+    """At most ``limit`` requests hold a connection at once; the rest wait their turn.
+
+    Waiting hedges and retries go before waiting first attempts. A hedge is
+    sent because its call is late, and the connection it needs is often held
+    by that call's own stalled first attempt. In a queue of arrival, newer
+    first attempts would take each connection given back, and when some of
+    them stall too, stalled first attempts fill the pool while the hedges that
+    would end them wait behind it. A hedge served first wins its call, which
+    cancels the stalled attempt and gives its connection back. Later attempts
+    are bounded by the strategy and the retry budget, so first attempts are
+    not starved. Within each kind, the order is arrival.
+
+    A slot is handed straight to the next waiter, so a request that arrives
+    while others wait never goes first. Works on every anyio backend.
+    """
+
+    __slots__ = ("_firsts", "_free", "_laters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._firsts: deque[_Waiter] = deque()
+        self._laters: deque[_Waiter] = deque()
+
+    async def acquire(self, timeout: float | None) -> None:  # noqa: ASYNC109 - see below
+        """Take a slot, waiting at most ``timeout`` seconds (the backend's own bound).
+
+        Raises :class:`~aio_client.DeadlineExceededError` (not sent) when the
+        time runs out first.
+        """
+        if self._free:  # a free slot means that nobody waits: slots are handed on
+            self._free -= 1
+            return
+        attempt = _ATTEMPT.get()
+        number = 1 if attempt is None else attempt.number
+        # The call's hedging strategy holds its hedge delay while this attempt waits.
+        queued = None if attempt is None else attempt._queued
+        if queued is not None:
+            queued(number, True)
+        waiter = _Waiter()
+        if number == 1:
+            self._firsts.append(waiter)
+        else:
+            self._laters.append(waiter)
+        event = waiter.event
+        try:
+            if timeout is None:
+                await event.wait()
+            else:
+                with anyio.move_on_after(timeout):
+                    await event.wait()
+        except BaseException:
+            self._leave(waiter)
+            raise
+        if not event.is_set():
+            waiter.gone = True
+            raise DeadlineExceededError(
+                "timed out waiting for a connection: not sent", may_have_reached_server=False
+            )
+        if queued is not None:
+            try:
+                queued(number, False)
+            except BaseException:
+                self.release()
+                raise
+
+    def release(self) -> None:
+        """Give a slot back: to the next waiter, or to the free ones."""
+        for queue in (self._laters, self._firsts):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.gone:
+                    waiter.event.set()
+                    return
+        self._free += 1
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if waiter.event.is_set():  # handed a slot just as it gave up: pass it on
+            self.release()
+        else:
+            waiter.gone = True
