@@ -62,7 +62,7 @@ Outcome = Response | AioClientError
 class AttemptInfo:
     """Which physical attempt is running: for attempt stages and observers."""
 
-    __slots__ = ("_queued", "deadline", "endpoint", "kind", "max_response_size", "number")
+    __slots__ = ("deadline", "endpoint", "kind", "max_response_size", "number")
 
     def __init__(
         self,
@@ -83,9 +83,6 @@ class AttemptInfo:
         self.deadline = deadline
         #: The most body bytes (decoded) the transport may read; ``None``: no limit.
         self.max_response_size = max_response_size
-        # Told by a transport's pool gate when the attempt starts and stops waiting
-        # for a connection (see Call.queued).
-        self._queued: Callable[[int, bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"AttemptInfo({self.number}, {self.kind.value!r}, {self.endpoint!r})"
@@ -104,6 +101,13 @@ _tuple_new = tuple.__new__
 _set_attempts = Response.__dict__["attempts"].__set__
 
 _ATTEMPT: ContextVar[AttemptInfo | None] = ContextVar("aio_client_attempt", default=None)
+#: Around a hedged call's attempts: the call's deadline, and what to tell the call
+#: when its attempt ``number`` starts (``True``) and stops (``False``) waiting for a
+#: connection in a transport's pool. An attempt is the call's when its
+#: AttemptInfo carries that same deadline (a hedging strategy never splits it).
+_QUEUED: ContextVar[tuple[Deadline, Callable[[int, bool], None]] | None] = ContextVar(
+    "aio_client_queued", default=None
+)
 
 
 def current_attempt() -> AttemptInfo | None:
@@ -155,7 +159,6 @@ class Call:
         "low_timeout",
         "max_response_size",
         "priority",
-        "queued",
         "request",
         "retries_allowed",
         "siblings",
@@ -212,10 +215,6 @@ class Call:
         #: The other calls of the fan-out this call is part of (hedging
         #: strategies hedge stragglers sooner); ``None`` outside a fan-out.
         self.siblings: Siblings | None = None
-        #: Told ``(attempt number, True)`` when an attempt starts waiting for a
-        #: connection in a transport's pool and ``(number, False)`` once it has
-        #: one: a hedging strategy holds its hedge delay meanwhile.
-        self.queued: Callable[[int, bool], None] | None = None
 
     def watch(self, watchers: tuple[CallWatcher, ...]) -> None:
         """Hand this call's attempt events to ``watchers``."""
@@ -321,13 +320,14 @@ class Call:
         outcome: Outcome
         if attempt_at < call_at:
             capped = Deadline._trusted(attempt_at)
-            info = AttemptInfo(number, kind, base, capped, self.max_response_size)
+            attempt_token = _ATTEMPT.set(
+                AttemptInfo(number, kind, base, capped, self.max_response_size)
+            )
         else:
             capped = None
-            info = AttemptInfo(number, kind, base, self.deadline, self.max_response_size)
-        if self.queued is not None:
-            info._queued = self.queued
-        attempt_token = _ATTEMPT.set(info)
+            attempt_token = _ATTEMPT.set(
+                AttemptInfo(number, kind, base, self.deadline, self.max_response_size)
+            )
         try:
             if capped is not None:
                 outcome = await self._send_capped(bound, capped, number)

@@ -42,7 +42,7 @@ from anyio.abc import TaskGroup
 
 from .. import _clock
 from .._attempts import AttemptKind
-from .._call import Call, Outcome
+from .._call import _QUEUED, Call, Outcome
 from .._cancel import CancelReason
 from .._classifier import Verdict
 from .._errors import ConfigError, RefusedError
@@ -178,9 +178,8 @@ class _Race:
         #: Seconds from attempt 1's start to the accepted answer, once there is one.
         self.took: float | None = None
         #: While the newest attempt waits for a connection: (loop time it began
-        #: waiting, seconds the held timer had left); see :meth:`queued`.
-        self.paused: tuple[float, float] | None = None
-        call.queued = self.queued
+        #: waiting, seconds the held timer had left or None); see :meth:`queued`.
+        self.paused: tuple[float, float | None] | None = None
 
     # -- runner hooks ---------------------------------------------------------------
 
@@ -215,6 +214,7 @@ class _Race:
     async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
         """Run attempt ``number`` in a task of its own and settle its outcome."""
         try:
+            _QUEUED.set((self.call.deadline, self.queued))  # this task's own context
             outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
         except Exception as exc:
             self.in_flight.pop(number, None)
@@ -339,9 +339,12 @@ class _Race:
             return
         now = self.clock()
         if waiting:
+            # What the timer had left; None when none is armed (no hedge to come).
+            left = None
             if self._armed():
-                self.paused = (now, max(self.due - now, 0.0))
+                left = max(self.due - now, 0.0)
                 self._disarm()
+            self.paused = (now, left)
             return
         paused = self.paused
         if paused is None:
@@ -355,8 +358,9 @@ class _Race:
             entry.start += waited
         if number == 1:
             self.began += waited
-        at = now + left
-        self._arm(at if at > self.not_before else self.not_before)
+        if left is not None:
+            at = now + left
+            self._arm(at if at > self.not_before else self.not_before)
 
     def left(self) -> None:
         """The race is over: its fan-out, if any, stops watching it."""
@@ -468,6 +472,8 @@ class _AsyncioRace(_Race):
 
     async def run(self) -> Response:
         call = self.call
+        # The attempts in this task (see _QUEUED); those in tasks set it themselves.
+        hedged = _QUEUED.set((call.deadline, self.queued))
         try:
             self.start(_FIRST)
             while True:
@@ -497,11 +503,13 @@ class _AsyncioRace(_Race):
                     finally:
                         self._waiter = None
         except BaseException:
+            _QUEUED.reset(hedged)
             self._disarm()
             self.left()
             if self._tasks:
                 await self._abandon()
             raise
+        _QUEUED.reset(hedged)
         self.left()
         if self._tasks:
             await self._abandon()

@@ -27,7 +27,7 @@ from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import DEFAULT_MAX_RESPONSE_SIZE, BodyCounter, too_large
 from .._validation import positive_int
-from ._base import BodyStream, backend_timeout
+from ._base import BodyStream, backend_timeout, restamped
 from ._gate import PoolGate
 from ._inflate import INFLATED, Inflater
 
@@ -125,56 +125,58 @@ class AiohttpTransport:
         """Send ``request`` and read the whole body."""
         attempt = _ATTEMPT.get()  # response_size_limit(), inlined: every call passes here
         limit = DEFAULT_MAX_RESPONSE_SIZE if attempt is None else attempt.max_response_size
+        # The session first: one closed while this request waits is not remade.
+        session = self._get_session()
         gate = self._gate
-        if gate is None:
-            return await self._send(request, limit)
-        await gate.acquire(backend_timeout())
+        if gate is not None and not gate.take():
+            await gate.acquire(backend_timeout())
+            request = restamped(request)
         try:
-            return await self._send(request, limit)
+            resp = await self._start(request, session)
+            reading = self._reading
+            reading.add(resp)
+            try:
+                # The common case first: nothing to decode, and aiohttp stops at a
+                # Content-Length within the limit.
+                headers = resp.headers
+                length = headers.get("Content-Length")
+                if (
+                    length is not None
+                    and "Content-Encoding" not in headers
+                    and (limit is None or (length.isdigit() and int(length) <= limit))
+                ):
+                    body = await resp.read()
+                else:
+                    body = await _read(resp, limit, self._inflates)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                resp.close()
+                raise _mapped(exc) from exc
+            except RuntimeError as exc:  # the session was closed under the read
+                resp.close()
+                raise _closed_under(exc) from exc
+            except BaseException:
+                resp.close()
+                raise
+            finally:
+                reading.discard(resp)
+            resp.release()
+            await resp.wait_for_close()
+            return Response._received(
+                resp.status, Headers._received(resp.headers.items()), body, request.url
+            )
         finally:
-            gate.release()
-
-    async def _send(self, request: Request, limit: int | None) -> Response:
-        resp = await self._start(request)
-        reading = self._reading
-        reading.add(resp)
-        try:
-            # The common case first: nothing to decode, and aiohttp stops at a
-            # Content-Length within the limit.
-            headers = resp.headers
-            length = headers.get("Content-Length")
-            if (
-                length is not None
-                and "Content-Encoding" not in headers
-                and (limit is None or (length.isdigit() and int(length) <= limit))
-            ):
-                body = await resp.read()
-            else:
-                body = await _read(resp, limit, self._inflates)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            resp.close()
-            raise _mapped(exc) from exc
-        except RuntimeError as exc:  # the session was closed under the read
-            resp.close()
-            raise _closed_under(exc) from exc
-        except BaseException:
-            resp.close()
-            raise
-        finally:
-            reading.discard(resp)
-        resp.release()
-        await resp.wait_for_close()
-        return Response._received(
-            resp.status, Headers._received(resp.headers.items()), body, request.url
-        )
+            if gate is not None:  # the pool's turn, taken above
+                gate.release()
 
     async def open(self, request: Request, /) -> tuple[Response, BodyStream]:
         """Send ``request`` and return the response head and its body, unread."""
+        session = self._get_session()
         gate = self._gate
-        if gate is not None:
+        if gate is not None and not gate.take():
             await gate.acquire(backend_timeout())
+            request = restamped(request)
         try:
-            resp = await self._start(request)
+            resp = await self._start(request, session)
         except BaseException:
             if gate is not None:
                 gate.release()
@@ -183,11 +185,24 @@ class AiohttpTransport:
             resp.status, Headers._received(resp.headers.items()), b"", request.url
         )
         self._reading.add(resp)
-        return head, _AiohttpBody(resp, _inflater(resp, self._inflates), self._reading, gate)
+        body = _AiohttpBody(resp, _inflater(resp, self._inflates), self._reading, gate)
+        if gate is not None:
+            # The pool's turn goes back with the connection: aiohttp gives it back as
+            # soon as the whole body has arrived (already, for a short one), which
+            # may be long before the body is closed. A call keeps a retried
+            # attempt's body open until the call ends, while its next attempt
+            # needs a turn.
+            connection = resp.connection
+            if connection is None:
+                body.give_turn_back()
+            else:
+                connection.add_callback(body.give_turn_back)
+        return head, body
 
-    async def _start(self, request: Request) -> aiohttp.ClientResponse:
+    async def _start(
+        self, request: Request, session: aiohttp.ClientSession
+    ) -> aiohttp.ClientResponse:
         """Send ``request`` and return the response once its head has arrived."""
-        session = self._get_session()
         client_timeout = session.timeout
         timeout = backend_timeout()
         if timeout is not None and (client_timeout.total is None or client_timeout.total > timeout):
@@ -379,6 +394,10 @@ class _AiohttpBody:
             resp.release()
         else:
             resp.close()
+        self.give_turn_back()
+
+    def give_turn_back(self) -> None:
+        """Give the pool's turn back, once (see :class:`PoolGate`)."""
         gate, self._gate = self._gate, None
         if gate is not None:
             gate.release()

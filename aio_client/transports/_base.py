@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._call import current_attempt
-from .._deadline import current_deadline
+from .._deadline import TIMEOUT_HEADER, current_deadline, format_timeout_header
 from .._errors import DeadlineExceededError
 
 if TYPE_CHECKING:
@@ -88,3 +88,18 @@ def backend_timeout() -> float | None:
             "not sent: the deadline has passed", may_have_reached_server=False
         )
     return remaining
+
+
+def restamped(request: Request) -> Request:
+    """``request`` with its ``X-Request-Timeout`` brought up to date.
+
+    The client stamps the attempt's budget when it builds the request; a
+    transport that then made it wait for a connection sends what is left
+    instead, so that the server never gets more time than the caller has.
+    """
+    attempt = current_attempt()
+    headers = request.headers
+    if attempt is None or TIMEOUT_HEADER not in headers:
+        return request
+    left = format_timeout_header(attempt.deadline.remaining())
+    return request._bound(request.url, headers._with(((TIMEOUT_HEADER, left),)))

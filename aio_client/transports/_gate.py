@@ -7,7 +7,7 @@ from typing import final
 
 import anyio
 
-from .._call import _ATTEMPT
+from .._call import _ATTEMPT, _QUEUED
 from .._errors import DeadlineExceededError
 
 __all__ = ["PoolGate"]
@@ -41,12 +41,21 @@ class PoolGate:
     while others wait never goes first. Works on every anyio backend.
     """
 
-    __slots__ = ("_firsts", "_free", "_laters")
+    __slots__ = ("_firsts", "_free", "_gone", "_laters")
 
     def __init__(self, limit: int) -> None:
         self._free = limit
         self._firsts: deque[_Waiter] = deque()
         self._laters: deque[_Waiter] = deque()
+        # Waiters still queued that left before their turn (skipped when reached).
+        self._gone = 0
+
+    def take(self) -> bool:
+        """Take a free slot if there is one, without waiting (the common case)."""
+        if self._free:  # a free slot means that nobody waits: slots are handed on
+            self._free -= 1
+            return True
+        return False
 
     async def acquire(self, timeout: float | None) -> None:  # noqa: ASYNC109 - see below
         """Take a slot, waiting at most ``timeout`` seconds (the backend's own bound).
@@ -54,13 +63,17 @@ class PoolGate:
         Raises :class:`~aio_client.DeadlineExceededError` (not sent) when the
         time runs out first.
         """
-        if self._free:  # a free slot means that nobody waits: slots are handed on
-            self._free -= 1
+        if self.take():
             return
         attempt = _ATTEMPT.get()
-        number = 1 if attempt is None else attempt.number
-        # The call's hedging strategy holds its hedge delay while this attempt waits.
-        queued = None if attempt is None else attempt._queued
+        number = 1
+        queued = None
+        if attempt is not None:
+            number = attempt.number
+            # A hedged call holds its hedge delay while its attempt waits.
+            hedged = _QUEUED.get()
+            if hedged is not None and hedged[0] is attempt.deadline:
+                queued = hedged[1]
         if queued is not None:
             queued(number, True)
         waiter = _Waiter()
@@ -79,7 +92,7 @@ class PoolGate:
             self._leave(waiter)
             raise
         if not event.is_set():
-            waiter.gone = True
+            self._forget(waiter)
             raise DeadlineExceededError(
                 "timed out waiting for a connection: not sent", may_have_reached_server=False
             )
@@ -98,10 +111,26 @@ class PoolGate:
                 if not waiter.gone:
                     waiter.event.set()
                     return
+                self._gone -= 1
         self._free += 1
 
     def _leave(self, waiter: _Waiter) -> None:
         if waiter.event.is_set():  # handed a slot just as it gave up: pass it on
             self.release()
         else:
-            waiter.gone = True
+            self._forget(waiter)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        """Mark a waiter that left; drop the left ones once they are most of the queue.
+
+        Requests with short deadlines behind a pool held for long would
+        otherwise pile up until a slot is given back. Dropping them in bulk
+        keeps leaving O(1): 200 calls cancelled at once do not scan the queue
+        200 times.
+        """
+        waiter.gone = True
+        gone = self._gone = self._gone + 1
+        if gone > 16 and 2 * gone > len(self._firsts) + len(self._laters):
+            self._firsts = deque(kept for kept in self._firsts if not kept.gone)
+            self._laters = deque(kept for kept in self._laters if not kept.gone)
+            self._gone = 0

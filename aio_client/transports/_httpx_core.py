@@ -31,7 +31,7 @@ from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
 from .._validation import positive_int
-from ._base import BodyStream, backend_timeout
+from ._base import BodyStream, backend_timeout, restamped
 from ._gate import PoolGate
 from ._inflate import INFLATED, Inflater
 
@@ -147,7 +147,9 @@ async def _exchange(
 ) -> Response:
     if gate is None:
         return await _exchange_admitted(lib, client, request, phases)
-    await gate.acquire(timeout)
+    if not gate.take():
+        await gate.acquire(timeout)
+        request = restamped(request)
     try:
         return await _exchange_admitted(lib, client, request, phases)
     finally:
@@ -162,8 +164,9 @@ async def _open(
     gate: PoolGate | None,
     timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
 ) -> tuple[Response, BodyStream]:
-    if gate is not None:
+    if gate is not None and not gate.take():
         await gate.acquire(timeout)
+        request = restamped(request)
     try:
         try:
             sent = client.build_request(

@@ -11,7 +11,7 @@ import pytest
 
 import aio_client as ac
 from aio_client._attempts import AttemptKind
-from aio_client._call import _ATTEMPT, AttemptInfo
+from aio_client._call import _ATTEMPT, _QUEUED, AttemptInfo
 from aio_client.transports._gate import PoolGate
 
 
@@ -19,13 +19,15 @@ from aio_client.transports._gate import PoolGate
 def attempt(number: int, heard: list[tuple[int, bool]] | None = None) -> Iterator[None]:
     """Run the body as attempt ``number`` of a call (hedges are numbers above 1)."""
     kind = AttemptKind.FIRST if number == 1 else AttemptKind.HEDGE
-    info = AttemptInfo(number, kind, "http://svc", ac.Deadline.from_timeout(60.0))
-    if heard is not None:
-        info._queued = lambda n, waiting: heard.append((n, waiting))
-    token = _ATTEMPT.set(info)
+    deadline = ac.Deadline.from_timeout(60.0)
+    token = _ATTEMPT.set(AttemptInfo(number, kind, "http://svc", deadline))
+    hedged = _QUEUED.set(
+        None if heard is None else (deadline, lambda n, waiting: heard.append((n, waiting)))
+    )
     try:
         yield
     finally:
+        _QUEUED.reset(hedged)
         _ATTEMPT.reset(token)
 
 
@@ -177,7 +179,7 @@ async def test_a_failing_listener_gives_the_slot_back() -> None:
         with attempt(2):
             info = _ATTEMPT.get()
             assert info is not None
-            info._queued = refuse
+            _QUEUED.set((info.deadline, refuse))
             with pytest.raises(RuntimeError, match="listener bug"):
                 await gate.acquire(None)
 
@@ -186,4 +188,35 @@ async def test_a_failing_listener_gives_the_slot_back() -> None:
         await anyio.sleep(0.01)
         gate.release()
     with anyio.fail_after(0.001):
+        await gate.acquire(None)
+
+
+async def test_only_the_attempts_own_call_hears_of_its_wait() -> None:
+    """A listener set for another call (a call made inside an attempt) hears nothing."""
+    gate = PoolGate(1)
+    await gate.acquire(None)
+    heard: list[tuple[int, bool]] = []
+
+    async def take() -> None:
+        with attempt(1):
+            _QUEUED.set((ac.Deadline.from_timeout(60.0), lambda n, w: heard.append((n, w))))
+            await gate.acquire(None)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take)
+        await anyio.sleep(0.01)
+        gate.release()
+    assert heard == []
+
+
+async def test_waiters_that_left_do_not_pile_up() -> None:
+    """10,000 requests giving up behind a pool held for good leave a bounded queue."""
+    gate = PoolGate(1)
+    await gate.acquire(None)
+    for _ in range(10_000):
+        with pytest.raises(ac.DeadlineExceededError):
+            await gate.acquire(0.001)
+    assert len(gate._firsts) + len(gate._laters) <= 32
+    gate.release()
+    with anyio.fail_after(0.001):  # and the slot is free again
         await gate.acquire(None)
