@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from aio_client._call import _HEDGED
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -23,3 +26,10 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
 def anyio_backend() -> str:
     """Integration tests run on the real asyncio loop."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _no_hedged_call_left_registered() -> Iterator[None]:
+    """Every hedged call takes itself out of the pool gates' registry, however it ends."""
+    yield
+    assert not _HEDGED, f"hedged calls still registered: {_HEDGED}"

@@ -42,7 +42,7 @@ from anyio.abc import TaskGroup
 
 from .. import _clock
 from .._attempts import AttemptKind
-from .._call import _QUEUED, Call, Outcome
+from .._call import _HEDGED, Call, Outcome
 from .._cancel import CancelReason
 from .._classifier import Verdict
 from .._errors import ConfigError, RefusedError
@@ -214,7 +214,6 @@ class _Race:
     async def _attempt(self, number: int, kind: AttemptKind, entry: _Entry) -> None:
         """Run attempt ``number`` in a task of its own and settle its outcome."""
         try:
-            _QUEUED.set((self.call.deadline, self.queued))  # this task's own context
             outcome = await self.call.attempt(number, kind, endpoint=entry.endpoint)
         except Exception as exc:
             self.in_flight.pop(number, None)
@@ -472,8 +471,9 @@ class _AsyncioRace(_Race):
 
     async def run(self) -> Response:
         call = self.call
-        # The attempts in this task (see _QUEUED); those in tasks set it themselves.
-        hedged = _QUEUED.set((call.deadline, self.queued))
+        # Pool gates tell queued() of this call's attempts (see _HEDGED).
+        key = id(self.call.deadline)
+        _HEDGED[key] = self
         try:
             self.start(_FIRST)
             while True:
@@ -503,13 +503,13 @@ class _AsyncioRace(_Race):
                     finally:
                         self._waiter = None
         except BaseException:
-            _QUEUED.reset(hedged)
+            _HEDGED.pop(key, None)
             self._disarm()
             self.left()
             if self._tasks:
                 await self._abandon()
             raise
-        _QUEUED.reset(hedged)
+        _HEDGED.pop(key, None)
         self.left()
         if self._tasks:
             await self._abandon()
@@ -634,6 +634,9 @@ class _AnyioRace(_Race):
         self._changed = anyio.Event()
 
     async def run(self) -> Response:
+        # Pool gates tell queued() of this call's attempts (see _HEDGED).
+        key = id(self.call.deadline)
+        _HEDGED[key] = self
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
@@ -650,6 +653,7 @@ class _AnyioRace(_Race):
                 raise group_error.exceptions[0] from None
             raise
         finally:
+            _HEDGED.pop(key, None)
             self.left()
         return self.result()
 

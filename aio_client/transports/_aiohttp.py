@@ -27,7 +27,7 @@ from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import DEFAULT_MAX_RESPONSE_SIZE, BodyCounter, too_large
 from .._validation import positive_int
-from ._base import BodyStream, backend_timeout, restamped
+from ._base import BodyStream, backend_timeout
 from ._gate import PoolGate
 from ._inflate import INFLATED, Inflater
 
@@ -129,8 +129,7 @@ class AiohttpTransport:
         session = self._get_session()
         gate = self._gate
         if gate is not None and not gate.take():
-            await gate.acquire(backend_timeout())
-            request = restamped(request)
+            request = await gate.admit(request, backend_timeout())
         try:
             resp = await self._start(request, session)
             reading = self._reading
@@ -173,8 +172,7 @@ class AiohttpTransport:
         session = self._get_session()
         gate = self._gate
         if gate is not None and not gate.take():
-            await gate.acquire(backend_timeout())
-            request = restamped(request)
+            request = await gate.admit(request, backend_timeout())
         try:
             resp = await self._start(request, session)
         except BaseException:

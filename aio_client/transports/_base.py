@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .._call import current_attempt
-from .._deadline import TIMEOUT_HEADER, current_deadline, format_timeout_header
+from .._deadline import (
+    TIMEOUT_HEADER,
+    current_deadline,
+    format_timeout_header,
+    parse_timeout_header,
+)
 from .._errors import DeadlineExceededError
 
 if TYPE_CHECKING:
@@ -90,16 +96,32 @@ def backend_timeout() -> float | None:
     return remaining
 
 
-def restamped(request: Request) -> Request:
-    """``request`` with its ``X-Request-Timeout`` brought up to date.
+def restamped(request: Request, waited: float) -> Request:
+    """``request`` with its ``X-Request-Timeout`` brought up to date after ``waited``
+    seconds in a transport's queue for a connection.
 
-    The client stamps the attempt's budget when it builds the request; a
-    transport that then made it wait for a connection sends what is left
-    instead, so that the server never gets more time than the caller has.
+    The client stamps the attempt's budget when it builds the request; what
+    goes out is what is left now: the stamp less the wait, and no more than
+    the attempt's deadline or a nearer ambient one allows, so that the server
+    never gets more time than the caller has. With less than a millisecond
+    left, nothing is sent (:class:`~aio_client.DeadlineExceededError`).
     """
-    attempt = current_attempt()
     headers = request.headers
-    if attempt is None or TIMEOUT_HEADER not in headers:
+    stamped = headers.get(TIMEOUT_HEADER)
+    if stamped is None:
         return request
-    left = format_timeout_header(attempt.deadline.remaining())
-    return request._bound(request.url, headers._with(((TIMEOUT_HEADER, left),)))
+    left = parse_timeout_header(stamped)
+    left = math.inf if left is None else left - waited
+    attempt = current_attempt()
+    if attempt is not None:
+        left = min(left, attempt.deadline.remaining())
+    ambient = current_deadline()
+    if ambient is not None:
+        left = min(left, ambient.remaining())
+    if left < 0.001:
+        raise DeadlineExceededError(
+            "not sent: the deadline passed while waiting for a connection",
+            may_have_reached_server=False,
+        )
+    stamp = ((TIMEOUT_HEADER, format_timeout_header(left)),)
+    return request._bound(request.url, headers._with(stamp))

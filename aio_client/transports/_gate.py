@@ -7,8 +7,10 @@ from typing import final
 
 import anyio
 
-from .._call import _ATTEMPT, _QUEUED
+from .._call import _ATTEMPT, _HEDGED
 from .._errors import DeadlineExceededError
+from .._models import Request
+from ._base import restamped
 
 __all__ = ["PoolGate"]
 
@@ -57,23 +59,27 @@ class PoolGate:
             return True
         return False
 
-    async def acquire(self, timeout: float | None) -> None:  # noqa: ASYNC109 - see below
-        """Take a slot, waiting at most ``timeout`` seconds (the backend's own bound).
+    async def acquire(self, timeout: float | None) -> float:  # noqa: ASYNC109 - see below
+        """Take a slot, waiting at most ``timeout`` seconds (the backend's own bound);
+        returns the seconds waited.
 
         Raises :class:`~aio_client.DeadlineExceededError` (not sent) when the
-        time runs out first.
+        time runs out first. Cancelled while it waits, the attempt is marked as
+        not sent (see :class:`~aio_client.AttemptInfo`).
         """
         if self.take():
-            return
+            return 0.0
+        began = anyio.current_time()
         attempt = _ATTEMPT.get()
         number = 1
         queued = None
         if attempt is not None:
             number = attempt.number
             # A hedged call holds its hedge delay while its attempt waits.
-            hedged = _QUEUED.get()
-            if hedged is not None and hedged[0] is attempt.deadline:
-                queued = hedged[1]
+            deadline = attempt.deadline
+            hedged = _HEDGED.get(id(deadline))
+            if hedged is not None and hedged.call.deadline is deadline:
+                queued = hedged.queued
         if queued is not None:
             queued(number, True)
         waiter = _Waiter()
@@ -90,6 +96,8 @@ class PoolGate:
                     await event.wait()
         except BaseException:
             self._leave(waiter)
+            if attempt is not None:
+                attempt._unsent = True
             raise
         if not event.is_set():
             self._forget(waiter)
@@ -102,6 +110,17 @@ class PoolGate:
             except BaseException:
                 self.release()
                 raise
+        return anyio.current_time() - began
+
+    async def admit(self, request: Request, timeout: float | None) -> Request:  # noqa: ASYNC109
+        """:meth:`acquire` a slot for ``request``, which goes out as returned: its
+        ``X-Request-Timeout`` says what is left after the wait (see :func:`restamped`)."""
+        waited = await self.acquire(timeout)
+        try:
+            return restamped(request, waited)
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
         """Give a slot back: to the next waiter, or to the free ones."""

@@ -31,7 +31,7 @@ from .._headers import Headers
 from .._models import Request, Response
 from .._size_limit import BodyCounter, response_size_limit, too_large
 from .._validation import positive_int
-from ._base import BodyStream, backend_timeout, restamped
+from ._base import BodyStream, backend_timeout
 from ._gate import PoolGate
 from ._inflate import INFLATED, Inflater
 
@@ -148,8 +148,7 @@ async def _exchange(
     if gate is None:
         return await _exchange_admitted(lib, client, request, phases)
     if not gate.take():
-        await gate.acquire(timeout)
-        request = restamped(request)
+        request = await gate.admit(request, timeout)
     try:
         return await _exchange_admitted(lib, client, request, phases)
     finally:
@@ -165,8 +164,7 @@ async def _open(
     timeout: float | None,  # noqa: ASYNC109 - the backend's own bound, see backend_timeout()
 ) -> tuple[Response, BodyStream]:
     if gate is not None and not gate.take():
-        await gate.acquire(timeout)
-        request = restamped(request)
+        request = await gate.admit(request, timeout)
     try:
         try:
             sent = client.build_request(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import dataclasses
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -107,3 +109,48 @@ async def test_a_streamed_retry_does_not_wait_for_its_own_first_answer(server: S
             async with client.stream(ac.get("flaky"), strategy=strategy) as response:
                 body = b"".join([piece async for piece in response.aiter_bytes()])
     assert (response.status, response.attempt, body) == (200, 2, b"ok")
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_a_wait_for_a_connection_never_raises_a_budget_a_stage_lowered(
+    server: Seen, kind: str
+) -> None:
+    """An attempt stage that gives the callee less time than the call has: after a wait
+    for a connection, the callee gets that less the wait, never the call's own budget."""
+
+    async def cap_for_callee(
+        request: ac.Request, call_next: Callable[[ac.Request], Awaitable[ac.Response]]
+    ) -> ac.Response:
+        headers = request.headers.replace({"X-Request-Timeout": "0.500"})
+        return await call_next(dataclasses.replace(request, headers=headers))
+
+    async with (
+        ac.Client(
+            pool_of(kind, 1), server.url, timeout=5.0, attempt_stages=[cap_for_callee]
+        ) as client,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(functools.partial(client.get, "slow", query={"seconds": 0.2}))
+        await anyio.sleep(0.05)
+        await client.get("fast")
+    sent = {path: float(timeout) for path, _, timeout in server.requests}
+    assert sent["/slow"] == 0.5
+    assert sent["/fast"] <= 0.5 - 0.1
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+async def test_a_call_whose_deadline_passes_while_it_waits_was_not_sent(
+    server: Seen, kind: str
+) -> None:
+    """A POST whose deadline passes while it waits for a connection never left: its
+    DeadlineExceededError says so, and the caller may send it again."""
+    async with (
+        ac.Client(pool_of(kind, 1), server.url, timeout=5.0) as client,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(client.get, "slow")  # holds the one connection 0.4 s
+        await anyio.sleep(0.05)
+        with pytest.raises(ac.DeadlineExceededError) as caught:
+            await client.post("fast", json={"n": 1}, timeout=0.2)
+    assert caught.value.may_have_reached_server is False
+    assert [path for path, _, _ in server.requests] == ["/slow"]

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
 
 import aio_client as ac
 from aio_client._attempts import AttemptKind
-from aio_client._call import _ATTEMPT, _QUEUED, AttemptInfo
+from aio_client._call import _ATTEMPT, _HEDGED, AttemptInfo
 from aio_client.transports._gate import PoolGate
+
+
+class Listener:
+    """Stands for a hedged call's strategy in the gates' registry."""
+
+    def __init__(self, deadline: ac.Deadline, hear: Callable[[int, bool], None]) -> None:
+        self.call: Any = SimpleNamespace(deadline=deadline)
+        self.hear = hear
+
+    def queued(self, number: int, waiting: bool) -> None:
+        self.hear(number, waiting)
 
 
 @contextmanager
@@ -21,13 +34,12 @@ def attempt(number: int, heard: list[tuple[int, bool]] | None = None) -> Iterato
     kind = AttemptKind.FIRST if number == 1 else AttemptKind.HEDGE
     deadline = ac.Deadline.from_timeout(60.0)
     token = _ATTEMPT.set(AttemptInfo(number, kind, "http://svc", deadline))
-    hedged = _QUEUED.set(
-        None if heard is None else (deadline, lambda n, waiting: heard.append((n, waiting)))
-    )
+    if heard is not None:
+        _HEDGED[id(deadline)] = Listener(deadline, lambda n, waiting: heard.append((n, waiting)))
     try:
         yield
     finally:
-        _QUEUED.reset(hedged)
+        _HEDGED.pop(id(deadline), None)
         _ATTEMPT.reset(token)
 
 
@@ -179,9 +191,12 @@ async def test_a_failing_listener_gives_the_slot_back() -> None:
         with attempt(2):
             info = _ATTEMPT.get()
             assert info is not None
-            _QUEUED.set((info.deadline, refuse))
-            with pytest.raises(RuntimeError, match="listener bug"):
-                await gate.acquire(None)
+            _HEDGED[id(info.deadline)] = Listener(info.deadline, refuse)
+            try:
+                with pytest.raises(RuntimeError, match="listener bug"):
+                    await gate.acquire(None)
+            finally:
+                del _HEDGED[id(info.deadline)]
 
     async with anyio.create_task_group() as group:
         group.start_soon(take)
@@ -192,15 +207,23 @@ async def test_a_failing_listener_gives_the_slot_back() -> None:
 
 
 async def test_only_the_attempts_own_call_hears_of_its_wait() -> None:
-    """A listener set for another call (a call made inside an attempt) hears nothing."""
+    """A listener registered for another call hears nothing of this one's wait."""
     gate = PoolGate(1)
     await gate.acquire(None)
     heard: list[tuple[int, bool]] = []
 
+    other = ac.Deadline.from_timeout(60.0)
+
     async def take() -> None:
         with attempt(1):
-            _QUEUED.set((ac.Deadline.from_timeout(60.0), lambda n, w: heard.append((n, w))))
-            await gate.acquire(None)
+            info = _ATTEMPT.get()
+            assert info is not None
+            # Keyed as the attempt's deadline is, but not it (ids can be reused).
+            _HEDGED[id(info.deadline)] = Listener(other, lambda n, w: heard.append((n, w)))
+            try:
+                await gate.acquire(None)
+            finally:
+                del _HEDGED[id(info.deadline)]
 
     async with anyio.create_task_group() as group:
         group.start_soon(take)
@@ -219,4 +242,39 @@ async def test_waiters_that_left_do_not_pile_up() -> None:
     assert len(gate._firsts) + len(gate._laters) <= 32
     gate.release()
     with anyio.fail_after(0.001):  # and the slot is free again
+        await gate.acquire(None)
+
+
+async def test_an_admitted_request_carries_the_budget_left_after_its_wait() -> None:
+    gate = PoolGate(1)
+    await gate.acquire(None)
+    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": "1.000"}))
+    admitted: list[ac.Request] = []
+
+    async def take() -> None:
+        admitted.append(await gate.admit(request, None))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take)
+        await anyio.sleep(0.3)
+        gate.release()
+    assert 0.69 <= float(admitted[0].headers["X-Request-Timeout"]) <= 0.7
+
+
+async def test_a_request_left_without_time_by_its_wait_is_not_sent() -> None:
+    """Under a millisecond left after the wait: not sent, and the slot is given back."""
+    gate = PoolGate(1)
+    await gate.acquire(None)
+    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": "0.100"}))
+
+    async def take() -> None:
+        with pytest.raises(ac.DeadlineExceededError) as caught:
+            await gate.admit(request, None)
+        assert caught.value.may_have_reached_server is False
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take)
+        await anyio.sleep(0.2)
+        gate.release()
+    with anyio.fail_after(0.001):
         await gate.acquire(None)
