@@ -503,13 +503,16 @@ class _AsyncioRace(_Race):
                     finally:
                         self._waiter = None
         except BaseException:
-            _HEDGED.pop(key, None)
+            _forget(key)
             self._disarm()
             self.left()
             if self._tasks:
                 await self._abandon()
             raise
-        _HEDGED.pop(key, None)
+        try:
+            del _HEDGED[key]  # the common path: cheaper than pop()
+        except KeyError:
+            pass  # the same call raced by another strategy at once took it out
         self.left()
         if self._tasks:
             await self._abandon()
@@ -653,7 +656,7 @@ class _AnyioRace(_Race):
                 raise group_error.exceptions[0] from None
             raise
         finally:
-            _HEDGED.pop(key, None)
+            _forget(key)
             self.left()
         return self.result()
 
@@ -685,6 +688,11 @@ class _AnyioRace(_Race):
 
     def _notify(self) -> None:
         self._changed.set()
+
+
+def _forget(key: int) -> None:
+    """Take a race out of the pool gates' registry (see ``_HEDGED``)."""
+    _HEDGED.pop(key, None)
 
 
 def _pick(call: Call, in_flight: dict[int, _Entry]) -> str:
