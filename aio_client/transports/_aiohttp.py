@@ -346,7 +346,8 @@ class _AiohttpBody:
         gate: PoolGate | None,
     ) -> None:
         self._resp = resp
-        # The pool turn this body holds until it is closed.
+        # The pool turn this body holds until its connection goes back (see open()) or
+        # it is closed.
         self._gate = gate
         self._inflater = inflater
         self._pieces: Iterator[bytes] | None = None

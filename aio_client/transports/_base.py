@@ -118,6 +118,8 @@ def restamped(request: Request, waited: float) -> Request:
     ambient = current_deadline()
     if ambient is not None:
         left = min(left, ambient.remaining())
+    if left == math.inf:  # a stamp that is not a budget, and nothing else to go by
+        return request
     if left < 0.001:
         raise DeadlineExceededError(
             "not sent: the deadline passed while waiting for a connection",

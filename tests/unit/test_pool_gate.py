@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +26,16 @@ class Listener:
 
     def queued(self, number: int, waiting: bool) -> None:
         self.hear(number, waiting)
+
+
+def taker(gate: PoolGate, log: list[str]) -> Callable[[str], Coroutine[Any, Any, None]]:
+    """A request named ``name`` that takes a slot and notes that it got one."""
+
+    async def take(name: str) -> None:
+        await gate.acquire(None)
+        log.append(name)
+
+    return take
 
 
 @contextmanager
@@ -82,10 +92,7 @@ async def test_a_newcomer_never_overtakes_a_waiter() -> None:
     gate = PoolGate(1)
     await gate.acquire(None)
     order: list[str] = []
-
-    async def take(name: str) -> None:
-        await gate.acquire(None)
-        order.append(name)
+    take = taker(gate, order)
 
     async with anyio.create_task_group() as group:
         group.start_soon(take, "waiter")
@@ -101,10 +108,7 @@ async def test_a_cancelled_waiter_gives_its_turn_on() -> None:
     gate = PoolGate(1)
     await gate.acquire(None)
     got: list[str] = []
-
-    async def take(name: str) -> None:
-        await gate.acquire(None)
-        got.append(name)
+    take = taker(gate, got)
 
     async with anyio.create_task_group() as group:
         group.start_soon(take, "first")
@@ -126,10 +130,7 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
     gate = PoolGate(1)
     await gate.acquire(None)
     got: list[str] = []
-
-    async def take(name: str) -> None:
-        await gate.acquire(None)
-        got.append(name)
+    take = taker(gate, got)
 
     cancelled = asyncio.create_task(take("cancelled"))
     following = asyncio.create_task(take("next"))
