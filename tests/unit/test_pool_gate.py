@@ -279,3 +279,20 @@ async def test_a_request_left_without_time_by_its_wait_is_not_sent() -> None:
         gate.release()
     with anyio.fail_after(0.001):
         await gate.acquire(None)
+
+
+async def test_a_stamp_that_is_not_a_budget_is_left_alone_with_nothing_to_go_by() -> None:
+    """No attempt and no ambient deadline, and a stamp that does not parse: sent as it is."""
+    gate = PoolGate(1)
+    await gate.acquire(None)
+    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": "soon"}))
+    admitted: list[ac.Request] = []
+
+    async def take() -> None:
+        admitted.append(await gate.admit(request, None))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take)
+        await anyio.sleep(0.1)
+        gate.release()
+    assert admitted == [request]
