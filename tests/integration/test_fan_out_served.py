@@ -80,17 +80,18 @@ async def test_the_upstream_never_sees_more_than_concurrency_calls() -> None:
 
 
 async def test_the_fan_out_deadline_cuts_the_stragglers_at_the_server() -> None:
-    """A 0.3 s fan-out where 1% of 200 calls take 2 s: it returns at about 0.3 s with those
+    """A 0.6 s fan-out where 1% of 200 calls take 2 s: it returns at about 0.6 s with those
     calls as DeadlineExceededError and the rest as responses, and the server sees the
-    stragglers' handlers cancelled."""
+    stragglers' handlers cancelled. (The other 198 take about 0.1 s, 0.3 s under
+    coverage on a busy machine: the deadline leaves them room.)"""
     slow = frozenset({7, 107})
     upstream = Upstream(slow=slow)
     async with served(upstream) as client:
         start = time.monotonic()
-        outcomes = await client.fan_out(numbered(200), concurrency=50, timeout=0.3)
+        outcomes = await client.fan_out(numbered(200), concurrency=50, timeout=0.6)
         elapsed = time.monotonic() - start
         assert await settle(lambda: slow <= set(upstream.cancelled), within=2.0)
-    assert 0.3 <= elapsed < 0.6, elapsed
+    assert 0.6 <= elapsed < 0.9, elapsed
     for number, outcome in enumerate(outcomes):
         if number in slow:
             assert isinstance(outcome, ac.DeadlineExceededError), outcome
