@@ -147,15 +147,11 @@ class AiohttpTransport:
                     body = await resp.read()
                 else:
                     body = await _read(resp, limit, self._inflates)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                resp.close()
-                raise _mapped(exc) from exc
-            except RuntimeError as exc:  # the session was closed under the read
-                resp.close()
-                raise _closed_under(exc) from exc
-            except BaseException:
-                resp.close()
-                raise
+            except BaseException as exc:
+                mapped = _read_failure(resp, exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
             finally:
                 reading.discard(resp)
             resp.release()
@@ -375,15 +371,11 @@ class _AiohttpBody:
                     self._ended = True
                     return inflater.flush()
                 self._pieces = inflater.feed(raw)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            resp.close()
-            raise _mapped(exc) from exc
-        except RuntimeError as exc:  # the session was closed under the read
-            resp.close()
-            raise _closed_under(exc) from exc
-        except BaseException:  # cancelled, or a malformed encoding
-            resp.close()
-            raise
+        except BaseException as exc:  # also cancelled, or a malformed encoding
+            mapped = _read_failure(resp, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
         """Give the connection back (body read whole) or close it."""
@@ -400,6 +392,17 @@ class _AiohttpBody:
         gate, self._gate = self._gate, None
         if gate is not None:
             gate.release()
+
+
+def _read_failure(resp: aiohttp.ClientResponse, exc: BaseException) -> BaseException | None:
+    """A body read failed with ``exc``: close the connection, and return the error to
+    raise in its place (``None``: ``exc`` itself, a cancellation or a decoding error)."""
+    resp.close()
+    if isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+        return _mapped(exc)
+    if isinstance(exc, RuntimeError):  # the session was closed under the read
+        return _closed_under(exc)
+    return None
 
 
 def _closed_under(exc: RuntimeError) -> NetworkError:

@@ -246,53 +246,45 @@ async def test_waiters_that_left_do_not_pile_up() -> None:
         await gate.acquire(None)
 
 
-async def test_an_admitted_request_carries_the_budget_left_after_its_wait() -> None:
+async def admitted_after(
+    stamp: str, wait: float
+) -> tuple[PoolGate, ac.Request, ac.Request | Exception]:
+    """A request stamped ``stamp`` admitted by a one-slot gate given back after ``wait``
+    seconds: the gate, the request, and the request as it goes out (or why it does not)."""
     gate = PoolGate(1)
     await gate.acquire(None)
-    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": "1.000"}))
-    admitted: list[ac.Request] = []
+    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": stamp}))
+    outcome: list[ac.Request | Exception] = []
 
     async def take() -> None:
-        admitted.append(await gate.admit(request, None))
+        try:
+            outcome.append(await gate.admit(request, None))
+        except ac.AioClientError as exc:
+            outcome.append(exc)
 
     async with anyio.create_task_group() as group:
         group.start_soon(take)
-        await anyio.sleep(0.3)
+        await anyio.sleep(wait)
         gate.release()
-    assert 0.69 <= float(admitted[0].headers["X-Request-Timeout"]) <= 0.7
+    return gate, request, outcome[0]
+
+
+async def test_an_admitted_request_carries_the_budget_left_after_its_wait() -> None:
+    _, _, admitted = await admitted_after("1.000", 0.3)
+    assert isinstance(admitted, ac.Request)
+    assert 0.69 <= float(admitted.headers["X-Request-Timeout"]) <= 0.7
 
 
 async def test_a_request_left_without_time_by_its_wait_is_not_sent() -> None:
     """Under a millisecond left after the wait: not sent, and the slot is given back."""
-    gate = PoolGate(1)
-    await gate.acquire(None)
-    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": "0.100"}))
-
-    async def take() -> None:
-        with pytest.raises(ac.DeadlineExceededError) as caught:
-            await gate.admit(request, None)
-        assert caught.value.may_have_reached_server is False
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(take)
-        await anyio.sleep(0.2)
-        gate.release()
+    gate, _, refused = await admitted_after("0.100", 0.2)
+    assert isinstance(refused, ac.DeadlineExceededError)
+    assert refused.may_have_reached_server is False
     with anyio.fail_after(0.001):
         await gate.acquire(None)
 
 
 async def test_a_stamp_that_is_not_a_budget_is_left_alone_with_nothing_to_go_by() -> None:
     """No attempt and no ambient deadline, and a stamp that does not parse: sent as it is."""
-    gate = PoolGate(1)
-    await gate.acquire(None)
-    request = ac.Request("GET", "http://svc/x", headers=ac.Headers({"X-Request-Timeout": "soon"}))
-    admitted: list[ac.Request] = []
-
-    async def take() -> None:
-        admitted.append(await gate.admit(request, None))
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(take)
-        await anyio.sleep(0.1)
-        gate.release()
-    assert admitted == [request]
+    _, request, admitted = await admitted_after("soon", 0.1)
+    assert admitted is request
