@@ -472,7 +472,7 @@ class _AsyncioRace(_Race):
     async def run(self) -> Response:
         call = self.call
         # Pool gates tell queued() of this call's attempts (see _HEDGED).
-        key = id(self.call.deadline)
+        key = id(call.deadline)
         _HEDGED[key] = self
         try:
             self.start(_FIRST)
